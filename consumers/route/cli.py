@@ -1,0 +1,64 @@
+"""`router route`: run one route worker (scale out by running more in the same group)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+import redis
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from consumers.route.state_redis import RedisState
+from consumers.route.worker import RouteWorker, WorkerOptions
+from router.errors import ConfigError
+from router.kafka import admin_client, ensure_topics, wait_for_broker
+from router.pipeline.stages import RoutingTable
+from router.schemas import register_all
+from router.settings import Settings
+from router.spec.cli import add_spec_dirs
+from router.spec.load import load_catalog
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("route", help="run a route worker: ingest/cohort topics -> delivery topics")
+    add_spec_dirs(p)
+    p.add_argument("--group", default=None, help="consumer group (default: ROUTER_ROUTE_GROUP or router.route)")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.set_defaults(handler=run)
+
+
+def build_worker(settings: Settings, args: argparse.Namespace) -> RouteWorker:
+    """Load specs, check services, register schemas, create topics; return a ready worker."""
+    catalog = load_catalog(args.integrations, args.schemas)
+    if not catalog.integrations:
+        raise ConfigError(f"no integrations in {args.integrations}: nothing to route")
+    if not settings.redis_url:
+        raise ConfigError("REDIS_URL is not set; the route worker keeps dedupe keys and watermarks in Redis")
+    if not settings.schema_registry_url:
+        raise ConfigError("SCHEMA_REGISTRY_URL is not set; outputs are encoded with registered schema ids")
+    wait_for_broker(settings)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    registry = SchemaRegistryClient({"url": settings.schema_registry_url})
+    schema_ids = register_all(registry, catalog)
+    ensure_topics(admin_client(settings), catalog.all_topics(), partitions=settings.topic_partitions,
+                  replication_factor=settings.replication_factor)
+    table = RoutingTable.build(catalog.integrations, schema_ids)
+    options = WorkerOptions(group=args.group or settings.route_group, batch_size=args.batch_size)
+    return RouteWorker(settings, table, RedisState(client), registry, options)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `router route`: SIGTERM/SIGINT finish the batch, commit and leave the group."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings.from_env()
+    worker = build_worker(settings, args)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"READY route={worker.options.group}", flush=True)
+    worker.run(stop)
+    totals = dict(worker.outcomes.totals)
+    print(f"stopped route outcomes={totals}", flush=True)
+    return 0

@@ -1,0 +1,101 @@
+"""Dedupe and ordering decisions in Redis: one Lua call per batch (semantics: router.pipeline.state).
+
+The script is the Redis twin of ``MemoryState``; tests/integration/test_state_parity.py runs both
+on the same claims and requires the same answers. It touches keys it is not given in KEYS, so it
+needs a single Redis (or Redis Cluster with hash-tagged keys — not done yet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis
+
+from router.pipeline.records import Claim, Decision
+
+# Per claim, 7 ARGV slots: dedupe key ("" = none), field, coords, dedupe ttl ms,
+# order key ("" = none), version, order ttl ms. A stored claim is "<coords>|<decision>".
+DECIDE = """
+local n = tonumber(ARGV[1])
+local out = {}
+local i = 2
+for j = 1, n do
+  local dk, f, coords, dttl = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local ok, ver, ottl = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  i = i + 7
+  local decision = false
+  if dk ~= "" then
+    local cur = redis.call("HGET", dk, f)
+    if cur then
+      if string.sub(cur, 1, -3) == coords then
+        decision = string.sub(cur, -1)
+      else
+        decision = "d"
+      end
+    end
+  end
+  if not decision then
+    decision = "r"
+    if ok ~= "" then
+      local mark = redis.call("GET", ok)
+      if mark and tonumber(ver) <= tonumber(mark) then
+        decision = "s"
+      else
+        redis.call("SET", ok, ver, "PX", ottl)
+      end
+    end
+    if dk ~= "" then
+      redis.call("HSET", dk, f, coords .. "|" .. decision)
+      redis.call("PEXPIRE", dk, dttl)
+    end
+  end
+  out[j] = decision
+end
+return out
+"""
+
+RELEASE = """
+local n = tonumber(ARGV[1])
+local released = 0
+for j = 0, n - 1 do
+  local dk, f, coords = ARGV[2 + j * 3], ARGV[3 + j * 3], ARGV[4 + j * 3]
+  local cur = redis.call("HGET", dk, f)
+  if cur and string.sub(cur, 1, -3) == coords then
+    redis.call("HDEL", dk, f)
+    released = released + 1
+  end
+end
+return released
+"""
+
+_CHUNK = 2000  # claims per script call: bounds the time Redis spends in one script
+
+
+class RedisState:
+    """StateStore backed by Redis; raises redis.RedisError when Redis is unavailable."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._decide = client.register_script(DECIDE)
+        self._release = client.register_script(RELEASE)
+
+    def decide(self, claims: Sequence[Claim]) -> list[Decision]:
+        out: list[Decision] = []
+        for start in range(0, len(claims), _CHUNK):
+            chunk = claims[start:start + _CHUNK]
+            argv: list[str | int] = [len(chunk)]
+            for c in chunk:
+                argv += [c.dedupe_key or "", c.field, c.coords, max(1, c.dedupe_ttl_ms), c.order_key or "",
+                         repr(c.version) if c.version is not None else "", max(1, c.order_ttl_ms)]
+            answers = self._decide(args=argv)
+            out.extend(Decision(a.decode() if isinstance(a, bytes) else a) for a in answers)
+        return out
+
+    def release(self, claims: Sequence[Claim]) -> None:
+        held = [c for c in claims if c.dedupe_key]
+        for start in range(0, len(held), _CHUNK):
+            chunk = held[start:start + _CHUNK]
+            argv: list[str | int] = [len(chunk)]
+            for c in chunk:
+                argv += [c.dedupe_key or "", c.field, c.coords]
+            self._release(args=argv)

@@ -1,0 +1,254 @@
+"""The route worker's loop: it owns every socket; the stages it calls are pure.
+
+One iteration: poll a batch → prepare each record (decode, validate, select, map, encode) →
+one Redis call for every dedupe/ordering decision → produce outputs and DLQ writes → commit.
+A batch that fails anywhere (Redis down, broker down, a DLQ write refused) is not committed:
+the consumer is rewound to the batch's first offsets and the batch is retried after a backoff.
+Redelivered records are recognised by their coordinates, so a retry never double-counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import fastavro
+import orjson
+import redis
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from consumers.route.sinks import BatchSink, Pending, is_permanent
+from router.errors import EncodeError, OrderError, RecordError, RouterError
+from router.kafka import consumer_config, dlq_topic, producer_config
+from router.outcomes import Outcomes
+from router.pipeline.records import Claim, Decision, Inbound, Prepared
+from router.pipeline.stages import RoutingTable, claim_for, dlq_headers, prepare, schema_id_of
+from router.pipeline.state import StateStore
+from router.settings import Settings
+
+log = logging.getLogger("router.route")
+
+
+class BatchFailed(RouterError):
+    """The batch could not be finished; it is retried, nothing is committed."""
+
+    code = "route.batch_failed"
+
+
+@dataclass
+class WorkerOptions:
+    group: str = "router.route"
+    batch_size: int = 1000
+    poll_timeout_s: float = 0.2
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 15.0
+
+
+def to_inbound(msg: Message) -> Inbound:
+    """Copy a librdkafka message into plain data."""
+    ts_type, ts = msg.timestamp()
+    return Inbound(msg.topic(), msg.partition(), msg.offset(), ts if ts_type else 0, msg.key(), msg.value(),
+                   list(msg.headers() or ()))
+
+
+class RouteWorker:
+    """One route worker process; run() until ``stop`` is set."""
+
+    def __init__(self, settings: Settings, table: RoutingTable, state: StateStore,
+                 registry: SchemaRegistryClient | None, options: WorkerOptions | None = None) -> None:
+        self.settings = settings
+        self.table = table
+        self.state = state
+        self.registry = registry
+        self.options = options or WorkerOptions()
+        self.outcomes = Outcomes()
+        self.avro_schemas: dict[int, Any] = {}
+        self.consumer = Consumer(consumer_config(settings, self.options.group))
+        self.producer = Producer(producer_config(settings))
+        self.sink = BatchSink(self.producer)
+        self.batches_committed = 0
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop``; then finish the batch in hand, commit, and leave the group."""
+        topics = sorted(self.table.by_topic)
+        self.consumer.subscribe(topics, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        log.info("route worker subscribed", extra={"topics": topics, "group": self.options.group})
+        backoff = self.options.backoff_initial_s
+        try:
+            while not stop.is_set():
+                messages = self.consumer.consume(self.options.batch_size, self.options.poll_timeout_s)
+                batch = self._records(messages)
+                if not batch:
+                    continue
+                try:
+                    self.process(batch)
+                    backoff = self.options.backoff_initial_s
+                except (redis.RedisError, KafkaException, BatchFailed, OSError) as exc:
+                    self.outcomes.drop_batch()
+                    log.warning("batch failed, retrying after %.1fs: %s", backoff, exc)
+                    self._rewind(batch)
+                    stop.wait(backoff * (0.5 + random.random() / 2))  # jittered, wakes on stop
+                    backoff = min(backoff * 2, self.options.backoff_max_s)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Flush the producer and leave the group (offsets were committed per batch)."""
+        self.producer.flush(10)
+        self.consumer.close()
+
+    def _records(self, messages: Sequence[Message]) -> list[Inbound]:
+        batch = []
+        for msg in messages:
+            err = msg.error()
+            if err is None:
+                batch.append(to_inbound(msg))
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", err)
+        return batch
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Batches are processed and committed between consume() calls, and callbacks run inside
+        # consume(), so when partitions are revoked no batch of theirs is in flight: nothing to
+        # flush. A batch that failed was rewound and never committed; the new owner redoes it.
+        log.info("partitions revoked: %s", [(p.topic, p.partition) for p in partitions])
+
+    def _rewind(self, batch: Sequence[Inbound]) -> None:
+        first: dict[tuple[str, int], int] = {}
+        for r in batch:
+            key = (r.topic, r.partition)
+            first[key] = min(first.get(key, r.offset), r.offset)
+        for (topic, partition), offset in first.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:  # partition revoked meanwhile: its new owner starts at the commit
+                log.info("not rewinding %s[%d]: %s", topic, partition, exc)
+
+    # ---- one batch --------------------------------------------------------------------------
+
+    def process(self, batch: Sequence[Inbound]) -> None:
+        """Route one batch and commit it, in this order:
+
+        1. fetch registry schemas the batch's Avro records name (I/O before the pure stages);
+        2. prepare every record (pure);
+        3. decide every candidate's dedupe/ordering in one Redis call;
+        4. release the claims of records about to go to the DLQ (so a replay goes through);
+        5. produce outputs and DLQ records; flush; a record the broker refused for good goes to
+           the DLQ (then flush again); any other failure raises BatchFailed: nothing committed;
+        6. commit offset + 1 of the batch's last record per partition, synchronously;
+        7. publish the batch's outcome counts.
+        """
+        now_ms = int(time.time() * 1000)
+        self._fetch_schemas(batch)
+        prepared = [prepare(r, self.table, self.avro_schemas, now_ms) for r in batch]
+        pairs = [(p, c) for p in prepared for c in p.candidates]
+        claims = [claim_for(c, p.inbound.coords, self.table.key_prefix) for p, c in pairs]
+        decisions = self.state.decide(claims) if claims else []
+        releases: list[Claim] = []
+        sends: list[tuple[str, Any, Any, Any, Any, bool]] = []
+        for (p, c), claim, decision in zip(pairs, claims, decisions, strict=True):
+            name = c.integration.name
+            if decision is Decision.DUPLICATE:
+                self.outcomes.add("duplicate", c.tenant, name)
+                continue
+            if decision is Decision.STALE:
+                policy = c.integration.on_stale
+                if policy == "drop":
+                    self.outcomes.add("stale", c.tenant, name)
+                    continue
+                if policy == "dlq":
+                    releases.append(claim)
+                    err = OrderError(f"version {c.version} is not newer than the entity's watermark",
+                                     code="order.stale")
+                    sends.append(self._dlq(p.inbound, err, name, now_ms, (p, claim)))
+                    self.outcomes.add("dlq", c.tenant, name, "order.stale")
+                    continue
+                self.outcomes.add("stale_delivered", c.tenant, name)
+            sends.append((c.integration.destination.topic, c.key, c.value, c.headers, (p, claim), False))
+            self.outcomes.add("routed", c.tenant, name)
+        for p in prepared:
+            tenant = _tenant(p)
+            for failure in p.failures:
+                sends.append(self._dlq(p.inbound, failure.error, failure.integration, now_ms, (p, None)))
+                self.outcomes.add("dlq", tenant, failure.integration or "", failure.error.code)
+            if p.ignored:
+                self.outcomes.add("ignored", tenant)
+        if releases:
+            self.state.release(releases)
+        for topic, key, value, headers, tag, is_dlq in sends:
+            self.sink.send(topic, key, value, headers, tag, is_dlq)
+        self._settle(self.sink.flush(), now_ms)
+        self._commit(batch)
+        self.outcomes.commit_batch("route")
+        self.batches_committed += 1
+
+    def _dlq(self, inbound: Inbound, error: RecordError, integration: str | None, now_ms: int,
+             tag: object) -> tuple[str, Any, Any, Any, Any, bool]:
+        headers = dlq_headers(inbound, error, group=self.options.group, integration=integration, now_ms=now_ms)
+        return dlq_topic(inbound.topic), inbound.key, inbound.value, headers, tag, True
+
+    def _settle(self, failed: list[Pending], now_ms: int) -> None:
+        """Outputs refused for good go to the DLQ; anything else fails the batch."""
+        if not failed:
+            return
+        retry: list[Pending] = []
+        for item in failed:
+            if item.is_dlq or not is_permanent(item.error):
+                raise BatchFailed(f"{len(failed)} record(s) not acknowledged by the broker: {item.error}")
+            retry.append(item)
+        releases = []
+        for item in retry:
+            prepared, claim = item.tag  # type: ignore[misc]
+            err = EncodeError(f"the broker refused the output: {item.error}", code="encode.too_large")
+            topic, key, value, headers, tag, _ = self._dlq(prepared.inbound, err, claim.field if claim else None,
+                                                           now_ms, item.tag)
+            self.sink.send(topic, key, value, headers, tag, True)
+            if claim is not None:
+                releases.append(claim)
+            self.outcomes.add("dlq", _tenant(prepared), claim.field if claim else "", "encode.too_large")
+        if releases:
+            self.state.release(releases)
+        still = self.sink.flush()
+        if still:
+            raise BatchFailed(f"{len(still)} DLQ record(s) not acknowledged by the broker: {still[0].error}")
+
+    def _commit(self, batch: Sequence[Inbound]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for r in batch:
+            key = (r.topic, r.partition)
+            last[key] = max(last.get(key, -1), r.offset)
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+        self.consumer.commit(offsets=offsets, asynchronous=False)
+
+    def _fetch_schemas(self, batch: Sequence[Inbound]) -> None:
+        if self.registry is None:
+            return
+        for r in batch:
+            sid = schema_id_of(r.value)
+            if sid is None or sid in self.avro_schemas:
+                continue
+            topic_integrations = self.table.by_topic.get(r.topic, ())
+            if not topic_integrations or topic_integrations[0].source.format != "avro":
+                continue
+            try:
+                schema = self.registry.get_schema(sid)
+            except Exception as exc:  # unknown id: the record goes to the DLQ as decode.unknown_schema
+                if getattr(exc, "http_status_code", None) == 404:
+                    continue
+                raise BatchFailed(f"schema registry unavailable: {exc}") from None
+            self.avro_schemas[sid] = fastavro.parse_schema(orjson.loads(schema.schema_str))
+
+
+def _tenant(p: Prepared) -> str:
+    for name, value in p.inbound.headers:
+        if name == "router-tenant" and value is not None:
+            return value.decode("utf-8", "replace")
+    return ""

@@ -1,0 +1,1 @@
+"""Embedded services for `router dev` and the tests: Tansu broker, Redis, schema registry."""

@@ -1,0 +1,118 @@
+"""One error root with stable codes.
+
+Every failure the router reports to a person or writes into a DLQ header is a
+``RouterError``. Its ``code`` is a stable, dotted machine code (``<stage>.<reason>``)
+that becomes the ``router-error-code`` header and a metric label; its message says
+what went wrong, where, and what to do. Records skipped on purpose (duplicates,
+superseded versions, event types nobody wants) are *outcomes*, never exceptions.
+
+Tree::
+
+    RouterError
+    ├── ConfigError            config.*      settings, ports, missing binaries
+    ├── SpecError              spec.*        an integration spec that cannot load
+    ├── RegistryError          registry.*    schema registry answers
+    └── RecordError            (per record; carries the stage that failed)
+        ├── DecodeError        decode.*      invalid_json, not_object, avro, too_large
+        ├── ValidateError      validate.*    missing_event_id, missing_tenant, bad_version
+        ├── OrderError         order.*       stale
+        ├── MappingError       map.*         required_missing, type_error
+        ├── EncodeError        encode.*      schema_mismatch
+        └── DeliverError       deliver.*     http_4xx, retries_exhausted
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+Stage = Literal["decode", "validate", "dedupe", "order", "map", "encode", "deliver"]
+
+
+class RouterError(Exception):
+    """Root of every error the router raises on purpose."""
+
+    code: str = "router.error"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(RouterError):
+    """Settings, ports, binaries: something about how the router was started."""
+
+    code = "config.invalid"
+
+
+class SpecError(RouterError):
+    """An integration spec that cannot be loaded; ``location`` is ``file:line: yaml.path``."""
+
+    code = "spec.invalid"
+
+    def __init__(
+        self, message: str, *, file: str = "", path: str = "", line: int | None = None, code: str | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.file = file
+        self.path = path
+        self.line = line
+
+    @property
+    def location(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.path:
+            where += f": {self.path}"
+        return where
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}" if self.location else self.message
+
+
+class RegistryError(RouterError):
+    """The schema registry refused or failed a request."""
+
+    code = "registry.error"
+
+
+class RecordError(RouterError):
+    """A single record a stage cannot handle: it goes to the DLQ with ``code`` and ``stage``."""
+
+    stage: ClassVar[Stage]
+    code = "record.error"
+
+
+class DecodeError(RecordError):
+    stage = "decode"
+    code = "decode.invalid_json"
+
+
+class ValidateError(RecordError):
+    stage = "validate"
+    code = "validate.invalid"
+
+
+class OrderError(RecordError):
+    stage = "order"
+    code = "order.stale"
+
+
+class MappingError(RecordError):
+    stage = "map"
+    code = "map.type_error"
+
+
+class EncodeError(RecordError):
+    stage = "encode"
+    code = "encode.schema_mismatch"
+
+
+class DeliverError(RecordError):
+    stage = "deliver"
+    code = "deliver.http_4xx"

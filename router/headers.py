@@ -1,0 +1,58 @@
+"""Kafka header names (DESIGN §2): lowercase, ``router-`` prefixed, UTF-8 values."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+TENANT = "router-tenant"
+SOURCE = "router-source"
+EVENT_ID = "router-event-id"
+INTEGRATION = "router-integration"
+RECEIVED_AT = "router-received-at"
+TRACEPARENT = "traceparent"
+REPLAY_COUNT = "router-replay-count"
+
+ERROR_CODE = "router-error-code"
+ERROR_MESSAGE = "router-error-message"
+ERROR_STAGE = "router-error-stage"
+ORIGINAL_TOPIC = "router-original-topic"
+ORIGINAL_PARTITION = "router-original-partition"
+ORIGINAL_OFFSET = "router-original-offset"
+ORIGINAL_TIMESTAMP = "router-original-timestamp"
+CONSUMER_GROUP = "router-consumer-group"
+ATTEMPTS = "router-attempts"
+FIRST_FAILED_AT = "router-first-failed-at"
+HTTP_STATUS = "router-http-status"
+RESPONSE_BODY = "router-response-body"
+
+ERROR_HEADERS = frozenset(
+    {
+        ERROR_CODE,
+        ERROR_MESSAGE,
+        ERROR_STAGE,
+        ORIGINAL_TOPIC,
+        ORIGINAL_PARTITION,
+        ORIGINAL_OFFSET,
+        ORIGINAL_TIMESTAMP,
+        CONSUMER_GROUP,
+        ATTEMPTS,
+        FIRST_FAILED_AT,
+        HTTP_STATUS,
+        RESPONSE_BODY,
+    }
+)
+
+KafkaHeaders = Sequence[tuple[str, bytes | None]]
+
+
+def to_dict(headers: KafkaHeaders | None) -> dict[str, str]:
+    """Decode Kafka headers into a dict (last value wins); undecodable bytes are replaced, never raised."""
+    out: dict[str, str] = {}
+    for name, value in headers or ():
+        out[name.lower()] = value.decode("utf-8", "replace") if value is not None else ""
+    return out
+
+
+def encode(headers: dict[str, str]) -> list[tuple[str, bytes]]:
+    """Encode a dict of header strings into Kafka header tuples."""
+    return [(k, v.encode()) for k, v in headers.items()]

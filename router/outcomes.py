@@ -1,0 +1,42 @@
+"""Outcome counters: every record ends routed, duplicate, stale, ignored or dlq (DESIGN §4).
+
+Counts are aggregated per batch in a plain dict (no per-record metric calls on the hot path),
+then added to OpenTelemetry counters labelled by tenant, integration and DLQ code.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from opentelemetry import metrics
+
+OutcomeKey = tuple[str, str, str, str]  # outcome, tenant, integration, code
+
+_meter = metrics.get_meter("router")
+_records = _meter.create_counter("router_records", unit="1", description="records by outcome, tenant, integration")
+
+
+@dataclass
+class Outcomes:
+    """Running totals for one process, plus the batch being counted."""
+
+    totals: Counter[str] = field(default_factory=Counter)
+    batch: Counter[OutcomeKey] = field(default_factory=Counter)
+
+    def add(self, outcome: str, tenant: str = "", integration: str = "", code: str = "") -> None:
+        self.batch[(outcome, tenant, integration, code)] += 1
+
+    def commit_batch(self, stage: str) -> None:
+        """Publish the batch's counts (call after the batch's offsets are committed)."""
+        for (outcome, tenant, integration, code), n in self.batch.items():
+            self.totals[outcome] += n
+            if code:
+                self.totals[f"{outcome}:{code}"] += n
+            _records.add(n, {"stage": stage, "outcome": outcome, "tenant": tenant, "integration": integration,
+                             "code": code})
+        self.batch.clear()
+
+    def drop_batch(self) -> None:
+        """Forget a batch that will be processed again (it was not committed)."""
+        self.batch.clear()

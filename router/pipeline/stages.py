@@ -1,0 +1,227 @@
+"""decode → validate → select → map → encode, as pure functions of plain data.
+
+``prepare`` turns one inbound record into candidates (one per integration that wants it) or
+failures with stable codes; it never raises for a bad record. ``claim_for`` turns a candidate
+into the state-store question. Decisions are applied by the caller (the loop owns I/O).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import fastavro
+import orjson
+
+from router import headers as h
+from router.errors import DecodeError, EncodeError, MappingError, RecordError, ValidateError
+from router.pipeline.records import Candidate, Claim, Failure, Inbound, Prepared
+from router.spec.coerce import version_number
+from router.spec.mapping import Meta
+from router.spec.model import Integration
+from router.spec.paths import MISSING
+
+MAGIC = b"\x00"
+_HEADER = struct.Struct(">bI")
+
+
+@dataclass(frozen=True)
+class RoutingTable:
+    """Integrations by source topic, with each one's registered output schema id."""
+
+    by_topic: Mapping[str, tuple[Integration, ...]]
+    schema_ids: Mapping[str, int]  # integration name -> registry id of its output schema
+    key_prefix: str = "router:"
+
+    @classmethod
+    def build(cls, integrations: tuple[Integration, ...], schema_ids: Mapping[str, int], key_prefix: str = "router:"
+              ) -> RoutingTable:
+        by_topic: dict[str, list[Integration]] = {}
+        for integration in integrations:
+            by_topic.setdefault(integration.source.topic, []).append(integration)
+        return cls({t: tuple(v) for t, v in by_topic.items()}, dict(schema_ids), key_prefix)
+
+
+AvroDecoder = Callable[[bytes], Any]
+
+
+def decode_json(value: bytes | None, max_bytes: int) -> dict[str, Any]:
+    """Parse a JSON object body; DecodeError with a stable code otherwise."""
+    if value is None:
+        raise DecodeError("the record has no value (tombstone); expected a JSON object", code="decode.empty")
+    if len(value) > max_bytes:
+        raise DecodeError(f"{len(value)} bytes is over the source's max_bytes {max_bytes}", code="decode.too_large")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"invalid JSON: {exc}", code="decode.invalid_json") from None
+    if not isinstance(doc, dict):
+        raise DecodeError(f"expected a JSON object, got {type(doc).__name__}", code="decode.not_object")
+    return doc
+
+
+def schema_id_of(value: bytes | None) -> int | None:
+    """The registry id in a Confluent-framed value, or None if it is not framed."""
+    if value is None or len(value) < 5 or value[:1] != MAGIC:
+        return None
+    return int(_HEADER.unpack_from(value)[1])
+
+
+def decode_avro(value: bytes | None, max_bytes: int, schemas: Mapping[int, Any]) -> dict[str, Any]:
+    """Decode a Confluent-framed Avro value with a schema the loop has already fetched."""
+    if value is None:
+        raise DecodeError("the record has no value (tombstone); expected registry-framed Avro", code="decode.empty")
+    if len(value) > max_bytes:
+        raise DecodeError(f"{len(value)} bytes is over the source's max_bytes {max_bytes}", code="decode.too_large")
+    schema_id = schema_id_of(value)
+    if schema_id is None:
+        raise DecodeError("not Confluent-framed Avro (no magic byte 0 + schema id)", code="decode.avro")
+    schema = schemas.get(schema_id)
+    if schema is None:
+        raise DecodeError(f"schema id {schema_id} is not in the registry", code="decode.unknown_schema")
+    try:
+        doc = fastavro.schemaless_reader(io.BytesIO(value[5:]), schema, None)
+    except Exception as exc:  # fastavro raises many types on corrupt input
+        raise DecodeError(f"invalid Avro for schema id {schema_id}: {exc}"[:300], code="decode.avro") from None
+    if not isinstance(doc, dict):
+        raise DecodeError("the Avro value is not a record", code="decode.not_object")
+    return doc
+
+
+def encode_avro(record: dict[str, Any], schema_id: int, parsed: Any) -> bytes:
+    """Confluent wire format: magic 0, 4-byte big-endian schema id, Avro binary."""
+    out = io.BytesIO()
+    out.write(_HEADER.pack(0, schema_id))
+    try:
+        fastavro.schemaless_writer(out, parsed, record)
+    except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
+        message = f"record does not fit the output schema: {exc}"[:300]
+        raise EncodeError(message, code="encode.schema_mismatch") from None
+    return out.getvalue()
+
+
+def prepare(inbound: Inbound, table: RoutingTable, avro_schemas: Mapping[int, Any] | None = None,
+            now_ms: int | None = None) -> Prepared:
+    """Run the pure stages over one record; never raises for bad input."""
+    result = Prepared(inbound)
+    integrations = table.by_topic.get(inbound.topic, ())
+    if not integrations:
+        result.ignored = True
+        return result
+    hdrs = h.to_dict(inbound.headers)
+    source = integrations[0].source
+    try:
+        if source.format == "avro":
+            event = decode_avro(inbound.value, source.max_bytes, avro_schemas or {})
+        else:
+            event = decode_json(inbound.value, source.max_bytes)
+        tenant = hdrs.get(h.TENANT, "")
+        if not tenant:
+            raise ValidateError(f"header {h.TENANT} is missing; the gateway sets it", code="validate.missing_tenant")
+    except RecordError as exc:
+        result.failures.append(Failure(exc))
+        return result
+    # A replayed record that names its integration goes back to that one only.
+    only = hdrs.get(h.INTEGRATION) if h.REPLAY_COUNT in hdrs else None
+    received_at = _received_at(hdrs, inbound, now_ms)
+    for integration in integrations:
+        if only and integration.name != only:
+            continue
+        src = integration.source
+        event_type = src.get_type(event) if src.get_type is not None else None
+        if not src.wants(event_type if isinstance(event_type, str) else None, tenant):
+            continue
+        try:
+            result.candidates.append(_candidate(integration, event, inbound, hdrs, tenant, received_at, table))
+        except RecordError as exc:
+            result.failures.append(Failure(exc, integration.name))
+    result.ignored = not result.candidates and not result.failures
+    return result
+
+
+def _candidate(integration: Integration, event: dict[str, Any], inbound: Inbound, hdrs: dict[str, str],
+               tenant: str, received_at: int, table: RoutingTable) -> Candidate:
+    src = integration.source
+    event_id = src.get_event_id(event)
+    if event_id is MISSING or event_id is None or event_id == "" or isinstance(event_id, dict | list):
+        raise ValidateError(f"event id missing at {src.event_id_path}", code="validate.missing_event_id")
+    event_id = str(event_id)
+    entity_key: str | None = None
+    if src.get_entity_key is not None:
+        raw_key = src.get_entity_key(event)
+        if raw_key not in (MISSING, None, "") and not isinstance(raw_key, dict | list):
+            entity_key = str(raw_key)
+    version: float | None = None
+    if src.get_version is not None:
+        raw_version = src.get_version(event)
+        if raw_version is MISSING or raw_version is None:
+            raise ValidateError(f"version missing at {src.version_path}", code="validate.missing_version")
+        try:
+            version = version_number(raw_version)
+        except MappingError as exc:
+            raise ValidateError(f"version at {src.version_path}: {exc}", code="validate.bad_version") from None
+        if entity_key is None:
+            raise ValidateError(f"entity key missing at {src.entity_key_path}; ordering needs it",
+                                code="validate.missing_entity_key")
+    meta = Meta(tenant, src.name, event_id, integration.name, received_at)
+    record = integration.mapper(event, meta)
+    value = encode_avro(record, table.schema_ids.get(integration.name, 0), integration.schema.parsed)
+    out_headers = {
+        h.TENANT: tenant,
+        h.SOURCE: src.name,
+        h.EVENT_ID: event_id,
+        h.INTEGRATION: integration.name,
+        h.RECEIVED_AT: str(received_at),
+    }
+    if h.TRACEPARENT in hdrs:
+        out_headers[h.TRACEPARENT] = hdrs[h.TRACEPARENT]
+    key = entity_key.encode() if entity_key is not None else inbound.key
+    return Candidate(integration, tenant, event_id, entity_key, version, key, value, h.encode(out_headers), record)
+
+
+def _received_at(hdrs: dict[str, str], inbound: Inbound, now_ms: int | None) -> int:
+    raw = hdrs.get(h.RECEIVED_AT)
+    if raw and raw.isdigit():
+        return int(raw)
+    if inbound.timestamp > 0:
+        return inbound.timestamp
+    return now_ms if now_ms is not None else int(time.time() * 1000)
+
+
+def claim_for(candidate: Candidate, coords: str, prefix: str) -> Claim:
+    """The dedupe + ordering question for one candidate (see router.pipeline.state)."""
+    integration = candidate.integration
+    dedupe_key = (f"{prefix}dd:{candidate.tenant}:{integration.source.name}:{candidate.event_id}"
+                  if integration.dedupe_enabled else None)
+    order_key = (f"{prefix}wm:{candidate.tenant}:{integration.name}:{candidate.entity_key}"
+                 if candidate.version is not None else None)
+    return Claim(dedupe_key, integration.name, coords, int(integration.dedupe_ttl_s * 1000), order_key,
+                 candidate.version, int(integration.ordering_ttl_s * 1000))
+
+
+def dlq_headers(inbound: Inbound, error: RecordError, *, group: str, integration: str | None,
+                now_ms: int) -> list[tuple[str, bytes | None]]:
+    """Original headers untouched, then the DESIGN §2 error headers (replacing older ones)."""
+    original = [(k, v) for k, v in inbound.headers if k not in h.ERROR_HEADERS]
+    prev = h.to_dict(inbound.headers)
+    attempts = int(prev.get(h.ATTEMPTS, "0") or 0) + 1
+    extra = {
+        h.ERROR_CODE: error.code,
+        h.ERROR_MESSAGE: error.message[:1000],
+        h.ERROR_STAGE: error.stage,
+        h.ORIGINAL_TOPIC: prev.get(h.ORIGINAL_TOPIC, inbound.topic) if h.REPLAY_COUNT in prev else inbound.topic,
+        h.ORIGINAL_PARTITION: str(inbound.partition),
+        h.ORIGINAL_OFFSET: str(inbound.offset),
+        h.ORIGINAL_TIMESTAMP: str(inbound.timestamp),
+        h.CONSUMER_GROUP: group,
+        h.ATTEMPTS: str(attempts),
+        h.FIRST_FAILED_AT: prev.get(h.FIRST_FAILED_AT, str(now_ms)),
+    }
+    if integration is not None:
+        original = [(k, v) for k, v in original if k != h.INTEGRATION]
+        extra[h.INTEGRATION] = integration
+    return original + [(k, v.encode()) for k, v in extra.items()]

@@ -1,0 +1,127 @@
+"""One frozen settings object, read from the environment.
+
+Ecosystem names are used where they exist (``KAFKA_BOOTSTRAP_SERVERS``, ``REDIS_URL``,
+``SCHEMA_REGISTRY_URL``, ``KAFKA_SASL_*``); everything else is ``ROUTER_*``. Secrets are
+held in :class:`Secret`, whose ``repr``/``str`` never show the value, so logging a
+``Settings`` object is safe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from router.errors import ConfigError
+
+
+class Secret:
+    """A string that never prints itself; call :meth:`reveal` at the one place that needs it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret value; use only where it is handed to a client."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number; set it to e.g. {default}") from None
+
+
+def _opt(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a router process is configured with. Build it with :meth:`from_env`."""
+
+    kafka_bootstrap_servers: str | None = None
+    redis_url: str | None = None
+    schema_registry_url: str | None = None
+    kafka_security_protocol: str | None = None
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: Secret | None = None
+    integrations_dir: Path = Path("integrations")
+    schemas_dir: Path = Path("schemas/avro")
+    route_group: str = "router.route"
+    session_timeout_ms: int = 10_000
+    topic_partitions: int = 3
+    replication_factor: int = 1
+    admin_token: Secret | None = None
+    log_level: str = "INFO"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read settings from ``env`` (default ``os.environ``); raise ConfigError on bad values."""
+        env = os.environ if env is None else env
+        password = _opt(env, "KAFKA_SASL_PASSWORD")
+        token = _opt(env, "ROUTER_ADMIN_TOKEN")
+        settings = cls(
+            kafka_bootstrap_servers=_opt(env, "KAFKA_BOOTSTRAP_SERVERS"),
+            redis_url=_opt(env, "REDIS_URL"),
+            schema_registry_url=_opt(env, "SCHEMA_REGISTRY_URL"),
+            kafka_security_protocol=_opt(env, "KAFKA_SECURITY_PROTOCOL"),
+            kafka_sasl_mechanism=_opt(env, "KAFKA_SASL_MECHANISM"),
+            kafka_sasl_username=_opt(env, "KAFKA_SASL_USERNAME"),
+            kafka_sasl_password=Secret(password) if password else None,
+            integrations_dir=Path(env.get("ROUTER_INTEGRATIONS") or "integrations"),
+            schemas_dir=Path(env.get("ROUTER_SCHEMAS") or "schemas/avro"),
+            route_group=env.get("ROUTER_ROUTE_GROUP") or "router.route",
+            session_timeout_ms=_int(env, "ROUTER_KAFKA_SESSION_TIMEOUT_MS", 10_000),
+            topic_partitions=_int(env, "ROUTER_TOPIC_PARTITIONS", 3),
+            replication_factor=_int(env, "ROUTER_REPLICATION_FACTOR", 1),
+            admin_token=Secret(token) if token else None,
+            log_level=(env.get("ROUTER_LOG_LEVEL") or "INFO").upper(),
+        )
+        if settings.topic_partitions < 1:
+            raise ConfigError("ROUTER_TOPIC_PARTITIONS must be at least 1")
+        return settings
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with ``changes`` applied (settings stay frozen)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def kafka_common(self) -> dict[str, str | int]:
+        """librdkafka settings shared by every client (bootstrap and security)."""
+        if not self.kafka_bootstrap_servers:
+            raise ConfigError("KAFKA_BOOTSTRAP_SERVERS is not set; set it, or use `router dev` for the embedded broker")
+        conf: dict[str, str | int] = {"bootstrap.servers": self.kafka_bootstrap_servers}
+        if self.kafka_security_protocol:
+            conf["security.protocol"] = self.kafka_security_protocol
+        if self.kafka_sasl_mechanism:
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            conf["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password:
+            conf["sasl.password"] = self.kafka_sasl_password.reveal()
+        return conf

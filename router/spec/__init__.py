@@ -1,0 +1,1 @@
+"""Integration specs: load and validate YAML (JSON Schema + semantic checks), compile to callables."""

@@ -1,0 +1,386 @@
+"""The mapping compiler: spec ``mapping.fields`` + the output Avro record → one plain callable.
+
+Everything that can be decided at load time is: paths are split into getters, templates into
+parts, lookup tables into dicts, coercions chosen, and every field checked against the Avro
+field it fills (a field that may be missing must be nullable or have a default; constants and
+defaults must fit). The returned ``RecordMapper`` does no YAML or schema walking per record and
+raises only ``MappingError`` (``map.required_missing``, ``map.type_error``).
+"""
+
+from __future__ import annotations
+
+import decimal
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from router.errors import MappingError
+from router.spec import coerce
+from router.spec.avro import NO_DEFAULT, FieldType, field_type, python_accepts
+from router.spec.paths import MISSING, compile_getter
+from router.spec.yamlsrc import PathKey, SourceDoc
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """What a mapping may read besides the event: ``$tenant``, ``$source``, … and template names."""
+
+    tenant: str
+    source: str
+    event_id: str
+    integration: str
+    received_at: int
+
+
+# (current item, whole event, meta) -> value or MISSING
+ValueFn = Callable[[Any, Any, Meta], Any]
+RecordMapper = Callable[[Any, Meta], dict[str, Any]]
+
+META_NAMES = ("tenant", "source", "event_id", "integration", "received_at")
+_SOURCE_KEYS = ("from", "coalesce", "template", "const", "cond", "each")
+
+
+class _Collector:
+    """Collects SpecErrors so that one run of `spec validate` reports them all."""
+
+    def __init__(self, doc: SourceDoc) -> None:
+        self.doc = doc
+        self.errors: list[Exception] = []
+
+    def error(self, path: PathKey, message: str, code: str = "spec.mapping") -> None:
+        self.errors.append(self.doc.error(path, message, code))
+
+
+def path_value(path: str) -> ValueFn:
+    """A ValueFn for a dotted path or a ``$`` name."""
+    if path.startswith("$"):
+        name = path[1:]
+        if name == "event":
+            return lambda item, root, meta: item
+        if name == "root":
+            return lambda item, root, meta: root
+        if name in META_NAMES:
+            return lambda item, root, meta: getattr(meta, name)
+        raise ValueError(f"unknown name {path!r}: use one of $event, $root, " + ", ".join(f"${n}" for n in META_NAMES))
+    get = compile_getter(path)
+    return lambda item, root, meta: get(item)
+
+
+def compile_record(
+    fields: dict[str, Any], record: dict[str, Any], at: PathKey, col: _Collector, named: dict[str, Any]
+) -> RecordMapper | None:
+    """Compile ``fields`` against Avro ``record``; None (with errors collected) when it cannot work."""
+    avro_fields = {f["name"]: f for f in record.get("fields", [])}
+    record_name = record.get("name", "?")
+    ok = True
+    for name in fields:
+        if name not in avro_fields:
+            col.error((*at, name), f"the Avro record {record_name} has no field {name!r} (it has: "
+                      + ", ".join(avro_fields) + ")")
+            ok = False
+    for name, af in avro_fields.items():
+        if name not in fields and "default" not in af:
+            col.error(at, f"Avro field {name!r} of {record_name} has no default and is not mapped: map it here "
+                      "or give it a default in the schema")
+            ok = False
+    plan: list[tuple[str, Callable[[Any, Any, Meta], Any]]] = []
+    for name, af in avro_fields.items():
+        if name not in fields:
+            default = af["default"]
+            plan.append((name, lambda item, root, meta, d=default: d))
+            continue
+        ftype = field_type(af["type"], named)
+        fn = compile_field(name, fields[name], ftype, af.get("default", NO_DEFAULT), (*at, name), col, named)
+        if fn is None:
+            ok = False
+        else:
+            plan.append((name, fn))
+    if not ok:
+        return None
+    steps = tuple(plan)
+
+    def build(item: Any, root: Any, meta: Meta) -> dict[str, Any]:
+        return {name: fn(item, root, meta) for name, fn in steps}
+
+    def mapper(event: Any, meta: Meta) -> dict[str, Any]:
+        return build(event, event, meta)
+
+    mapper.build = build  # type: ignore[attr-defined]  # nested records call build(item, root, meta)
+    return mapper
+
+
+def compile_field(
+    name: str, spec: Any, ftype: FieldType, avro_default: Any, at: PathKey, col: _Collector, named: dict[str, Any]
+) -> Callable[[Any, Any, Meta], Any] | None:
+    """One output field: value, then default / required / Avro default, then the Avro type check."""
+    if isinstance(spec, str):
+        spec = {"from": spec}
+    value = compile_value(spec, ftype, at, col, named)
+    if value is None:
+        return None
+    required = bool(spec.get("required", False))
+    has_default = "default" in spec
+    if required and has_default:
+        col.error(at, "a field cannot be both required and have a default: drop one")
+        return None
+    always_set = "const" in spec or has_default
+    if not required and not always_set and not ftype.nullable and avro_default is NO_DEFAULT:
+        col.error(at, f"{name!r} may be missing at run time but its Avro type ({ftype.describe()}) is not nullable "
+                  "and has no default: add `required: true`, a `default`, or make the Avro field nullable")
+        return None
+    fallback = None if avro_default is NO_DEFAULT else avro_default
+    where = f"field {name!r}"
+
+    def field(item: Any, root: Any, meta: Meta) -> Any:
+        v = value(item, root, meta)
+        if v is MISSING or v is None:
+            if required:
+                raise MappingError(f"{where}: required value is missing", code="map.required_missing")
+            return fallback
+        if not python_accepts(ftype, v):
+            shown = repr(v)[:60]
+            raise MappingError(f"{where}: {shown} ({type(v).__name__}) does not fit Avro type {ftype.describe()}",
+                               code="map.type_error")
+        return v
+
+    return field
+
+
+def compile_value(
+    spec: Any, ftype: FieldType, at: PathKey, col: _Collector, named: dict[str, Any]
+) -> ValueFn | None:
+    """The value part of a field expression: source, divide_by, map, as, default."""
+    if isinstance(spec, str):
+        spec = {"from": spec}
+    present = [k for k in _SOURCE_KEYS if k in spec]
+    if len(present) != 1:
+        col.error(at, "give exactly one of from, coalesce, template, const, cond, each"
+                  + (f" (found: {', '.join(present)})" if present else ""))
+        return None
+    kind = present[0]
+    try:
+        source = _compile_source(kind, spec, ftype, at, col, named)
+    except ValueError as exc:
+        col.error((*at, kind), str(exc))
+        return None
+    if source is None:
+        return None
+    conv = _coercion(spec, ftype, at, col)
+    table = _lookup(spec, at, col)
+    divide = spec.get("divide_by")
+    default = spec.get("default", MISSING)
+    for literal, label in ((default, "default"), (spec.get("const", MISSING), "const")):
+        if literal is not MISSING and literal is not None and not python_accepts(ftype, _literal(literal, ftype)):
+            col.error((*at, label), f"{literal!r} does not fit the Avro type {ftype.describe()}")
+            return None
+    if table is not None:
+        for key, mapped in table.items():
+            if mapped is not None and not python_accepts(ftype, conv(mapped) if conv else _literal(mapped, ftype)):
+                col.error((*at, "map", key), f"{mapped!r} does not fit the Avro type {ftype.describe()}")
+                return None
+    default = _literal(default, ftype) if default is not MISSING else MISSING
+    auto_decimal = conv is None and "decimal" in ftype.kinds and kind != "const"
+    if auto_decimal:
+        conv = coerce.decimal_coercion(ftype.decimal_scale)
+    divisor = decimal.Decimal(str(divide)) if divide is not None else None
+
+    def value(item: Any, root: Any, meta: Meta) -> Any:
+        v = source(item, root, meta)
+        if v is MISSING or v is None:
+            return default
+        if divisor is not None:
+            if isinstance(v, bool) or not isinstance(v, int | float | str | decimal.Decimal):
+                raise MappingError(f"divide_by needs a number, got {type(v).__name__}", code="map.type_error")
+            try:
+                v = decimal.Decimal(str(v)) / divisor
+            except decimal.InvalidOperation:
+                raise MappingError(f"divide_by needs a number, got {v!r}"[:80], code="map.type_error") from None
+        if table is not None:
+            key = _key(v)
+            if key not in table:
+                return default
+            v = table[key]
+            if v is None:
+                return default
+        if conv is not None:
+            v = conv(v)
+        return v
+
+    return value
+
+
+def _compile_source(
+    kind: str, spec: dict[str, Any], ftype: FieldType, at: PathKey, col: _Collector, named: dict[str, Any]
+) -> ValueFn | None:
+    if kind == "from":
+        return path_value(spec["from"])
+    if kind == "coalesce":
+        getters = tuple(path_value(p) for p in spec["coalesce"])
+
+        def first(item: Any, root: Any, meta: Meta) -> Any:
+            for g in getters:
+                v = g(item, root, meta)
+                if v is not MISSING and v is not None:
+                    return v
+            return MISSING
+
+        return first
+    if kind == "const":
+        literal = _literal(spec["const"], ftype)
+        return lambda item, root, meta: literal
+    if kind == "template":
+        return _compile_template(spec["template"])
+    if kind == "cond":
+        return _compile_cond(spec, ftype, at, col, named)
+    return _compile_each(spec, ftype, at, col, named)
+
+
+def _compile_template(text: str) -> ValueFn:
+    parts: list[str | ValueFn] = []
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise ValueError(f"invalid template {text!r}: {exc}") from None
+    for literal, field_name, _spec, _conv in parsed:
+        if literal:
+            parts.append(literal)
+        if field_name is not None:
+            if not field_name:
+                raise ValueError(f"invalid template {text!r}: empty {{}}; name a path such as {{data.id}}")
+            bare = field_name.lstrip("$")
+            parts.append(path_value(f"${bare}" if bare in META_NAMES else field_name))
+    frozen = tuple(parts)
+
+    def render(item: Any, root: Any, meta: Meta) -> Any:
+        out = []
+        for p in frozen:
+            if isinstance(p, str):
+                out.append(p)
+                continue
+            v = p(item, root, meta)
+            if v is MISSING or v is None:
+                return MISSING  # a template with a hole is a missing value, never "None" text
+            out.append(coerce.to_string(v) if not isinstance(v, dict | list) else str(v))
+        return "".join(out)
+
+    return render
+
+
+_PREDICATES = ("equals", "not_equals", "in", "exists")
+
+
+def _compile_cond(
+    spec: dict[str, Any], ftype: FieldType, at: PathKey, col: _Collector, named: dict[str, Any]
+) -> ValueFn | None:
+    branches: list[tuple[Callable[[Any, Any, Meta], bool], ValueFn]] = []
+    for i, case in enumerate(spec["cond"]):
+        test = _predicate(case["if"])
+        then = compile_value(case["then"], ftype, (*at, "cond", i, "then"), col, named)
+        if then is None:
+            return None
+        branches.append((test, then))
+    otherwise = compile_value(spec["else"], ftype, (*at, "else"), col, named) if "else" in spec else None
+    if "else" in spec and otherwise is None:
+        return None
+    frozen = tuple(branches)
+
+    def choose(item: Any, root: Any, meta: Meta) -> Any:
+        for test, then in frozen:
+            if test(item, root, meta):
+                return then(item, root, meta)
+        return otherwise(item, root, meta) if otherwise is not None else MISSING
+
+    return choose
+
+
+def _predicate(spec: dict[str, Any]) -> Callable[[Any, Any, Meta], bool]:
+    get = path_value(spec["path"])
+    if "exists" in spec:
+        want = bool(spec["exists"])
+        return lambda item, root, meta: (get(item, root, meta) not in (MISSING, None)) is want
+    if "in" in spec:
+        choices = frozenset(_key(v) for v in spec["in"])
+        return lambda item, root, meta: _key(get(item, root, meta)) in choices
+    if "equals" in spec:
+        target = _key(spec["equals"])
+        return lambda item, root, meta: _key(get(item, root, meta)) == target
+    other = _key(spec["not_equals"])
+    return lambda item, root, meta: _key(get(item, root, meta)) != other
+
+
+def _compile_each(
+    spec: dict[str, Any], ftype: FieldType, at: PathKey, col: _Collector, named: dict[str, Any]
+) -> ValueFn | None:
+    if "array" not in ftype.kinds:
+        col.error((*at, "each"), f"each builds a list, but the Avro type is {ftype.describe()}")
+        return None
+    items = path_value(spec["each"])
+    if ("fields" in spec) == ("item" in spec):
+        col.error(at, "each needs exactly one of fields (a list of records) or item (a list of values)")
+        return None
+    if "fields" in spec:
+        if ftype.record is None:
+            col.error((*at, "fields"), "each.fields builds records, but the Avro list items are not records")
+            return None
+        sub = compile_record(spec["fields"], ftype.record, (*at, "fields"), col, named)
+        if sub is None:
+            return None
+        build = sub.build  # type: ignore[attr-defined]
+    else:
+        item_type = field_type(ftype.items, named)
+        item_fn = compile_field("item", spec["item"], item_type, NO_DEFAULT, (*at, "item"), col, named)
+        if item_fn is None:
+            return None
+        build = item_fn
+
+    def each(item: Any, root: Any, meta: Meta) -> Any:
+        seq = items(item, root, meta)
+        if seq is MISSING or seq is None:
+            return MISSING
+        if isinstance(seq, dict):  # one object maps as a one-item list (e.g. each: $event)
+            seq = [seq]
+        if not isinstance(seq, list):
+            raise MappingError(f"each needs a list, got {type(seq).__name__}", code="map.type_error")
+        return [build(x, root, meta) for x in seq]
+
+    return each
+
+
+def _coercion(spec: dict[str, Any], ftype: FieldType, at: PathKey, col: _Collector) -> coerce.Coercion | None:
+    target = spec.get("as")
+    if target is None:
+        return None
+    if target == "decimal":
+        if "decimal" not in ftype.kinds:
+            col.error((*at, "as"), f"as: decimal needs an Avro decimal field, this one is {ftype.describe()}")
+        return coerce.decimal_coercion(ftype.decimal_scale)
+    return coerce.SIMPLE[target]
+
+
+def _lookup(spec: dict[str, Any], at: PathKey, col: _Collector) -> dict[str, Any] | None:
+    table = spec.get("map")
+    if table is None:
+        return None
+    return {_key(k): v for k, v in table.items()}
+
+
+def _key(value: Any) -> Any:
+    """Lookup keys compare as text, so YAML ``1`` and JSON ``"1"`` match; booleans as true/false."""
+    if value is MISSING or value is None:
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _literal(value: Any, ftype: FieldType) -> Any:
+    """A YAML literal in the Avro field's Python form (decimals as Decimal)."""
+    if "decimal" in ftype.kinds and isinstance(value, int | float | str) and not isinstance(value, bool):
+        try:
+            return coerce.decimal_coercion(ftype.decimal_scale)(value)
+        except MappingError:
+            return value
+    return value

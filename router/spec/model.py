@@ -1,0 +1,83 @@
+"""A compiled integration: everything the hot path needs, as plain values and callables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from router.spec.avro import AvroSchema
+from router.spec.mapping import RecordMapper
+from router.spec.paths import Getter
+
+OnStale = Literal["drop", "deliver", "dlq"]
+
+DEFAULT_DEDUPE_TTL_S = 24 * 3600.0
+DEFAULT_ORDERING_TTL_S = 30 * 24 * 3600.0
+DEFAULT_MAX_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an integration's events come from and how to read their identity."""
+
+    topic: str
+    format: Literal["json", "avro"]
+    type_path: str | None
+    get_type: Getter | None
+    types: frozenset[str] | None  # None: every type
+    tenants: frozenset[str] | None  # None: every tenant
+    event_id_path: str
+    get_event_id: Getter
+    entity_key_path: str | None
+    get_entity_key: Getter | None
+    version_path: str | None
+    get_version: Getter | None
+    max_bytes: int
+
+    @property
+    def name(self) -> str:
+        """``zendesk`` for ``ingest.zendesk``; ``vip`` for ``cohort.vip``."""
+        return self.topic.split(".", 1)[1]
+
+    def wants(self, event_type: str | None, tenant: str) -> bool:
+        """Does this source take an event of ``event_type`` for ``tenant``?"""
+        if self.tenants is not None and tenant not in self.tenants:
+            return False
+        return self.types is None or event_type in self.types
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where mapped records go: ``delivery.<name>``, and how the delivery worker calls the partner."""
+
+    name: str
+    http: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def topic(self) -> str:
+        return f"delivery.{self.name}"
+
+    @property
+    def subject(self) -> str:
+        """Confluent TopicNameStrategy subject of the delivery topic's values (DESIGN §3)."""
+        return f"{self.topic}-value"
+
+
+@dataclass(frozen=True)
+class Integration:
+    """One integration spec, validated and compiled."""
+
+    name: str
+    version: int
+    file: Path
+    source: Source
+    on_stale: OnStale
+    ordering_ttl_s: float
+    dedupe_enabled: bool
+    dedupe_ttl_s: float
+    schema: AvroSchema
+    mapper: RecordMapper
+    destination: Destination
+    fixtures: Path | None
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)

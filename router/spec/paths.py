@@ -1,0 +1,90 @@
+"""Dotted paths into decoded events (``data.items.0.sku``), compiled once into getters.
+
+A path is split at load time; the getter walks dicts by key and lists by index and returns
+:data:`MISSING` (never raises) when any step is absent or of the wrong kind, so the hot path
+has no exception handling per field.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any, Final
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Final = _Missing()
+
+Getter = Callable[[Any], Any]
+
+
+def split(path: str) -> tuple[str | int, ...]:
+    """Split ``a.b.0.c`` into steps; all-digit steps index lists (and still match dict keys)."""
+    if not path or path.startswith(".") or path.endswith(".") or ".." in path:
+        raise ValueError(f"invalid path {path!r}: use dotted names like data.ticket.id")
+    return tuple(int(step) if step.isdigit() else step for step in path.split("."))
+
+
+def compile_getter(path: str) -> Getter:
+    """A function returning the value at ``path`` in a JSON-like value, or MISSING."""
+    steps = split(path)
+    if len(steps) == 1 and isinstance(steps[0], str):
+        key = steps[0]
+
+        def get1(doc: Any) -> Any:
+            return doc.get(key, MISSING) if type(doc) is dict else MISSING
+
+        return get1
+
+    def get(doc: Any) -> Any:
+        for step in steps:
+            if type(doc) is dict:
+                doc = doc.get(step if isinstance(step, str) else str(step), MISSING)
+                if doc is MISSING:
+                    return MISSING
+            elif type(doc) is list and isinstance(step, int):
+                if step >= len(doc):
+                    return MISSING
+                doc = doc[step]
+            else:
+                return MISSING
+        return doc
+
+    return get
+
+
+def without(doc: Any, path: str) -> Any:
+    """A deep copy of ``doc`` with ``path`` removed (for certification probes)."""
+    out = copy.deepcopy(doc)
+    *parents, last = split(path)
+    node = out
+    for step in parents:
+        node = node[step if isinstance(node, list) else str(step)]
+    if isinstance(node, list):
+        del node[int(last)]
+    else:
+        node.pop(str(last), None)
+    return out
+
+
+def with_value(doc: Any, path: str, value: Any) -> Any:
+    """A deep copy of ``doc`` with ``path`` set to ``value`` (creating dicts on the way)."""
+    out = copy.deepcopy(doc)
+    *parents, last = split(path)
+    node = out
+    for step in parents:
+        node = node[int(step)] if isinstance(node, list) else node.setdefault(str(step), {})
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[str(last)] = value
+    return out

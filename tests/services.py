@@ -1,0 +1,89 @@
+"""Where the tests get their broker and Redis: env first, then testcontainers, then embedded.
+
+Never mocks (DESIGN §7). testcontainers is tried only when a Docker engine answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+from router.embedded.broker import start_broker
+from router.embedded.redis import DEFAULT_URL, redis_answers, start_redis
+
+
+def docker_engine_answers() -> bool:
+    """True when a Docker engine (not just the CLI) answers."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def kafka_service() -> Iterator[str]:
+    """Yield bootstrap servers for the test session."""
+    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if env:
+        yield env
+        return
+    if docker_engine_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer().with_kraft() as kafka:
+            yield kafka.get_bootstrap_server()
+        return
+    child, bootstrap = start_broker()
+    try:
+        yield bootstrap
+    finally:
+        child.stop()
+
+
+@contextlib.contextmanager
+def redis_service() -> Iterator[str]:
+    """Yield a Redis URL for the test session."""
+    env = os.environ.get("REDIS_URL")
+    if env:
+        yield env
+        return
+    if redis_answers(DEFAULT_URL):
+        yield DEFAULT_URL
+        return
+    if docker_engine_answers():
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer() as container:
+            yield f"redis://{container.get_container_host_ip()}:{container.get_exposed_port(6379)}/0"
+        return
+    child, url = start_redis()
+    try:
+        yield url
+    finally:
+        child.stop()
+
+
+def unique(prefix: str) -> str:
+    """A name no other test (or earlier run) uses: topics, groups, key prefixes."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def wait_for(condition: Callable[[], object], *, deadline_s: float, what: str, interval_s: float = 0.05) -> object:
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` at the deadline."""
+    end = time.monotonic() + deadline_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
+        time.sleep(interval_s)
