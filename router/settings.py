@@ -73,6 +73,7 @@ class Settings:
     integrations_dir: Path = Path("integrations")
     schemas_dir: Path = Path("schemas/avro")
     route_group: str = "router.route"
+    redis_key_prefix: str = "router:"
     session_timeout_ms: int = 10_000
     topic_partitions: int = 3
     replication_factor: int = 1
@@ -97,6 +98,7 @@ class Settings:
             integrations_dir=Path(env.get("ROUTER_INTEGRATIONS") or "integrations"),
             schemas_dir=Path(env.get("ROUTER_SCHEMAS") or "schemas/avro"),
             route_group=env.get("ROUTER_ROUTE_GROUP") or "router.route",
+            redis_key_prefix=env.get("ROUTER_REDIS_KEY_PREFIX") or "router:",
             session_timeout_ms=_int(env, "ROUTER_KAFKA_SESSION_TIMEOUT_MS", 10_000),
             topic_partitions=_int(env, "ROUTER_TOPIC_PARTITIONS", 3),
             replication_factor=_int(env, "ROUTER_REPLICATION_FACTOR", 1),

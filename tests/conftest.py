@@ -45,3 +45,12 @@ def settings(kafka_bootstrap: str, redis_url: str) -> Settings:
 def name() -> str:
     """A unique name for this test's topics, groups and Redis key prefixes."""
     return unique("t")
+
+
+@pytest.fixture(scope="session")
+def registry_url(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `router registry serve` process on the session's broker (its own _schemas topic)."""
+    from tests.services import start_registry
+
+    with start_registry(kafka_bootstrap, tmp_path_factory.mktemp("registry")) as url:
+        yield url

@@ -87,3 +87,34 @@ def wait_for(condition: Callable[[], object], *, deadline_s: float, what: str, i
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
         time.sleep(interval_s)
+
+
+@contextlib.contextmanager
+def start_registry(bootstrap: str, workdir: "os.PathLike[str]", topic: str | None = None) -> Iterator[str]:
+    """Run `router registry serve` as a child process; yield its URL once it prints READY."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from router.embedded.procs import free_port
+
+    port = free_port()
+    log = Path(workdir) / f"registry-{port}.log"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+    argv = [sys.executable, "-m", "router", "registry", "serve", "--port", str(port),
+            "--topic", topic or unique("_schemas")]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_for(lambda: "READY" in log.read_text() or proc.poll() is not None, deadline_s=60,
+                 what="the schema registry to print READY")
+        if proc.poll() is not None:
+            raise AssertionError(f"registry exited: {log.read_text()[-2000:]}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)

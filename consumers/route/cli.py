@@ -44,7 +44,7 @@ def build_worker(settings: Settings, args: argparse.Namespace) -> RouteWorker:
     schema_ids = register_all(registry, catalog)
     ensure_topics(admin_client(settings), catalog.all_topics(), partitions=settings.topic_partitions,
                   replication_factor=settings.replication_factor)
-    table = RoutingTable.build(catalog.integrations, schema_ids)
+    table = RoutingTable.build(catalog.integrations, schema_ids, settings.redis_key_prefix)
     options = WorkerOptions(group=args.group or settings.route_group, batch_size=args.batch_size)
     return RouteWorker(settings, table, RedisState(client), registry, options)
 

@@ -1,0 +1,129 @@
+"""Crash, scale and outage: no expected record is ever missing (issue: route workers)."""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+
+
+from router.embedded.redis import start_redis
+from router.settings import Settings
+from tests.integration.routing import (
+    headers_of,
+    json_records,
+    make_topology,
+    prepare_services,
+    produce,
+    read_all,
+    zendesk_event,
+    zendesk_spec,
+)
+from tests.integration.workers import WorkerProcess, committed_total, wait_committed, worker_env
+
+PARTITIONS = 3
+
+
+def _workload(n: int, poison_every: int) -> tuple[list, set[str], int]:
+    """n valid events over n/10 entities, in order per entity, plus poison records; (records, ids, poison)."""
+    records = []
+    ids: set[str] = set()
+    poison = 0
+    for i in range(n):
+        ticket = i % max(1, n // 10)
+        event = zendesk_event(f"evt-{i}", ticket, i)
+        records.extend(json_records([event]))
+        ids.add(f"evt-{i}")
+        if poison_every and i % poison_every == 0:
+            records.append((str(ticket).encode(), b'{"event_id": ', [("router-tenant", b"acme")]))
+            poison += 1
+    return records, ids, poison
+
+
+def _check_no_loss(bootstrap: str, topo_source: str, dest: str, ids: set[str], poison: int) -> None:
+    out = read_all(bootstrap, dest, expect=len(ids), deadline_s=120)
+    seen = {headers_of(m)["router-event-id"] for m in out}
+    assert seen == ids, f"missing {len(ids - seen)}, unexpected {len(seen - ids)}"
+    if poison:
+        dead = read_all(bootstrap, f"{topo_source}.dlq", expect=poison, deadline_s=60)
+        coords = {(headers_of(m)["router-original-partition"], headers_of(m)["router-original-offset"]) for m in dead}
+        assert len(coords) == poison, "every poison record is in the DLQ (redeliveries may repeat one)"
+        assert all(m.value() == b'{"event_id": ' for m in dead), "only poison records are in the DLQ"
+
+
+def test_sigkill_at_five_random_points_loses_nothing(settings: Settings, registry_url: str, tmp_path: Path,
+                                                     name: str) -> None:
+    bootstrap = settings.kafka_bootstrap_servers or ""
+    topo = make_topology(tmp_path, name, {"a": zendesk_spec(name, source=name, destination=f"{name}-pd")})
+    prepare_services(settings, registry_url, topo, PARTITIONS)
+    records, ids, poison = _workload(50_000, poison_every=1000)
+    total = produce(bootstrap, topo.source_topic, records)
+    env = worker_env(bootstrap, settings.redis_url or "", registry_url, f"{name}:")
+    rng = random.Random(name)
+    kill_points = sorted(rng.sample(range(2_000, total - 2_000), 5))
+    for i, point in enumerate(kill_points):
+        worker = WorkerProcess(env, topo.integrations, topo.schemas, name, tmp_path / f"worker-{i}.log")
+        wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, point, deadline_s=180, procs=[worker])
+        worker.kill()
+        at_kill = committed_total(bootstrap, name, topo.source_topic, PARTITIONS)
+        assert at_kill < total, f"kill {i} came after the run finished ({at_kill}/{total}): not a mid-run crash"
+    last = WorkerProcess(env, topo.integrations, topo.schemas, name, tmp_path / "worker-last.log")
+    wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, total, deadline_s=240, procs=[last])
+    assert last.stop() == 0
+    _check_no_loss(bootstrap, topo.source_topic, f"delivery.{name}-pd", ids, poison)
+
+
+def test_scaling_out_and_in_mid_run_loses_nothing(settings: Settings, registry_url: str, tmp_path: Path,
+                                                  name: str) -> None:
+    bootstrap = settings.kafka_bootstrap_servers or ""
+    topo = make_topology(tmp_path, name, {"a": zendesk_spec(name, source=name, destination=f"{name}-pd")})
+    prepare_services(settings, registry_url, topo, PARTITIONS)
+    records, ids, poison = _workload(30_000, poison_every=0)
+    env = worker_env(bootstrap, settings.redis_url or "", registry_url, f"{name}:")
+    # Records keep arriving while the group changes: produce in a background thread.
+    producer = threading.Thread(target=produce, args=(bootstrap, topo.source_topic, records), daemon=True)
+    workers = [WorkerProcess(env, topo.integrations, topo.schemas, name, tmp_path / f"w{i}.log") for i in range(2)]
+    producer.start()
+    wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, 5_000, deadline_s=180, procs=workers)
+    workers.append(WorkerProcess(env, topo.integrations, topo.schemas, name, tmp_path / "w2.log"))
+    wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, 12_000, deadline_s=180, procs=workers)
+    assert workers[0].stop() == 0
+    producer.join(120)
+    assert not producer.is_alive()
+    wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, len(records), deadline_s=240, procs=workers[1:])
+    for w in workers[1:]:
+        assert w.stop() == 0
+    _check_no_loss(bootstrap, topo.source_topic, f"delivery.{name}-pd", ids, poison)
+
+
+def test_redis_outage_of_ten_seconds_loses_nothing(settings: Settings, registry_url: str, tmp_path: Path,
+                                                   name: str) -> None:
+    bootstrap = settings.kafka_bootstrap_servers or ""
+    topo = make_topology(tmp_path, name, {"a": zendesk_spec(name, source=name, destination=f"{name}-pd")})
+    prepare_services(settings, registry_url, topo, PARTITIONS)
+    redis_proc, redis_url = start_redis(log=tmp_path / "redis.log")  # our own Redis: we may stop it
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    records, ids, poison = _workload(20_000, poison_every=0)
+    env = worker_env(bootstrap, redis_url, registry_url, f"{name}:")
+    worker = WorkerProcess(env, topo.integrations, topo.schemas, name, tmp_path / "worker.log")
+    try:
+        half = len(records) // 2
+        produce(bootstrap, topo.source_topic, records[:half])
+        wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, 2_000, deadline_s=180, procs=[worker])
+        redis_proc.stop()
+        produce(bootstrap, topo.source_topic, records[half:])
+        # The outage lasts until the worker has noticed it and kept failing for 10 s.
+        from tests.services import wait_for
+
+        wait_for(lambda: "batch failed" in worker.log.read_text(), deadline_s=60, what="the worker to see the outage")
+        outage = threading.Event()
+        outage.wait(10)  # the fault itself: Redis stays down 10 s (not a wait for a condition)
+        assert worker.proc.poll() is None, "the worker must not exit while Redis is down"
+        redis_proc, _ = start_redis(port, log=tmp_path / "redis-2.log")
+        wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, len(records), deadline_s=240, procs=[worker])
+        assert worker.stop() == 0
+    finally:
+        if worker.proc.poll() is None:
+            worker.kill()
+        redis_proc.stop()
+    _check_no_loss(bootstrap, topo.source_topic, f"delivery.{name}-pd", ids, poison)
