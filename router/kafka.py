@@ -17,9 +17,9 @@ DLQ_TOPIC_CONFIG = {"retention.ms": str(30 * 24 * 3600 * 1000), "cleanup.policy"
 COMPACTED_TOPIC_CONFIG = {"retention.ms": "-1", "cleanup.policy": "compact"}
 
 
-def producer_config(settings: Settings, **overrides: str | int | bool) -> dict[str, str | int | bool]:
+def producer_config(settings: Settings, **overrides: str | int | bool) -> dict[str, str | int | float | bool]:
     """Idempotent, acks=all producer: a delivery report means the broker has the record."""
-    conf: dict[str, str | int | bool] = {
+    conf: dict[str, str | int | float | bool] = {
         **settings.kafka_common(),
         "enable.idempotence": True,
         "acks": "all",
@@ -31,9 +31,11 @@ def producer_config(settings: Settings, **overrides: str | int | bool) -> dict[s
     return conf
 
 
-def consumer_config(settings: Settings, group: str, **overrides: str | int | bool) -> dict[str, str | int | bool]:
+def consumer_config(
+    settings: Settings, group: str, **overrides: str | int | bool
+) -> dict[str, str | int | float | bool]:
     """Manual-commit consumer; offsets are committed by the loop that owns the batch."""
-    conf: dict[str, str | int | bool] = {
+    conf: dict[str, str | int | float | bool] = {
         **settings.kafka_common(),
         "group.id": group,
         "enable.auto.commit": False,
@@ -50,7 +52,7 @@ def consumer_config(settings: Settings, group: str, **overrides: str | int | boo
 
 def admin_client(settings: Settings) -> AdminClient:
     """An AdminClient for the configured cluster."""
-    return AdminClient(settings.kafka_common())
+    return AdminClient(dict(settings.kafka_common()))
 
 
 def dlq_topic(topic: str) -> str:

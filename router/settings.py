@@ -113,11 +113,11 @@ class Settings:
         """A copy with ``changes`` applied (settings stay frozen)."""
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
-    def kafka_common(self) -> dict[str, str | int]:
+    def kafka_common(self) -> dict[str, str | int | float | bool]:
         """librdkafka settings shared by every client (bootstrap and security)."""
         if not self.kafka_bootstrap_servers:
             raise ConfigError("KAFKA_BOOTSTRAP_SERVERS is not set; set it, or use `router dev` for the embedded broker")
-        conf: dict[str, str | int] = {"bootstrap.servers": self.kafka_bootstrap_servers}
+        conf: dict[str, str | int | float | bool] = {"bootstrap.servers": self.kafka_bootstrap_servers}
         if self.kafka_security_protocol:
             conf["security.protocol"] = self.kafka_security_protocol
         if self.kafka_sasl_mechanism:

@@ -90,7 +90,7 @@ def wait_for(condition: Callable[[], object], *, deadline_s: float, what: str, i
 
 
 @contextlib.contextmanager
-def start_registry(bootstrap: str, workdir: "os.PathLike[str]", topic: str | None = None) -> Iterator[str]:
+def start_registry(bootstrap: str, workdir: os.PathLike[str], topic: str | None = None) -> Iterator[str]:
     """Run `router registry serve` as a child process; yield its URL once it prints READY."""
     import subprocess
     import sys

@@ -14,7 +14,9 @@ import redis
 from router.pipeline.records import Claim, Decision
 
 # Per claim, 7 ARGV slots: dedupe key ("" = none), field, coords, dedupe ttl ms,
-# order key ("" = none), version, order ttl ms. A stored claim is "<coords>|<decision>".
+# order key ("" = none), version, order ttl ms.
+# A held claim is "<decision>|<previous watermark version or empty>|<coords>";
+# a watermark is "<version>|<coords of the record that set it>". Coords never contain "|".
 DECIDE = """
 local n = tonumber(ARGV[1])
 local out = {}
@@ -27,25 +29,28 @@ for j = 1, n do
   if dk ~= "" then
     local cur = redis.call("HGET", dk, f)
     if cur then
-      if string.sub(cur, 1, -3) == coords then
-        decision = string.sub(cur, -1)
-      else
-        decision = "d"
-      end
+      local d, _, c = string.match(cur, "^(%a)|([^|]*)|(.*)$")
+      if c == coords then decision = d else decision = "d" end
     end
   end
   if not decision then
     decision = "r"
+    local previous = ""
     if ok ~= "" then
       local mark = redis.call("GET", ok)
-      if mark and tonumber(ver) <= tonumber(mark) then
+      local mv, mc = nil, nil
+      if mark then mv, mc = string.match(mark, "^([^|]*)|(.*)$") end
+      if mark and mc == coords then
+        decision = "r"
+      elseif mark and tonumber(ver) <= tonumber(mv) then
         decision = "s"
       else
-        redis.call("SET", ok, ver, "PX", ottl)
+        if mark then previous = mv end
+        redis.call("SET", ok, ver .. "|" .. coords, "PX", ottl)
       end
     end
     if dk ~= "" then
-      redis.call("HSET", dk, f, coords .. "|" .. decision)
+      redis.call("HSET", dk, f, decision .. "|" .. previous .. "|" .. coords)
       redis.call("PEXPIRE", dk, dttl)
     end
   end
@@ -54,15 +59,29 @@ end
 return out
 """
 
+# Per claim, 3 ARGV slots: dedupe key, field, coords, order key ("" = none).
 RELEASE = """
 local n = tonumber(ARGV[1])
 local released = 0
 for j = 0, n - 1 do
-  local dk, f, coords = ARGV[2 + j * 3], ARGV[3 + j * 3], ARGV[4 + j * 3]
+  local dk, f, coords, ok = ARGV[2 + j * 4], ARGV[3 + j * 4], ARGV[4 + j * 4], ARGV[5 + j * 4]
   local cur = redis.call("HGET", dk, f)
-  if cur and string.sub(cur, 1, -3) == coords then
-    redis.call("HDEL", dk, f)
-    released = released + 1
+  if cur then
+    local d, previous, c = string.match(cur, "^(%a)|([^|]*)|(.*)$")
+    if c == coords then
+      redis.call("HDEL", dk, f)
+      released = released + 1
+      if d == "r" and ok ~= "" then
+        local mark = redis.call("GET", ok)
+        if mark and string.match(mark, "^[^|]*|(.*)$") == coords then
+          if previous == "" then
+            redis.call("DEL", ok)
+          else
+            redis.call("SET", ok, previous .. "|", "KEEPTTL")
+          end
+        end
+      end
+    end
   end
 end
 return released
@@ -97,5 +116,5 @@ class RedisState:
             chunk = held[start:start + _CHUNK]
             argv: list[str | int] = [len(chunk)]
             for c in chunk:
-                argv += [c.dedupe_key or "", c.field, c.coords]
+                argv += [c.dedupe_key or "", c.field, c.coords, c.order_key or ""]
             self._release(args=argv)

@@ -53,8 +53,9 @@ class WorkerOptions:
 def to_inbound(msg: Message) -> Inbound:
     """Copy a librdkafka message into plain data."""
     ts_type, ts = msg.timestamp()
-    return Inbound(msg.topic(), msg.partition(), msg.offset(), ts if ts_type else 0, msg.key(), msg.value(),
-                   list(msg.headers() or ()))
+    headers = msg.headers() or []
+    return Inbound(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, ts if ts_type else 0, msg.key(),
+                   msg.value(), list(headers))  # type: ignore[arg-type]
 
 
 class RouteWorker:
@@ -206,6 +207,8 @@ class RouteWorker:
             retry.append(item)
         releases = []
         for item in retry:
+            prepared: Prepared
+            claim: Claim | None
             prepared, claim = item.tag  # type: ignore[misc]
             err = EncodeError(f"the broker refused the output: {item.error}", code="encode.too_large")
             topic, key, value, headers, tag, _ = self._dlq(prepared.inbound, err, claim.field if claim else None,
@@ -244,7 +247,7 @@ class RouteWorker:
                 if getattr(exc, "http_status_code", None) == 404:
                     continue
                 raise BatchFailed(f"schema registry unavailable: {exc}") from None
-            self.avro_schemas[sid] = fastavro.parse_schema(orjson.loads(schema.schema_str))
+            self.avro_schemas[sid] = fastavro.parse_schema(orjson.loads(schema.schema_str or "null"))
 
 
 def _tenant(p: Prepared) -> str:

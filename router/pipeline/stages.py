@@ -185,7 +185,7 @@ def _candidate(integration: Integration, event: dict[str, Any], inbound: Inbound
 
 def _received_at(hdrs: dict[str, str], inbound: Inbound, now_ms: int | None) -> int:
     raw = hdrs.get(h.RECEIVED_AT)
-    if raw and raw.isdigit():
+    if raw and raw.isascii() and raw.isdigit():
         return int(raw)
     if inbound.timestamp > 0:
         return inbound.timestamp

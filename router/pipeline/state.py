@@ -1,20 +1,27 @@
 """Dedupe and ordering decisions (DESIGN §4, §5), and an in-memory store for certification.
 
-Semantics, shared by this in-memory store and the Redis/Lua store of the route worker:
+Semantics, shared by this in-memory store and the Redis/Lua store of the route worker
+(tests/integration/test_state_parity.py holds them to the same answers):
 
 * Dedupe is per (tenant, source, event id) and integration. The first record to claim it
-  stores its coordinates (topic:partition:offset) and the decision it got. A record arriving
-  again *with the same coordinates* is a redelivery after a crash: it gets its stored decision
-  again (so a record that advanced a watermark is not judged stale by its own watermark).
-  A *different* record with a claimed id is a duplicate.
-* Ordering keeps one watermark per (tenant, integration, entity): a version greater than the
-  watermark routes and raises it; anything else is stale.
-* A record that ends in the DLQ releases its claim (``release``), so a replay goes through.
+  stores its coordinates (topic:partition:offset), the decision it got and, if it raised the
+  entity's watermark, the watermark before it. A record arriving again *with the same
+  coordinates* is a redelivery after a crash: it gets its stored decision again (so a record
+  that advanced a watermark is not judged stale by its own watermark). A *different* record
+  with a claimed id is a duplicate.
+* Ordering keeps one watermark per (tenant, integration, entity): the highest version seen and
+  the coordinates of the record that set it. A greater version routes and raises it; a record
+  whose own coordinates set the watermark routes again (a redelivery, even with dedupe off);
+  anything else is stale.
+* A record that ends in the DLQ releases its claim (``release``), so a replay goes through;
+  if it had raised the watermark and nothing has raised it since, the watermark goes back to
+  what it was, so the replay of the same version is not judged stale.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from router.pipeline.records import Claim, Decision
@@ -28,12 +35,19 @@ class StateStore(Protocol):
     def release(self, claims: Sequence[Claim]) -> None: ...
 
 
+@dataclass
+class _Held:
+    decision: Decision
+    previous_mark: float | None
+    coords: str
+
+
 class MemoryState:
-    """The reference implementation: a dict, no TTLs (used by `router spec test` and parity tests)."""
+    """The reference implementation: dicts, no TTLs (used by `router spec test` and parity tests)."""
 
     def __init__(self) -> None:
-        self.claims: dict[tuple[str, str], str] = {}
-        self.watermarks: dict[str, float] = {}
+        self.claims: dict[tuple[str, str], _Held] = {}
+        self.watermarks: dict[str, tuple[float, str]] = {}
 
     def decide(self, claims: Sequence[Claim]) -> list[Decision]:
         return [self._one(c) for c in claims]
@@ -41,21 +55,34 @@ class MemoryState:
     def _one(self, claim: Claim) -> Decision:
         slot = (claim.dedupe_key, claim.field) if claim.dedupe_key else None
         if slot is not None and slot in self.claims:
-            coords, _, stored = self.claims[slot].rpartition("|")
-            return Decision(stored) if coords == claim.coords else Decision.DUPLICATE
+            held = self.claims[slot]
+            return held.decision if held.coords == claim.coords else Decision.DUPLICATE
         decision = Decision.ROUTE
+        previous: float | None = None
         if claim.order_key is not None and claim.version is not None:
             mark = self.watermarks.get(claim.order_key)
-            if mark is not None and claim.version <= mark:
+            if mark is not None and mark[1] == claim.coords:
+                pass  # this very record set the watermark: a redelivery
+            elif mark is not None and claim.version <= mark[0]:
                 decision = Decision.STALE
             else:
-                self.watermarks[claim.order_key] = claim.version
+                previous = mark[0] if mark is not None else None
+                self.watermarks[claim.order_key] = (claim.version, claim.coords)
         if slot is not None:
-            self.claims[slot] = f"{claim.coords}|{decision.value}"
+            self.claims[slot] = _Held(decision, previous, claim.coords)
         return decision
 
     def release(self, claims: Sequence[Claim]) -> None:
         for claim in claims:
             slot = (claim.dedupe_key, claim.field) if claim.dedupe_key else None
-            if slot is not None and self.claims.get(slot, "").rpartition("|")[0] == claim.coords:
-                del self.claims[slot]
+            held = self.claims.get(slot) if slot is not None else None
+            if held is None or held.coords != claim.coords:
+                continue
+            del self.claims[slot]  # type: ignore[arg-type]
+            if claim.order_key is not None and held.decision is Decision.ROUTE:
+                mark = self.watermarks.get(claim.order_key)
+                if mark is not None and mark[1] == claim.coords:
+                    if held.previous_mark is None:
+                        del self.watermarks[claim.order_key]
+                    else:
+                        self.watermarks[claim.order_key] = (held.previous_mark, "")

@@ -91,6 +91,8 @@ class FieldType:
     symbols: tuple[str, ...] = ()
     record: dict[str, Any] | None = None  # the record schema of a record or array-of-records field
     items: Any = None
+    item_type: FieldType | None = None  # arrays of non-records: what each item accepts
+    decimal_precision: int | None = None
 
     def describe(self) -> str:
         kinds = sorted(self.kinds)
@@ -103,9 +105,11 @@ def field_type(avro_type: Any, named: dict[str, Any]) -> FieldType:
     nullable = False
     kinds: set[str] = set()
     scale: int | None = None
+    precision: int | None = None
     symbols: tuple[str, ...] = ()
     record: dict[str, Any] | None = None
     items: Any = None
+    item_type: FieldType | None = None
     for branch in branches:
         b = named.get(branch, branch) if isinstance(branch, str) else branch
         if b == "null":
@@ -118,6 +122,7 @@ def field_type(avro_type: Any, named: dict[str, Any]) -> FieldType:
         if b.get("logicalType") == "decimal":
             kinds.add("decimal")
             scale = int(b.get("scale", 0))
+            precision = int(b.get("precision", 0)) or None
         elif t == "record":
             kinds.add("record")
             record = b
@@ -129,13 +134,15 @@ def field_type(avro_type: Any, named: dict[str, Any]) -> FieldType:
             if isinstance(it, dict) and it.get("type") == "record":
                 record = it
                 _remember(it, named)
+            else:
+                item_type = field_type(items, named)
         elif t == "enum":
             kinds.add("enum")
             symbols = tuple(b.get("symbols", ()))
             _remember(b, named)
         elif isinstance(t, str):
             kinds.add(t)
-    return FieldType(avro_type, nullable, frozenset(kinds), scale, symbols, record, items)
+    return FieldType(avro_type, nullable, frozenset(kinds), scale, symbols, record, items, item_type, precision)
 
 
 def _remember(schema: dict[str, Any], named: dict[str, Any]) -> None:
@@ -146,6 +153,10 @@ def _remember(schema: dict[str, Any], named: dict[str, Any]) -> None:
         named[f"{ns}.{name}"] = schema
 
 
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+
+
 def python_accepts(ft: FieldType, value: Any) -> bool:
     """True when ``value`` can be written as this Avro type (the per-field runtime check)."""
     if value is None:
@@ -154,17 +165,23 @@ def python_accepts(ft: FieldType, value: Any) -> bool:
     if isinstance(value, bool):
         return "boolean" in kinds
     if isinstance(value, int):
-        return bool(kinds & {"int", "long", "float", "double"})
+        return (("int" in kinds and _INT32[0] <= value <= _INT32[1])
+                or (bool(kinds & {"long", "float", "double"}) and _INT64[0] <= value <= _INT64[1]))
     if isinstance(value, float):
         return bool(kinds & {"float", "double"})
     if isinstance(value, str):
         return "string" in kinds or ("enum" in kinds and value in ft.symbols)
     if isinstance(value, decimal.Decimal):
-        return "decimal" in kinds
+        if "decimal" not in kinds or not value.is_finite():
+            return False
+        return ft.decimal_precision is None or len(value.as_tuple().digits) <= ft.decimal_precision
     if isinstance(value, bytes):
         return "bytes" in kinds
     if isinstance(value, list):
-        return "array" in kinds
+        if "array" not in kinds:
+            return False
+        item = ft.item_type
+        return item is None or all(python_accepts(item, v) for v in value)
     if isinstance(value, dict):
         return bool(kinds & {"record", "map"})
     return False

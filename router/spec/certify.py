@@ -27,7 +27,7 @@ from router.pipeline.stages import MAGIC, RoutingTable, claim_for, prepare
 from router.pipeline.state import MemoryState
 from router.spec.load import Catalog
 from router.spec.model import Integration
-from router.spec.paths import compile_getter, with_value, without
+from router.spec.paths import MISSING, compile_getter, with_value, without
 from router.spec.yamlsrc import load_yaml
 
 CHECKS = ("mapping fixtures", "required-field failure", "duplicate event", "out-of-order event",
@@ -183,10 +183,15 @@ def _required_field(integration: Integration, catalog: Catalog, sample: Case) ->
         return CheckResult("required-field failure", None, "no required `from` field to probe")
     problems = []
     for _name, path in paths:
-        if compile_getter(path)(sample.event) is None:
+        if compile_getter(path)(sample.event) in (MISSING, None):
+            problems.append(f"the sample fixture {sample.name!r} has no value at {path}: add one so the probe "
+                            "can remove it")
             continue
-        got = Harness(integration, catalog).run(
-            Harness(integration, catalog).encode_input(without(sample.event, path)), sample.tenant, sample.headers)
+        # A list item is blanked, not deleted: deleting would shift the next item into its place.
+        last = path.rsplit(".", 1)[-1]
+        probe = with_value(sample.event, path, None) if last.isdigit() else without(sample.event, path)
+        harness = Harness(integration, catalog)
+        got = harness.run(harness.encode_input(probe), sample.tenant, sample.headers)
         if (got.kind, got.code) != ("dlq", "map.required_missing"):
             problems.append(f"without {path}: expected dlq map.required_missing, got {got.describe()}")
     names = ", ".join(n for n, _ in paths)

@@ -130,11 +130,11 @@ def decimal_coercion(scale: int | None) -> Coercion:
             raise _fail(value, "decimal")
         try:
             d = value if isinstance(value, decimal.Decimal) else decimal.Decimal(str(value).strip())
+            if not d.is_finite():
+                raise _fail(value, "a finite decimal")
+            return d.quantize(quantum, rounding=decimal.ROUND_HALF_EVEN)
         except (decimal.InvalidOperation, ValueError):
             raise _fail(value, "decimal") from None
-        if not d.is_finite():
-            raise _fail(value, "a finite decimal")
-        return d.quantize(quantum, rounding=decimal.ROUND_HALF_EVEN)
 
     return to_decimal
 

@@ -7,6 +7,7 @@ partner engineer fixes them all in one pass. Nothing is half-loaded: any error f
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -118,10 +119,14 @@ def validate_document(doc: SourceDoc) -> list[SpecError]:
     return out
 
 
+def _schema_of(error: ValidationError) -> Mapping[str, Any]:
+    return error.schema if isinstance(error.schema, Mapping) else {}
+
+
 def _explain(doc: SourceDoc, error: ValidationError) -> list[SpecError]:
     path = tuple(error.absolute_path)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = sorted(error.schema.get("properties", {}))
+        allowed = sorted(_schema_of(error).get("properties", {}))
         extra = [k for k in error.instance if k not in allowed and not str(k).startswith("x-")]
         return [doc.error((*path, k), f"unknown key {k!r}; allowed here: {', '.join(allowed)}", "spec.unknown_key")
                 for k in extra]
@@ -137,13 +142,13 @@ def _explain(doc: SourceDoc, error: ValidationError) -> list[SpecError]:
         return [doc.error(path, f"missing required key: {error.message.split(' is a required')[0]}",
                           "spec.missing_key")]
     if error.validator == "enum":
-        choices = ", ".join(map(str, error.validator_value))
+        choices = ", ".join(map(str, list(error.validator_value)))  # type: ignore[arg-type]
         return [doc.error(path, f"{error.instance!r} is not one of: {choices}", "spec.invalid_value")]
     if error.validator == "type":
         return [doc.error(path, f"expected {error.validator_value}, got {type(error.instance).__name__} "
                                 f"{error.instance!r}"[:200], "spec.wrong_type")]
     if error.validator == "pattern":
-        hint = error.schema.get("description", "")
+        hint = _schema_of(error).get("description", "")
         return [doc.error(path, f"{error.instance!r} is not in the expected form" + (f" ({hint})" if hint else ""),
                           "spec.invalid_value")]
     best = best_match([error])

@@ -87,8 +87,10 @@ def compile_record(
     plan: list[tuple[str, Callable[[Any, Any, Meta], Any]]] = []
     for name, af in avro_fields.items():
         if name not in fields:
+            if "default" not in af:
+                continue  # reported above
             default = af["default"]
-            plan.append((name, lambda item, root, meta, d=default: d))
+            plan.append((name, _constant(default)))
             continue
         ftype = field_type(af["type"], named)
         fn = compile_field(name, fields[name], ftype, af.get("default", NO_DEFAULT), (*at, name), col, named)
@@ -108,6 +110,10 @@ def compile_record(
 
     mapper.build = build  # type: ignore[attr-defined]  # nested records call build(item, root, meta)
     return mapper
+
+
+def _constant(value: Any) -> Callable[[Any, Any, Meta], Any]:
+    return lambda item, root, meta: value
 
 
 def compile_field(
@@ -171,7 +177,7 @@ def compile_value(
     divide = spec.get("divide_by")
     default = spec.get("default", MISSING)
     for literal, label in ((default, "default"), (spec.get("const", MISSING), "const")):
-        if literal is not MISSING and literal is not None and not python_accepts(ftype, _literal(literal, ftype)):
+        if literal is not MISSING and not python_accepts(ftype, _literal(literal, ftype)):
             col.error((*at, label), f"{literal!r} does not fit the Avro type {ftype.describe()}")
             return None
     if table is not None:

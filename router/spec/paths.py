@@ -36,9 +36,11 @@ def split(path: str) -> tuple[str | int, ...]:
 
 def compile_getter(path: str) -> Getter:
     """A function returning the value at ``path`` in a JSON-like value, or MISSING."""
-    steps = split(path)
-    if len(steps) == 1 and isinstance(steps[0], str):
-        key = steps[0]
+    split(path)  # validates the form
+    # (dict key as written, list index or None): "007" looks up key "007" or index 7.
+    steps = tuple((text, int(text) if text.isdigit() else None) for text in path.split("."))
+    if len(steps) == 1 and steps[0][1] is None:
+        key = steps[0][0]
 
         def get1(doc: Any) -> Any:
             return doc.get(key, MISSING) if type(doc) is dict else MISSING
@@ -46,15 +48,15 @@ def compile_getter(path: str) -> Getter:
         return get1
 
     def get(doc: Any) -> Any:
-        for step in steps:
+        for key, index in steps:
             if type(doc) is dict:
-                doc = doc.get(step if isinstance(step, str) else str(step), MISSING)
+                doc = doc.get(key, MISSING)
                 if doc is MISSING:
                     return MISSING
-            elif type(doc) is list and isinstance(step, int):
-                if step >= len(doc):
+            elif type(doc) is list and index is not None:
+                if index >= len(doc):
                     return MISSING
-                doc = doc[step]
+                doc = doc[index]
             else:
                 return MISSING
         return doc

@@ -69,9 +69,11 @@ def _convert(node: yaml.Node, path: PathKey, doc: SourceDoc) -> Any:
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise doc.error(path, f"mapping keys must be plain names (line {key_node.start_mark.line + 1})")
-            skey = str(_scalar(key_node))
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                raise SpecError("mapping keys must be plain names (no merge keys or complex keys)", file=doc.file,
+                                path=format_path(path), line=key_node.start_mark.line + 1, code="spec.yaml")
+            key = _scalar(key_node, path, doc)
+            skey = ("true" if key else "false") if isinstance(key, bool) else str(key)
             if skey in out:
                 raise SpecError(
                     f"duplicate key {skey!r} (first written on line {doc.lines[(*path, skey)]})",
@@ -83,7 +85,7 @@ def _convert(node: yaml.Node, path: PathKey, doc: SourceDoc) -> Any:
         return out
     if isinstance(node, yaml.SequenceNode):
         return [_convert(item, (*path, i), doc) for i, item in enumerate(node.value)]
-    return _scalar(node)
+    return _scalar(node, path, doc)
 
 
 class _Loader(yaml.SafeLoader):
@@ -96,9 +98,13 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
-def _scalar(node: yaml.Node) -> Any:
+def _scalar(node: yaml.Node, path: PathKey, doc: SourceDoc) -> Any:
     loader = _Loader("")
     try:
         return loader.construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, TypeError) as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(f"cannot read this value: {problem}", file=doc.file, path=format_path(path),
+                        line=node.start_mark.line + 1, code="spec.yaml") from None
     finally:
         loader.dispose()

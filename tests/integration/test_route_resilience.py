@@ -6,7 +6,6 @@ import random
 import threading
 from pathlib import Path
 
-
 from router.embedded.redis import start_redis
 from router.settings import Settings
 from tests.integration.routing import (

@@ -1,0 +1,105 @@
+"""``router registry serve``: the embedded Schema Registry as a process.
+
+Once it listens it prints exactly one line, ``READY registry=http://HOST:PORT``, to stdout
+(flushed), so a parent process can wait for it; logs go to stderr. SIGTERM and SIGINT stop it
+cleanly: requests in flight finish, the producer is flushed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from router.embedded.procs import port_is_free
+from router.errors import ConfigError, RouterError
+from router.settings import Settings
+
+
+def register(subparsers: Any) -> None:
+    """Add ``registry serve`` to the ``router`` command's subparsers."""
+    registry = subparsers.add_parser("registry", help="the embedded Confluent-compatible Schema Registry")
+    commands = registry.add_subparsers(dest="registry_command", metavar="COMMAND")
+    commands.required = True
+    serve = commands.add_parser("serve", help="serve the Schema Registry REST API, storing schemas in Kafka")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8081, help="port to listen on; 0 picks a free one (default 8081)")
+    serve.add_argument("--topic", default="_schemas", help="compacted topic holding the schemas (default _schemas)")
+    serve.set_defaults(handler=serve_command)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """Handler for ``router registry serve``: runs until SIGTERM/SIGINT, returns the exit code."""
+    settings = Settings.from_env()
+    logging.basicConfig(
+        level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve(settings, host=args.host, port=args.port, topic=args.topic))
+    return 0
+
+
+def announce_ready(url: str) -> None:
+    """The one stdout line a parent process waits for."""
+    print(f"READY registry={url}", flush=True)
+
+
+async def serve(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8081,
+    topic: str = "_schemas",
+    ready: Callable[[str], None] = announce_ready,
+) -> None:
+    """Serve the registry until SIGTERM or SIGINT; raise ConfigError if it cannot start."""
+    # Imported here: `router` builds every subcommand's parser, and only this one needs them.
+    from aiohttp import web
+
+    from router.registry.app import create_app
+
+    # Checked before connecting to Kafka so a busy port fails at once, not after the catch-up.
+    if not port_is_free(port, host):
+        raise ConfigError(f"port {port} on {host} is in use; pick another with --port")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(create_app(settings, topic=topic), handle_signals=False, shutdown_timeout=10.0)
+    try:
+        await runner.setup()  # starts the store: broker check, topic, catch-up
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another with --port") from None
+        bound_port = runner.addresses[0][1]
+        ready(f"http://[{host}]:{bound_port}" if ":" in host else f"http://{host}:{bound_port}")
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m router.registry.cli registry serve ...``: this command without the rest of ``router``."""
+    parser = argparse.ArgumentParser(prog="router")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    register(subparsers)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except RouterError as exc:
+        print(f"router: error [{exc.code}]: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
