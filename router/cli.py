@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "router.spec.cli",
     "router.registry.cli",
     "consumers.route.cli",
+    "router.sim.cli",
+    "consumers.deliver.cli",
 )
 
 

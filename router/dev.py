@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -50,6 +51,7 @@ class DevStack:
     settings: Settings
     children: list[ChildProcess] = field(default_factory=list)
     addresses: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for pipeline children
 
     def stop(self) -> None:
         for child in reversed(self.children):
@@ -64,7 +66,7 @@ def _port(base: int | None, offset: int) -> int | None:
 def start_child_service(stack: DevStack, name: str, argv: list[str], ready_key: str, log_dir: Path,
                         deadline_s: float = 60.0) -> str:
     """Start a `router ...` child, wait for its ``READY key=url`` line; return the url."""
-    env = child_env(stack.settings)
+    env = {**child_env(stack.settings), **stack.env}
     log = log_dir / f"{name}.log"
     log.unlink(missing_ok=True)  # a READY line from an earlier run must not count
     child = ChildProcess(name, [sys.executable, "-m", "router", *argv], log=log, env=env)
@@ -96,6 +98,7 @@ def child_env(settings: Settings) -> dict[str, str]:
         if value:
             env[name] = value
     env["ROUTER_KAFKA_SESSION_TIMEOUT_MS"] = str(settings.session_timeout_ms)
+    env["ROUTER_REDIS_KEY_PREFIX"] = settings.redis_key_prefix
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -104,11 +107,15 @@ def start_stack(settings: Settings, catalog: Catalog, port_base: int | None, log
                 catalog_dirs: tuple[Path, Path] | None = None) -> DevStack:
     """Start (or reuse) every service and pipeline process; on any failure stop what was started."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    for offset in range(3):
+    for offset in (0, 1, 2, 5):
         port = _port(port_base, offset)
         if port is not None and not port_is_free(port):
             raise ConfigError(f"port {port} (--port-base {port_base} + {offset}) is in use; pick another --port-base")
     stack = DevStack(settings.replace(session_timeout_ms=DEV_SESSION_TIMEOUT_MS))
+    if "ROUTER_REDIS_KEY_PREFIX" not in os.environ:
+        # The embedded broker starts empty every run; so must the router's Redis state (dedupe keys,
+        # watermarks, delivered keys), or a shared Redis would swallow the new run's events.
+        stack.settings = stack.settings.replace(redis_key_prefix=f"router:dev-{secrets.token_hex(4)}:")
     try:
         if not stack.settings.kafka_bootstrap_servers:
             child, bootstrap = start_broker(_port(port_base, 0), log=log_dir / "kafka.log")
@@ -136,6 +143,11 @@ def start_stack(settings: Settings, catalog: Catalog, port_base: int | None, log
                       partitions=stack.settings.topic_partitions,
                       replication_factor=stack.settings.replication_factor)
         register_all(SchemaRegistryClient({"url": stack.settings.schema_registry_url}), catalog)
+        partner_port = _port(port_base, 5) or 0
+        partner = start_child_service(stack, "partner", ["sim", "partner", "--port", str(partner_port)], "partner",
+                                      log_dir)
+        stack.addresses["partner"] = partner
+        stack.env.update(demo_env(partner))
         for name, argv, key in pipeline_processes(catalog, catalog_dirs):
             stack.addresses[key] = start_child_service(stack, name, argv, key, log_dir)
     except BaseException:
@@ -148,7 +160,29 @@ def pipeline_processes(catalog: Catalog, catalog_dirs: tuple[Path, Path] | None 
                        ) -> list[tuple[str, list[str], str]]:
     """(name, argv, READY key) of each pipeline process `router dev` runs; grows as kinds land."""
     dirs = ["--integrations", str(catalog_dirs[0]), "--schemas", str(catalog_dirs[1])] if catalog_dirs else []
-    return [("route", ["route", *dirs], "route")]
+    return [("route", ["route", *dirs], "route"), ("deliver", ["deliver", *dirs], "deliver")]
+
+
+# The shipped example specs name their partner endpoints and credentials by env reference; under
+# `router dev` (and only when unset) they point at the partner simulator with development values.
+DEMO_CREDENTIALS = {
+    "PAGERDUTY_TOKEN": "dev-only-pagerduty-token",
+    "CRM_CLIENT_ID": "sim-client",
+    "CRM_CLIENT_SECRET": "sim-secret",
+    "BRAZE_API_KEY": "dev-only-braze-key",
+}
+
+
+def demo_env(partner_url: str) -> dict[str, str]:
+    """Endpoint and credential variables of the example integrations, for the variables not set."""
+    values = {
+        "PAGERDUTY_EVENTS_URL": f"{partner_url}/v1/pagerduty",
+        "CRM_ACCOUNTS_URL": f"{partner_url}/v1/crm",
+        "CRM_TOKEN_URL": f"{partner_url}/oauth/token",
+        "BRAZE_COHORT_URL": f"{partner_url}/v1/braze",
+        **DEMO_CREDENTIALS,
+    }
+    return {k: v for k, v in values.items() if k not in os.environ}
 
 
 @contextlib.contextmanager

@@ -28,8 +28,10 @@ for j = 1, n do
   local decision = false
   if dk ~= "" then
     local cur = redis.call("HGET", dk, f)
-    if cur then
-      local d, _, c = string.match(cur, "^(%a)|([^|]*)|(.*)$")
+    local d, _, c = false, nil, nil
+    if cur then d, _, c = string.match(cur, "^([rds])|([^|]*)|(.*)$") end
+    -- An unreadable stored claim is treated as absent: it must never stall the pipeline.
+    if d then
       if c == coords then decision = d else decision = "d" end
     end
   end
@@ -40,12 +42,13 @@ for j = 1, n do
       local mark = redis.call("GET", ok)
       local mv, mc = nil, nil
       if mark then mv, mc = string.match(mark, "^([^|]*)|(.*)$") end
-      if mark and mc == coords then
+      mv = tonumber(mv)  -- an unreadable watermark is treated as absent
+      if mv and mc == coords then
         decision = "r"
-      elseif mark and tonumber(ver) <= tonumber(mv) then
+      elseif mv and tonumber(ver) <= mv then
         decision = "s"
       else
-        if mark then previous = mv end
+        if mv then previous = tostring(mv) end
         redis.call("SET", ok, ver .. "|" .. coords, "PX", ottl)
       end
     end
@@ -67,8 +70,8 @@ for j = 0, n - 1 do
   local dk, f, coords, ok = ARGV[2 + j * 4], ARGV[3 + j * 4], ARGV[4 + j * 4], ARGV[5 + j * 4]
   local cur = redis.call("HGET", dk, f)
   if cur then
-    local d, previous, c = string.match(cur, "^(%a)|([^|]*)|(.*)$")
-    if c == coords then
+    local d, previous, c = string.match(cur, "^([rds])|([^|]*)|(.*)$")
+    if d and c == coords then
       redis.call("HDEL", dk, f)
       released = released + 1
       if d == "r" and ok ~= "" then

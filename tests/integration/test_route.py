@@ -111,7 +111,7 @@ def test_every_dlq_code_with_its_headers(settings: Settings, registry_url: str, 
         b"k3": ("validate.missing_event_id", "validate"),
         b"k4": ("map.required_missing", "map"),
         b"k5": ("map.type_error", "map"),
-        b"k6": ("encode.schema_mismatch", "encode"),
+        b"k6": ("map.type_error", "map"),  # list items are checked against the Avro items type
         b"k7": ("validate.missing_tenant", "validate"),
         b"k8": ("decode.too_large", "decode"),
     }
@@ -155,3 +155,42 @@ def test_one_event_fans_out_to_two_destinations(settings: Settings, registry_url
     [b] = read_all(bootstrap, f"delivery.{name}-ops", expect=1)
     assert headers_of(a)["router-integration"] == f"{name}-a"
     assert headers_of(b)["router-integration"] == f"{name}-b"
+
+
+NESTED_SCHEMA = """{"type": "record", "name": "Escalation", "namespace": "com.example.test", "fields": [
+  {"name": "ticket", "type": "string"},
+  {"name": "requester", "type": {"type": "record", "name": "Requester", "fields": [
+    {"name": "email", "type": "string"}]}}]}"""
+
+NESTED_SPEC = """name: {name}
+version: 1
+source: {{topic: ingest.{name}, event_id: event_id}}
+mapping:
+  schema: com.example.test.Escalation
+  fields:
+    ticket: {{from: data.ticket.title, required: true}}
+    requester: {{from: data.ticket.requester, required: true}}
+destination: {{name: {name}-out}}
+"""
+
+
+def test_a_record_that_fits_the_mapping_but_not_the_schema_is_encode_schema_mismatch(
+        settings: Settings, registry_url: str, tmp_path: Path, name: str) -> None:
+    import shutil
+
+    from tests.integration.routing import ROOT
+
+    schemas = tmp_path / "schemas"
+    shutil.copytree(ROOT / "schemas" / "avro", schemas)
+    (schemas / "com.example.test.Escalation.avsc").write_text(NESTED_SCHEMA)
+    topo = make_topology(tmp_path, name, {"a": NESTED_SPEC.format(name=name)})
+    # A dict passes the mapping's record check; the encoder finds the nested field missing.
+    event = {"event_id": "n1", "data": {"ticket": {"title": "x", "requester": {"name": "no email"}}}}
+    with running_worker(settings, registry_url, topo, group=name, prefix=f"{name}:") as worker:
+        produce(settings.kafka_bootstrap_servers or "", topo.source_topic,
+                [(b"n1", orjson.dumps(event), [("router-tenant", b"acme")])])
+        wait_for(lambda: processed(worker, 1), deadline_s=60, what="the record processed")
+    [dead] = read_all(settings.kafka_bootstrap_servers or "", f"{topo.source_topic}.dlq", expect=1)
+    hdrs = headers_of(dead)
+    assert (hdrs["router-error-code"], hdrs["router-error-stage"]) == ("encode.schema_mismatch", "encode")
+    assert hdrs["router-integration"] == name

@@ -53,3 +53,16 @@ def test_redis_state_matches_memory_state(redis_url: str, program: list) -> None
         keys += [f"{prefix}wm:{f}:{k}" for f in ("int-a", "int-b") for k in ("k1", "k2")]
         client.delete(*keys)
         client.close()
+
+
+def test_unreadable_stored_state_is_treated_as_absent_not_a_stall(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"junk-{uuid.uuid4().hex[:8]}:"
+    claim = Claim(f"{prefix}dd:e1", "int-a", "t:0:1", 60_000, f"{prefix}wm:int-a:k1", 3.0, 60_000)
+    client.hset(f"{prefix}dd:e1", "int-a", "not-a-claim")
+    client.set(f"{prefix}wm:int-a:k1", "garbage")
+    try:
+        assert RedisState(client).decide([claim]) == MemoryState().decide([claim])
+    finally:
+        client.delete(f"{prefix}dd:e1", f"{prefix}wm:int-a:k1")
+        client.close()

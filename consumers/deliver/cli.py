@@ -1,0 +1,97 @@
+"""`router deliver` (a delivery worker) and `router integrations pause|resume|status`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+import redis
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from consumers.deliver.config import HttpTarget, compile_target
+from consumers.deliver.worker import DeliverOptions, DeliverWorker
+from router.controls import read_states, set_state
+from router.errors import ConfigError
+from router.kafka import wait_for_broker
+from router.settings import Settings
+from router.spec.cli import add_spec_dirs
+from router.spec.load import Catalog, load_catalog
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("deliver", help="run a delivery worker: delivery topics -> partner APIs")
+    add_spec_dirs(p)
+    p.add_argument("--group", default="router.deliver", help="consumer group (default router.deliver)")
+    p.add_argument("--only", action="append", default=None, metavar="INTEGRATION",
+                   help="deliver only these integrations (repeatable); default: every one with destination.http")
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight per integration")
+    p.set_defaults(handler=run)
+
+    q = subparsers.add_parser("integrations", help="pause, resume or show integrations (shared by every replica)")
+    sub = q.add_subparsers(dest="integrations_command", metavar="ACTION")
+    sub.required = True
+    for action, text in (("pause", "stop sending; records wait in Kafka"),
+                         ("resume", "send again (also clears needs_reconnect)"), ("status", "show each state")):
+        a = sub.add_parser(action, help=text)
+        if action != "status":
+            a.add_argument("name", help="integration name")
+        add_spec_dirs(a)
+        a.set_defaults(handler=_control, action=action)
+
+
+def targets_for(catalog: Catalog, only: list[str] | None) -> dict[str, HttpTarget]:
+    """Compiled HTTP targets of the integrations this worker delivers."""
+    chosen = [i for i in catalog.integrations if i.destination.http and (not only or i.name in only)]
+    if only:
+        unknown = sorted(set(only) - {i.name for i in chosen})
+        if unknown:
+            raise ConfigError(f"--only names integrations without destination.http or unknown: {', '.join(unknown)}")
+    if not chosen:
+        raise ConfigError("no integration has destination.http: nothing to deliver")
+    return {i.name: compile_target(i) for i in chosen}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of `router deliver`: SIGTERM waits for requests in flight, commits, leaves."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    settings = Settings.from_env()
+    if not settings.redis_url or not settings.schema_registry_url:
+        raise ConfigError("REDIS_URL and SCHEMA_REGISTRY_URL must be set for `router deliver`")
+    catalog = load_catalog(args.integrations, args.schemas)
+    targets = targets_for(catalog, args.only)
+    wait_for_broker(settings)
+    return asyncio.run(_main(settings, targets, args))
+
+
+async def _main(settings: Settings, targets: dict[str, HttpTarget], args: argparse.Namespace) -> int:
+    worker = DeliverWorker(settings, targets, SchemaRegistryClient({"url": settings.schema_registry_url}),
+                           DeliverOptions(group=args.group, concurrency=args.concurrency))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"READY deliver={args.group}", flush=True)
+    await worker.run(stop)
+    print(f"stopped deliver outcomes={dict(worker.outcomes.totals)}", flush=True)
+    return 0
+
+
+def _control(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    if not settings.redis_url:
+        raise ConfigError("REDIS_URL is not set: integration state lives in Redis")
+    catalog = load_catalog(args.integrations, args.schemas)
+    client = redis.Redis.from_url(settings.redis_url)
+    names = [i.name for i in catalog.integrations]
+    if args.action == "status":
+        for name, state in read_states(client, settings.redis_key_prefix, names).items():
+            print(f"{name}\t{state.state}\t{state.reason}")
+        return 0
+    catalog.by_name(args.name)  # a clear error for an unknown name
+    state = set_state(client, settings.redis_key_prefix, args.name, "paused" if args.action == "pause" else "active",
+                      reason="paused by `router integrations pause`" if args.action == "pause" else "")
+    print(f"{state.name}\t{state.state}")
+    return 0

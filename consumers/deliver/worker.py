@@ -1,0 +1,403 @@
+"""The delivery worker: delivery.<destination> topics → partner APIs (DESIGN §4, §5).
+
+An asyncio loop owns everything that waits: HTTP (aiohttp, connection reuse), Redis (rate limits,
+delivered keys, integration state) and Kafka (one thread runs every consumer call, so librdkafka
+is only ever touched from there). Records wait in per-key lanes (``lanes.py``); a lane's head is
+sent, retried with backoff or Retry-After, or dead-lettered; offsets are committed only for each
+partition's contiguous prefix of finished records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+import fastavro
+import orjson
+import redis.asyncio as aioredis
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from consumers.deliver.auth import Auth, AuthFailed, build_auth
+from consumers.deliver.config import HttpTarget
+from consumers.deliver.lanes import TP, Item, Lanes, now
+from consumers.deliver.payload import batch_body, batch_idempotency_key, idempotency_key, to_json
+from consumers.deliver.ratelimit import SharedRateLimiter
+from consumers.deliver.status import Answer, Verdict, backoff_s, classify_status, interpret
+from router import headers as h
+from router.controls import parse, state_key
+from router.kafka import consumer_config, dlq_topic, producer_config
+from router.outcomes import Outcomes
+from router.pipeline.stages import schema_id_of
+from router.settings import Settings
+
+log = logging.getLogger("router.deliver")
+T = TypeVar("T")
+
+RESPONSE_BODY_LIMIT = 1024
+DELIVERED_TTL_MIN_S = 7 * 24 * 3600
+
+
+@dataclass
+class DeliverOptions:
+    group: str = "router.deliver"
+    concurrency: int = 8  # requests in flight per integration
+    max_backlog: int = 5000  # records held per partition before it is paused
+    commit_interval_s: float = 0.5
+    state_interval_s: float = 1.0
+
+
+class DeliverWorker:
+    """One delivery worker process; ``await run(stop)``."""
+
+    def __init__(self, settings: Settings, targets: dict[str, HttpTarget], registry: SchemaRegistryClient,
+                 options: DeliverOptions | None = None) -> None:
+        self.settings = settings
+        self.targets = targets
+        self.registry = registry
+        self.options = options or DeliverOptions()
+        self.prefix = settings.redis_key_prefix
+        self.outcomes = Outcomes()
+        self.lanes = Lanes()
+        self.active: set[str] = set(targets)
+        self.paused_tps: set[TP] = set()
+        self.revoked: list[TP] = []
+        self.schemas: dict[int, Any] = {}
+        self._kafka = ThreadPoolExecutor(1, thread_name_prefix="kafka")
+        self.consumer = Consumer(consumer_config(settings, self.options.group))
+        self.producer = Producer(producer_config(settings))
+        self.redis = aioredis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
+        self.limiter = SharedRateLimiter(self.redis, self.prefix)
+        self.auth: dict[str, Auth] = {name: build_auth(t.auth) for name, t in targets.items()}
+        self.slots = {name: asyncio.Semaphore(self.options.concurrency) for name in targets}
+        self.wake = asyncio.Event()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def _k(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._kafka, fn, *args)
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until ``stop``; then wait for requests in flight, commit what finished, leave."""
+        topics = sorted({f"delivery.{t.destination}" for t in self.targets.values()})
+        await self._k(lambda: self.consumer.subscribe(topics, on_revoke=self._on_revoke, on_lost=self._on_revoke))
+        poll_producer = asyncio.create_task(self._poll_producer(stop))
+        connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=30)
+        last_commit = last_state = 0.0
+        async with aiohttp.ClientSession(connector=connector) as self.session:
+            try:
+                while not stop.is_set():
+                    busy = self.lanes.size() > 0
+                    messages = await self._k(self.consumer.consume, 500, 0.05 if busy else 0.2)
+                    self._drop_revoked()
+                    await self._accept(messages)
+                    if time.monotonic() - last_state >= self.options.state_interval_s:
+                        await self._refresh_states()
+                        last_state = time.monotonic()
+                    self._dispatch()
+                    if time.monotonic() - last_commit >= self.options.commit_interval_s:
+                        await self._commit()
+                        last_commit = time.monotonic()
+                    await self._flow_control()
+            finally:
+                if self.tasks:
+                    await asyncio.wait(self.tasks, timeout=30)
+                await self._commit()
+                stop.set()
+                await poll_producer
+                await self._k(self.producer.flush, 10)
+                await self._k(self.consumer.close)
+                await self.redis.aclose()
+                self._kafka.shutdown(wait=True)
+
+    async def _poll_producer(self, stop: asyncio.Event) -> None:
+        # Delivery reports for DLQ writes are served here; their callbacks only resolve futures.
+        while not stop.is_set():
+            await self._k(self.producer.poll, 0.1)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Runs in the Kafka thread inside consume(): commit what is finished of these partitions
+        # before they go; the rest is redone by the new owner (delivered keys prevent re-sends).
+        tps = {(p.topic, p.partition) for p in partitions}
+        positions = self.lanes.commit_positions(only=tps)
+        if positions:
+            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()], asynchronous=False)
+        self.revoked.extend(tps)
+
+    def _drop_revoked(self) -> None:
+        if self.revoked:
+            tps = set(self.revoked)
+            self.revoked.clear()
+            self.lanes.drop_partitions(tps)
+            self.paused_tps -= tps
+
+    async def _commit(self) -> None:
+        positions = self.lanes.commit_positions()
+        if positions:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+            await self._k(lambda: self.consumer.commit(offsets=offsets, asynchronous=False))
+            self.outcomes.commit_batch("deliver")
+
+    async def _flow_control(self) -> None:
+        """Pause a partition holding too many unfinished records; resume it when it drains."""
+        limit = self.options.max_backlog
+        for tp, track in list(self.lanes.tracks.items()):
+            backlog = track.backlog()
+            if backlog > limit and tp not in self.paused_tps:
+                await self._k(self.consumer.pause, [TopicPartition(*tp)])
+                self.paused_tps.add(tp)
+            elif backlog < limit // 2 and tp in self.paused_tps:
+                await self._k(self.consumer.resume, [TopicPartition(*tp)])
+                self.paused_tps.discard(tp)
+
+    async def _refresh_states(self) -> None:
+        names = list(self.targets)
+        raw = await self.redis.mget([state_key(self.prefix, n) for n in names])
+        self.active = {n for n, v in zip(names, raw, strict=True) if parse(n, v).state == "active"}
+
+    # ---- records in -------------------------------------------------------------------------
+
+    async def _accept(self, messages: list[Message]) -> None:
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", err)
+                continue
+            item = await self._item(msg)
+            self.lanes.add(item)
+
+    async def _item(self, msg: Message) -> Item:
+        hdrs = h.to_dict(msg.headers())  # type: ignore[arg-type]
+        name = hdrs.get(h.INTEGRATION, "")
+        tenant = hdrs.get(h.TENANT, "")
+        event_id = hdrs.get(h.EVENT_ID, "")
+        ts_type, ts = msg.timestamp()
+        item = Item(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value(),
+                    list(msg.headers() or []), name, tenant, event_id,  # type: ignore[arg-type]
+                    idempotency_key(tenant, name, event_id), None, (ts / 1000) if ts_type and ts > 0 else time.time())
+        if name not in self.targets:
+            why = f"no loaded integration {name!r} delivers this record"
+            item.dlq = ("deliver.unknown_integration", why, None, b"")
+        elif not event_id:
+            item.dlq = ("deliver.missing_event_id", "the record has no router-event-id header", None, b"")
+        else:
+            try:
+                item.record = await self._decode(item.value)
+            except ValueError as exc:
+                item.dlq = ("deliver.decode", str(exc)[:500], None, b"")
+        return item
+
+    async def _decode(self, value: bytes | None) -> Any:
+        sid = schema_id_of(value)
+        if value is None or sid is None:
+            raise ValueError("not Confluent-framed Avro")
+        if sid not in self.schemas:
+            try:
+                schema = await self._k(self.registry.get_schema, sid)
+            except Exception as exc:
+                raise ValueError(f"schema id {sid}: {exc}") from None
+            self.schemas[sid] = fastavro.parse_schema(orjson.loads(schema.schema_str or "null"))
+        try:
+            return fastavro.schemaless_reader(io.BytesIO(value[5:]), self.schemas[sid], None)
+        except Exception as exc:  # corrupt bytes raise many types
+            raise ValueError(f"invalid Avro: {exc}") from None
+
+    # ---- dispatch ---------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        ready = self.lanes.ready(now(), self.active)
+        by_integration: dict[str, list[Item]] = {}
+        for item in ready:
+            if item.dlq is not None:
+                item.in_flight = True
+                self._spawn(self._dead_letter(item))
+                continue
+            by_integration.setdefault(item.integration, []).append(item)
+        for name, items in by_integration.items():
+            target = self.targets[name]
+            size = max(1, target.max_records)
+            for start in range(0, len(items), size):
+                batch = items[start:start + size]
+                for item in batch:
+                    item.in_flight = True
+                self._spawn(self._deliver(target, batch))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery task failed: %r", task.exception())
+        self.wake.set()
+
+    # ---- one request ------------------------------------------------------------------------
+
+    async def _deliver(self, target: HttpTarget, items: list[Item]) -> None:
+        try:
+            async with self.slots[target.integration]:
+                await self._send(target, items)
+        except Exception as exc:  # Redis down, auth endpoint down...: retry later, never lose the record
+            log.warning("delivery to %s failed before an answer: %r", target.integration, exc)
+            self._retry(target, items, Answer(Verdict.RETRY, None), str(exc))
+
+    async def _send(self, target: HttpTarget, items: list[Item]) -> None:
+        keys = [f"{self.prefix}delivered:{target.destination}:{i.idempotency_key}" for i in items]
+        done = await self.redis.mget(keys)
+        fresh = [i for i, d in zip(items, done, strict=True) if not d]
+        for item, d in zip(items, done, strict=True):
+            if d:
+                self._finish(item, "already_delivered")
+        if not fresh:
+            return
+        if target.rate_limit is not None:
+            while (wait := await self.limiter.wait_ms(target.destination, fresh[0].tenant, target.rate_limit)) > 0:
+                await asyncio.sleep(wait / 1000)
+        single = target.max_records == 1
+        ikeys = [i.idempotency_key for i in fresh]
+        body = to_json(fresh[0].record) if single else batch_body([i.record for i in fresh], ikeys, target.batch_key,
+                                                                  target.id_field)
+        request_key = ikeys[0] if single else batch_idempotency_key(ikeys)
+        headers = {"Content-Type": "application/json", "Idempotency-Key": request_key, **target.headers}
+        trace = h.to_dict(fresh[0].headers).get(h.TRACEPARENT)
+        if trace:
+            headers[h.TRACEPARENT] = trace
+        auth = self.auth[target.integration]
+        for item in fresh:
+            item.attempts += 1
+        answer, resp_body = await self._request(target, auth, body, headers, request_key, len(fresh))
+        if answer.verdict is Verdict.UNAUTHORIZED and not fresh[0].refreshed_auth:
+            for item in fresh:
+                item.refreshed_auth = True
+            if await auth.refresh(self.session):
+                answer, resp_body = await self._request(target, auth, body, headers, request_key, len(fresh))
+        self.outcomes.add(f"attempt_{(answer.status or 0) // 100}xx", fresh[0].tenant, target.integration)
+        await self._apply(target, fresh, answer, resp_body)
+
+    async def _request(self, target: HttpTarget, auth: Auth, body: bytes, headers: dict[str, str], msg_id: str,
+                       n: int) -> tuple[Answer, bytes]:
+        try:
+            extra = await auth.headers(self.session, body, msg_id)
+            async with self.session.request(target.method, target.url, data=body, headers={**headers, **extra},
+                                            timeout=aiohttp.ClientTimeout(total=target.timeout_s)) as resp:
+                content = await resp.content.read(64 * 1024)
+                answer = interpret(resp.status, {k.lower(): v for k, v in resp.headers.items()}, content, n,
+                                   time.time())
+                return answer, content
+        except AuthFailed as exc:
+            return Answer(Verdict.UNAUTHORIZED, None), str(exc).encode()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return Answer(Verdict.RETRY, None), f"{type(exc).__name__}: {exc}".encode()
+
+    async def _apply(self, target: HttpTarget, items: list[Item], answer: Answer, body: bytes) -> None:
+        verdict = answer.verdict
+        if verdict is Verdict.DELIVERED:
+            await self._delivered(target, items)
+        elif verdict is Verdict.PARTIAL:
+            groups: dict[Verdict, list[Item]] = {}
+            for item, status in zip(items, answer.per_record, strict=True):
+                groups.setdefault(classify_status(status), []).append(item)
+            await self._delivered(target, groups.pop(Verdict.DELIVERED, []))
+            for v, group in groups.items():
+                await self._apply(target, group, Answer(v, answer.status, answer.retry_after_s), body)
+        elif verdict is Verdict.RETRY:
+            if answer.status == 429 and target.rate_limit is not None:
+                await self.limiter.penalize(target.destination, items[0].tenant, target.rate_limit)
+            self._retry(target, items, answer, body.decode("utf-8", "replace"))
+        elif verdict is Verdict.UNAUTHORIZED:
+            await self._needs_reconnect(target, items, body)
+        else:
+            for item in items:
+                item.dlq = ("deliver.http_4xx", f"{target.method} {target.url} answered {answer.status}",
+                            answer.status, body[:RESPONSE_BODY_LIMIT])
+                await self._dead_letter(item)
+
+    async def _delivered(self, target: HttpTarget, items: list[Item]) -> None:
+        if not items:
+            return
+        ttl = int(max(DELIVERED_TTL_MIN_S, 2 * target.dedupe_ttl_s))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for item in items:
+                pipe.set(f"{self.prefix}delivered:{target.destination}:{item.idempotency_key}", b"1", ex=ttl)
+            await pipe.execute()
+        for item in items:
+            self._finish(item, "delivered")
+
+    def _retry(self, target: HttpTarget, items: list[Item], answer: Answer, why: str) -> None:
+        for item in items:
+            delay = answer.retry_after_s
+            if delay is None:
+                delay = backoff_s(item.attempts, target.retry.base_s, target.retry.cap_s)
+            if time.time() + delay - item.born_s > target.retry.max_age_s:
+                message = (f"still failing after {item.attempts} attempt(s) over max_age "
+                           f"{target.retry.max_age_s:.0f}s: {why}")[:500]
+                item.dlq = ("deliver.retries_exhausted", message, answer.status, why.encode()[:RESPONSE_BODY_LIMIT])
+                item.not_before = 0.0
+            else:
+                item.not_before = now() + delay
+            item.in_flight = False
+
+    async def _needs_reconnect(self, target: HttpTarget, items: list[Item], body: bytes) -> None:
+        """Credentials refused after a refresh: pause the integration; its records wait, nothing is lost."""
+        reason = f"the partner refused credentials after a refresh: {body[:200].decode('utf-8', 'replace')}"
+        await self.redis.set(state_key(self.prefix, target.integration), orjson.dumps(
+            {"state": "needs_reconnect", "reason": reason, "since_ms": int(time.time() * 1000)}))
+        self.active.discard(target.integration)
+        log.error("integration %s needs reconnecting: %s", target.integration, reason)
+        for item in items:
+            item.in_flight = False
+            item.refreshed_auth = False
+
+    async def _dead_letter(self, item: Item) -> None:
+        """Write ``item`` to its topic's DLQ, wait for the ack, then finish it; on failure retry later."""
+        code, message, status, body = item.dlq or ("deliver.unknown", "", None, b"")
+        extra = {h.ERROR_CODE: code, h.ERROR_MESSAGE: message[:1000], h.ERROR_STAGE: "deliver",
+                 h.ORIGINAL_TOPIC: item.topic, h.ORIGINAL_PARTITION: str(item.partition),
+                 h.ORIGINAL_OFFSET: str(item.offset), h.ORIGINAL_TIMESTAMP: str(int(item.born_s * 1000)),
+                 h.CONSUMER_GROUP: self.options.group, h.ATTEMPTS: str(item.attempts),
+                 h.FIRST_FAILED_AT: str(int(time.time() * 1000))}
+        if status is not None:
+            extra[h.HTTP_STATUS] = str(status)
+            extra[h.RESPONSE_BODY] = body[:RESPONSE_BODY_LIMIT].decode("utf-8", "replace")
+        headers: list[tuple[str, str | bytes | None]] = [(k, v) for k, v in item.headers if k not in h.ERROR_HEADERS]
+        headers += [(k, v.encode()) for k, v in extra.items()]
+        loop = asyncio.get_running_loop()
+        acked: asyncio.Future[KafkaError | None] = loop.create_future()
+
+        def settle(err: KafkaError | None) -> None:
+            if not acked.done():
+                acked.set_result(err)
+
+        def report(err: KafkaError | None, _msg: Message) -> None:
+            loop.call_soon_threadsafe(settle, err)
+
+        try:
+            await self._k(lambda: self.producer.produce(dlq_topic(item.topic), key=item.key, value=item.value,
+                                                        headers=headers, on_delivery=report))
+            err = await asyncio.wait_for(acked, 30)
+        except Exception as exc:
+            err = KafkaError(KafkaError._FAIL, str(exc))
+        if err is not None:
+            log.warning("DLQ write for %s failed, retrying: %s", item.topic, err)
+            item.not_before = now() + 1.0
+            item.in_flight = False
+            return
+        self.outcomes.add("dlq", item.tenant, item.integration, code)
+        self._finish(item, None)
+
+    def _finish(self, item: Item, outcome: str | None) -> None:
+        if outcome is not None:
+            self.outcomes.add(outcome, item.tenant, item.integration)
+        item.in_flight = False
+        self.lanes.finish(item)

@@ -1,0 +1,67 @@
+"""Integration state shared by every process through Redis: active, paused, needs_reconnect.
+
+Delivery workers read it (every second) to hold an integration's records; `router integrations
+pause|resume` and the admin page write it. Held records stay uncommitted in Kafka: nothing is lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import orjson
+import redis
+
+State = Literal["active", "paused", "needs_reconnect"]
+STATES: tuple[State, ...] = ("active", "paused", "needs_reconnect")
+
+
+@dataclass(frozen=True)
+class IntegrationState:
+    name: str
+    state: State
+    reason: str = ""
+    since_ms: int = 0
+
+
+def _key(prefix: str, name: str) -> str:
+    return f"{prefix}integration:{name}:state"
+
+
+def set_state(client: redis.Redis, prefix: str, name: str, state: State, reason: str = "") -> IntegrationState:
+    """Write an integration's state (active deletes the key: active is the default)."""
+    now = int(time.time() * 1000)
+    if state == "active":
+        client.delete(_key(prefix, name))
+    else:
+        client.set(_key(prefix, name), orjson.dumps({"state": state, "reason": reason, "since_ms": now}))
+    return IntegrationState(name, state, reason, now)
+
+
+def read_states(client: redis.Redis, prefix: str, names: Iterable[str]) -> dict[str, IntegrationState]:
+    """Every named integration's state in one round trip."""
+    names = list(names)
+    if not names:
+        return {}
+    raw = client.mget([_key(prefix, n) for n in names])
+    return {n: parse(n, v) for n, v in zip(names, raw, strict=True)}
+
+
+def parse(name: str, value: bytes | str | None) -> IntegrationState:
+    """Decode one stored state; anything unreadable counts as active (and is logged by callers)."""
+    if not value:
+        return IntegrationState(name, "active")
+    try:
+        doc = orjson.loads(value)
+        state = doc.get("state", "active")
+        return IntegrationState(name, state if state in STATES else "active", str(doc.get("reason", "")),
+                                int(doc.get("since_ms", 0)))
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return IntegrationState(name, "active")
+
+
+def state_key(prefix: str, name: str) -> str:
+    """The Redis key holding ``name``'s state (for async clients)."""
+    return _key(prefix, name)

@@ -1,0 +1,125 @@
+"""``router sim partner``: the partner simulator as a process.
+
+Once it listens it prints exactly one line, ``READY partner=http://HOST:PORT`` (the bound port
+when ``--port 0``), to stdout, flushed, so a parent process can wait for it. SIGTERM and
+SIGINT stop it cleanly: requests in flight finish first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from router.errors import ConfigError, RouterError
+
+if TYPE_CHECKING:  # aiohttp is imported only when this command runs, not for every `router` call
+    from router.sim.partner import SimConfig
+
+
+def register(subparsers: Any) -> None:
+    """Add ``sim partner`` to the ``router`` command's subparsers."""
+    sim = subparsers.add_parser("sim", help="simulators for tests, benchmarks and demos")
+    commands = sim.add_subparsers(dest="sim_command", metavar="COMMAND")
+    commands.required = True
+    partner = commands.add_parser("partner", help="a partner API that delivery workers POST records to")
+    partner.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    partner.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one (default 0)")
+    partner.add_argument("--rate", type=int, default=None, help="requests per --per seconds and destination")
+    partner.add_argument("--per", type=float, default=1.0, help="the rate limit's window in seconds (default 1)")
+    partner.add_argument("--require-token", action="store_true", help="require a bearer token from /oauth/token")
+    partner.add_argument("--token-ttl", type=float, default=3600.0, help="token lifetime in seconds (default 3600)")
+    partner.add_argument("--client-id", default="sim-client", help="OAuth client id (default sim-client)")
+    partner.add_argument("--client-secret", default="sim-secret", help="OAuth client secret (default sim-secret)")
+    partner.add_argument("--api-key", default=None, help="require this key in Authorization or X-Api-Key")
+    partner.set_defaults(handler=partner_command)
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    """The simulator's config from the parsed options; ConfigError for values it cannot use."""
+    from router.sim.partner import SimConfig
+
+    if args.rate is not None and args.rate < 1:
+        raise ConfigError(f"--rate must be at least 1, not {args.rate}")
+    if not args.per > 0:
+        raise ConfigError(f"--per must be a positive number of seconds, not {args.per}")
+    if not args.token_ttl > 0:
+        raise ConfigError(f"--token-ttl must be a positive number of seconds, not {args.token_ttl}")
+    return SimConfig(
+        host=args.host,
+        port=args.port,
+        rate=args.rate,
+        per=args.per,
+        require_token=args.require_token,
+        token_ttl=args.token_ttl,
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        api_key=args.api_key,
+    )
+
+
+def partner_command(args: argparse.Namespace) -> int:
+    """Handler for ``router sim partner``: runs until SIGTERM/SIGINT, returns the exit code."""
+    config = config_from_args(args)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(config))
+    return 0
+
+
+def announce_ready(url: str) -> None:
+    """The one stdout line a parent process waits for."""
+    print(f"READY partner={url}", flush=True)
+
+
+async def serve(config: SimConfig, *, ready: Callable[[str], None] = announce_ready) -> None:
+    """Serve the simulator until SIGTERM or SIGINT; ConfigError if it cannot listen."""
+    from aiohttp import web
+
+    from router.sim.partner import create_app
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    # No access log: benchmarks send many thousands of requests; the ledger says what came.
+    runner = web.AppRunner(create_app(config), handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, config.host, config.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {config.host}:{config.port}: {exc.strerror}; pick another with --port"
+            ) from None
+        port = runner.addresses[0][1]
+        ready(f"http://[{config.host}]:{port}" if ":" in config.host else f"http://{config.host}:{port}")
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m router.sim.cli sim partner ...``: this command without the rest of ``router``."""
+    parser = argparse.ArgumentParser(prog="router")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    register(subparsers)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except RouterError as exc:
+        print(f"router: error [{exc.code}]: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

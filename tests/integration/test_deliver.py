@@ -1,0 +1,219 @@
+"""Delivery workers against the partner simulator, a real broker and Redis (DESIGN §4, §5)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import redis
+
+from consumers.deliver.payload import idempotency_key
+from router.controls import read_states, set_state
+from router.settings import Settings
+from tests.integration.delivering import http_spec, partner_sim, publish, running_deliverer
+from tests.integration.routing import headers_of, make_topology, read_all, zendesk_event
+from tests.services import wait_for
+
+
+def _accepted(partner, dest: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    return dict(partner.ledger(dest)["accepted"])
+
+
+def _topo(tmp_path: Path, name: str, url: str, **kw: object):  # type: ignore[no-untyped-def]
+    return make_topology(tmp_path, name, {"a": http_spec(name, name, f"{name}-d", url, **kw)})  # type: ignore[arg-type]
+
+
+def test_delivers_once_with_idempotency_key_and_json_body(settings: Settings, registry_url: str, tmp_path: Path,
+                                                          name: str) -> None:
+    with partner_sim(tmp_path) as partner:
+        topo = _topo(tmp_path, name, f"{partner.url}/v1/{name}-d")
+        publish(settings, registry_url, topo, [zendesk_event("e1", 1, 1, priority="high")])
+        with running_deliverer(settings, registry_url, topo, group=name) as worker:
+            wait_for(lambda: _accepted(partner, f"{name}-d"), deadline_s=60, what="a delivery")
+            wait_for(lambda: worker.outcomes.totals["delivered"] == 1, deadline_s=10, what="delivered counted")
+        ledger = partner.ledger(f"{name}-d")
+        key = idempotency_key("acme", name, "e1")
+        assert ledger["accepted"] == {key: 1}
+        record = ledger["records"][0]["record"]
+        assert record["incident_key"] == "acme:1"
+        assert record["severity"] == 1
+        assert record["occurred_at"] == "2026-11-20T10:15:00.000Z", "timestamps go out as ISO-8601 UTC"
+
+
+def test_retries_5xx_and_honours_retry_after(settings: Settings, registry_url: str, tmp_path: Path,
+                                             name: str) -> None:
+    with partner_sim(tmp_path) as partner:
+        partner.rules({"destination": f"{name}-d", "match": {}, "status": 503, "times": 2},
+                      {"destination": f"{name}-d", "match": {}, "status": 429, "times": 1, "retry_after": "2"})
+        topo = _topo(tmp_path, name, f"{partner.url}/v1/{name}-d", base="10ms")
+        publish(settings, registry_url, topo, [zendesk_event("e1", 1, 1)])
+        started = time.time()
+        with running_deliverer(settings, registry_url, topo, group=name) as worker:
+            wait_for(lambda: _accepted(partner, f"{name}-d"), deadline_s=60, what="delivery after retries")
+            # Counts are published when offsets are committed.
+            wait_for(lambda: worker.outcomes.totals["delivered"] == 1, deadline_s=10, what="the commit")
+            assert worker.outcomes.totals["attempt_5xx"] == 2
+            assert worker.outcomes.totals["attempt_4xx"] == 1
+        ledger = partner.ledger(f"{name}-d")
+        assert list(ledger["accepted"].values()) == [1]
+        # Backoff base is 10 ms: only honouring Retry-After: 2 makes the delivery take 2 s or more.
+        assert ledger["records"][0]["at"] / 1000 - started >= 2.0
+
+
+def test_4xx_goes_to_the_dlq_with_status_and_body(settings: Settings, registry_url: str, tmp_path: Path,
+                                                  name: str) -> None:
+    with partner_sim(tmp_path) as partner:
+        partner.rules({"destination": f"{name}-d", "match": {"field": "title", "equals": "bad"}, "status": 400,
+                       "body": {"error": "title rejected"}})
+        topo = _topo(tmp_path, name, f"{partner.url}/v1/{name}-d")
+        publish(settings, registry_url, topo, [zendesk_event("e1", 1, 1, title="bad"), zendesk_event("e2", 2, 1)])
+        with running_deliverer(settings, registry_url, topo, group=name) as worker:
+            wait_for(lambda: worker.outcomes.totals["dlq"] == 1 and worker.outcomes.totals["delivered"] == 1,
+                     deadline_s=60, what="one DLQ, one delivery")
+        [dead] = read_all(settings.kafka_bootstrap_servers or "", f"delivery.{name}-d.dlq", expect=1)
+        hdrs = headers_of(dead)
+        assert hdrs["router-error-code"] == "deliver.http_4xx"
+        assert hdrs["router-error-stage"] == "deliver"
+        assert hdrs["router-http-status"] == "400"
+        assert "title rejected" in hdrs["router-response-body"]
+        assert hdrs["router-event-id"] == "e1"
+        assert hdrs["router-attempts"] == "1"
+
+
+def test_retries_exhausted_after_max_age(settings: Settings, registry_url: str, tmp_path: Path, name: str) -> None:
+    with partner_sim(tmp_path) as partner:
+        partner.rules({"destination": f"{name}-d", "match": {}, "status": 500})
+        # max_age counts from when the record was written, so it includes the worker's group join (~3 s).
+        topo = _topo(tmp_path, name, f"{partner.url}/v1/{name}-d", max_age="10s", base="100ms")
+        publish(settings, registry_url, topo, [zendesk_event("e1", 1, 1)])
+        with running_deliverer(settings, registry_url, topo, group=name) as worker:
+            wait_for(lambda: worker.outcomes.totals["dlq"] == 1, deadline_s=60, what="retries exhausted")
+        [dead] = read_all(settings.kafka_bootstrap_servers or "", f"delivery.{name}-d.dlq", expect=1)
+        hdrs = headers_of(dead)
+        assert hdrs["router-error-code"] == "deliver.retries_exhausted"
+        assert int(hdrs["router-attempts"]) >= 2
+        assert hdrs["router-http-status"] == "500"
+
+
+def test_a_retrying_key_holds_its_later_records_but_not_other_keys(settings: Settings, registry_url: str,
+                                                                   tmp_path: Path, name: str) -> None:
+    with partner_sim(tmp_path) as partner:
+        partner.rules({"destination": f"{name}-d", "match": {"key": idempotency_key("acme", name, "k-1")},
+                       "status": 503, "times": 3, "retry_after": "1"})
+        topo = _topo(tmp_path, name, f"{partner.url}/v1/{name}-d")
+        events = [zendesk_event("k-1", 7, 1), zendesk_event("k-2", 7, 2), zendesk_event("k-3", 7, 3),
+                  zendesk_event("o-1", 8, 1), zendesk_event("o-2", 8, 2)]
+        publish(settings, registry_url, topo, events)
+        with running_deliverer(settings, registry_url, topo, group=name):
+            wait_for(lambda: len(_accepted(partner, f"{name}-d")) == 5, deadline_s=60, what="all five delivered")
+        order = [r["idempotency_key"] for r in partner.ledger(f"{name}-d")["records"]]
+        keys = {e: idempotency_key("acme", name, e) for e in ("k-1", "k-2", "k-3", "o-1", "o-2")}
+        k_positions = [order.index(keys[e]) for e in ("k-1", "k-2", "k-3")]
+        assert k_positions == sorted(k_positions), "ticket 7's records stay in order"
+        assert order.index(keys["o-2"]) < order.index(keys["k-1"]), "ticket 8 did not wait for ticket 7's retries"
+
+
+def test_multi_status_batch_retries_or_dlqs_only_the_failed_records(settings: Settings, registry_url: str,
+                                                                    tmp_path: Path, name: str) -> None:
+    with partner_sim(tmp_path) as partner:
+        partner.rules({"destination": f"{name}-d", "match": {"field": "title", "equals": "bad"}, "status": 422},
+                      {"destination": f"{name}-d", "match": {"field": "title", "equals": "flaky"}, "status": 503,
+                       "times": 1})
+        topo = _topo(tmp_path, name, f"{partner.url}/v1/{name}-d", batch=10)
+        events = [zendesk_event(f"e{i}", i, 1, title=t) for i, t in enumerate(["ok", "bad", "flaky", "ok", "ok"])]
+        publish(settings, registry_url, topo, events)
+        with running_deliverer(settings, registry_url, topo, group=name) as worker:
+            wait_for(lambda: len(_accepted(partner, f"{name}-d")) == 4 and worker.outcomes.totals["dlq"] == 1,
+                     deadline_s=60, what="4 delivered, 1 dead-lettered")
+        accepted = _accepted(partner, f"{name}-d")
+        assert set(accepted.values()) == {1}
+        assert idempotency_key("acme", name, "e1") not in accepted
+        [dead] = read_all(settings.kafka_bootstrap_servers or "", f"delivery.{name}-d.dlq", expect=1)
+        assert headers_of(dead)["router-event-id"] == "e1"
+
+
+def test_a_re_routed_record_is_not_sent_twice(settings: Settings, registry_url: str, tmp_path: Path,
+                                              name: str) -> None:
+    with partner_sim(tmp_path) as partner:
+        topo = _topo(tmp_path, name, f"{partner.url}/v1/{name}-d")
+        publish(settings, registry_url, topo, [zendesk_event("e1", 1, 1)])
+        with running_deliverer(settings, registry_url, topo, group=name) as worker:
+            wait_for(lambda: worker.outcomes.totals["delivered"] == 1, deadline_s=60, what="first delivery")
+            publish(settings, registry_url, topo, [zendesk_event("e1", 1, 1)])  # the route worker ran it again
+            wait_for(lambda: worker.outcomes.totals["already_delivered"] == 1, deadline_s=60, what="the re-route")
+        assert list(partner.ledger(f"{name}-d")["accepted"].values()) == [1]
+        assert partner.ledger(f"{name}-d")["requests"] == 1
+
+
+def test_pause_holds_records_and_resume_delivers_them(settings: Settings, registry_url: str, tmp_path: Path,
+                                                      name: str) -> None:
+    client = redis.Redis.from_url(settings.redis_url or "")
+    with partner_sim(tmp_path) as partner:
+        topo = _topo(tmp_path, name, f"{partner.url}/v1/{name}-d")
+        set_state(client, settings.redis_key_prefix, name, "paused")
+        try:
+            publish(settings, registry_url, topo, [zendesk_event("e1", 1, 1)])
+            with running_deliverer(settings, registry_url, topo, group=name, state_interval_s=0.2) as worker:
+                wait_for(lambda: worker.lanes.size() == 1, deadline_s=60, what="the record to be held")
+                assert partner.ledger(f"{name}-d")["requests"] == 0
+                set_state(client, settings.redis_key_prefix, name, "active")
+                wait_for(lambda: _accepted(partner, f"{name}-d"), deadline_s=30, what="delivery after resume")
+        finally:
+            set_state(client, settings.redis_key_prefix, name, "active")
+
+
+def test_oauth2_refreshes_once_then_needs_reconnect(settings: Settings, registry_url: str, tmp_path: Path,
+                                                    name: str) -> None:
+    client = redis.Redis.from_url(settings.redis_url or "")
+    with partner_sim(tmp_path, "--require-token", "--client-id", "cid", "--client-secret", "s3cret") as partner:
+        auth = (f"{{type: oauth2_client_credentials, token_url: '{partner.url}/oauth/token', client_id: cid, "
+                "client_secret: s3cret}")
+        topo = _topo(tmp_path, name, f"{partner.url}/v1/{name}-d", auth=auth)
+        publish(settings, registry_url, topo, [zendesk_event("e1", 1, 1)])
+        try:
+            with running_deliverer(settings, registry_url, topo, group=name, state_interval_s=0.2) as worker:
+                wait_for(lambda: _accepted(partner, f"{name}-d"), deadline_s=60, what="delivery with a token")
+                partner.call("POST", "/_control/expire_tokens")
+                publish(settings, registry_url, topo, [zendesk_event("e2", 2, 1)])
+                wait_for(lambda: len(_accepted(partner, f"{name}-d")) == 2, deadline_s=60, what="refresh on 401")
+                assert partner.ledger()["tokens_issued"] == 2
+                partner.rules({"destination": f"{name}-d", "match": {}, "status": 401})  # credentials revoked
+                publish(settings, registry_url, topo, [zendesk_event("e3", 3, 1)])
+                wait_for(lambda: read_states(client, settings.redis_key_prefix, [name])[name].state
+                         == "needs_reconnect", deadline_s=60, what="needs_reconnect")
+                assert worker.lanes.size() == 1, "the record waits, it is not lost"
+                partner.call("DELETE", "/_control/rules")
+                set_state(client, settings.redis_key_prefix, name, "active")  # the reconnect action
+                wait_for(lambda: len(_accepted(partner, f"{name}-d")) == 3, deadline_s=60,
+                         what="delivery after reconnect")
+        finally:
+            set_state(client, settings.redis_key_prefix, name, "active")
+
+
+def test_shared_rate_limit_keeps_under_the_partner_limit_and_adapts_to_429(settings: Settings, registry_url: str,
+                                                                          tmp_path: Path, name: str) -> None:
+    with partner_sim(tmp_path, "--rate", "5", "--per", "1") as partner:
+        topo = make_topology(tmp_path, name, {
+            "a": http_spec(name, name, f"{name}-d", f"{partner.url}/v1/{name}-d", rate="{requests: 4, per: 1s}"),
+        })
+        publish(settings, registry_url, topo, [zendesk_event(f"e{i}", i, 1) for i in range(12)])
+        with running_deliverer(settings, registry_url, topo, group=name):
+            wait_for(lambda: len(_accepted(partner, f"{name}-d")) == 12, deadline_s=90, what="12 deliveries")
+        assert partner.ledger(f"{name}-d")["by_status"].get("429", 0) == 0, "4/s never trips a 5/s partner"
+
+    with partner_sim(tmp_path, "--rate", "3", "--per", "1") as partner:
+        other = f"{name}-x"
+        (tmp_path / "x").mkdir()
+        topo = make_topology(tmp_path / "x", other, {
+            "a": http_spec(other, other, f"{other}-d", f"{partner.url}/v1/{other}-d", rate="{requests: 50, per: 1s}"),
+        })
+        publish(settings, registry_url, topo, [zendesk_event(f"e{i}", i, 1) for i in range(15)])
+        with running_deliverer(settings, registry_url, topo, group=other):
+            wait_for(lambda: len(_accepted(partner, f"{other}-d")) == 15, deadline_s=120, what="15 deliveries")
+        assert partner.ledger(f"{other}-d")["by_status"].get("429", 0) > 0
+        assert list(_accepted(partner, f"{other}-d").values()) == [1] * 15
+        client = redis.Redis.from_url(settings.redis_url or "")
+        adapted = client.hgetall(f"{settings.redis_key_prefix}rl:{other}-d:adapt")
+        # Only a 429 (penalize) creates this record; it may have recovered towards 1.0 since.
+        assert adapted, "the partner's 429s lowered the shared rate"
+        assert 0.05 <= float(adapted[b"factor"]) <= 1.0

@@ -1,0 +1,446 @@
+"""The partner simulator over real HTTP: deliveries, idempotency, rate limit, faults, auth, CLI.
+
+Each test runs its own simulator in-process (aiohttp's TestServer on a free port) under
+``asyncio.run``; the CLI test starts ``python -m router sim partner`` as a user would. No
+broker or Redis is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from router.sim.partner import SimConfig, create_app
+
+Client = TestClient[web.Request, web.Application]
+Scenario = Callable[[Client], Awaitable[None]]
+
+
+def run(scenario: Scenario, config: SimConfig | None = None) -> None:
+    """Run ``scenario`` against a fresh simulator."""
+
+    async def main() -> None:
+        async with TestClient(TestServer(create_app(config or SimConfig()))) as client:
+            await scenario(client)
+
+    asyncio.run(main())
+
+
+async def post(
+    client: Client, path: str, body: object, headers: Mapping[str, str] | None = None
+) -> tuple[int, Any, Mapping[str, str]]:
+    """POST JSON: (status, decoded body, response headers)."""
+    async with client.post(path, data=json.dumps(body), headers=headers) as response:
+        return response.status, await response.json(), response.headers
+
+
+async def deliver(client: Client, destination: str, record: object, key: str | None = None, **headers: str) -> Any:
+    """One record with its Idempotency-Key header: (status, body, headers)."""
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return await post(client, f"/v1/{destination}", record, {k.replace("_", "-"): v for k, v in headers.items()})
+
+
+async def ledger(client: Client, destination: str | None = None) -> Any:
+    params = {"destination": destination} if destination is not None else {}
+    async with client.get("/_ledger", params=params) as response:
+        assert response.status == 200
+        return await response.json()
+
+
+async def add_rules(client: Client, *rules: dict[str, Any]) -> None:
+    status, body, _ = await post(client, "/_control/rules", {"rules": list(rules)})
+    assert status == 200, body
+
+
+async def token(client: Client, **form: str) -> tuple[int, Any]:
+    fields = {"grant_type": "client_credentials", "client_id": "sim-client", "client_secret": "sim-secret", **form}
+    async with client.post("/oauth/token", data=fields) as response:
+        return response.status, await response.json()
+
+
+async def eventually(attempt: Callable[[], Awaitable[bool]], *, deadline_s: float, what: str) -> float:
+    """Call ``attempt`` until it is true; the seconds that took. Fails at the deadline."""
+    started = time.monotonic()
+    while not await attempt():
+        if time.monotonic() - started > deadline_s:
+            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+# -- deliveries and the ledger -----------------------------------------------------------------
+
+
+def test_single_record_is_accepted_and_in_the_ledger() -> None:
+    async def scenario(client: Client) -> None:
+        status, body, _ = await deliver(client, "crm", {"id": 1, "name": "Ada"}, key="evt-1")
+        assert (status, body) == (200, {"status": "accepted", "idempotency_key": "evt-1"})
+        status, body, _ = await deliver(client, "crm", {"id": 2})  # no key
+        assert (status, body) == (200, {"status": "accepted", "idempotency_key": "<no-key>"})
+        seen = await ledger(client)
+        assert seen["accepted"] == {"evt-1": 1, "<no-key>": 1}
+        assert seen["duplicates"] == {}
+        assert seen["requests"] == 2 and seen["by_status"] == {"200": 2} and seen["tokens_issued"] == 0
+        first = seen["records"][0]
+        assert {k: first[k] for k in ("destination", "idempotency_key", "record")} == {
+            "destination": "crm",
+            "idempotency_key": "evt-1",
+            "record": {"id": 1, "name": "Ada"},
+        }
+        assert abs(first["at"] - time.time() * 1000) < 60_000
+
+    run(scenario)
+
+
+def test_batch_is_accepted_record_by_record() -> None:
+    async def scenario(client: Client) -> None:
+        records = [{"idempotency_key": f"k{i}", "n": i} for i in range(3)]
+        status, body, _ = await post(client, "/v1/crm", {"records": records}, {"Idempotency-Key": "batch-1"})
+        assert status == 200
+        assert body == {
+            "status": "accepted",
+            "results": [{"index": i, "status": 200, "idempotency_key": f"k{i}"} for i in range(3)],
+        }
+        seen = await ledger(client, "crm")
+        assert seen["accepted"] == {"k0": 1, "k1": 1, "k2": 1}  # record keys; the batch key is not counted
+        assert [r["record"] for r in seen["records"]] == records
+        assert seen["requests"] == 1
+
+    run(scenario)
+
+
+def test_a_repeated_key_is_a_duplicate_answered_as_success() -> None:
+    async def scenario(client: Client) -> None:
+        for _ in range(2):
+            assert (await deliver(client, "crm", {"v": 1}, key="k1"))[0] == 200
+        status, body, _ = await deliver(client, "crm", {"v": 2}, key="k1")
+        assert (status, body) == (200, {"status": "accepted", "idempotency_key": "k1", "duplicate": True})
+        batch = {"records": [{"idempotency_key": "k1"}, {"idempotency_key": "k2"}, {"idempotency_key": "k2"}]}
+        status, body, _ = await post(client, "/v1/crm", batch)
+        assert status == 200
+        assert body["results"] == [
+            {"index": 0, "status": 200, "idempotency_key": "k1", "duplicate": True},
+            {"index": 1, "status": 200, "idempotency_key": "k2"},
+            {"index": 2, "status": 200, "idempotency_key": "k2", "duplicate": True},
+        ]
+        assert (await deliver(client, "billing", {"v": 1}, key="k1"))[1].get("duplicate") is None
+        crm = await ledger(client, "crm")
+        assert crm["accepted"] == {"k1": 1, "k2": 1}
+        assert crm["duplicates"] == {"k1": 3, "k2": 1}
+        assert [r["record"] for r in crm["records"]] == [{"v": 1}, {"idempotency_key": "k2"}]
+        assert (await ledger(client, "billing"))["accepted"] == {"k1": 1}
+        assert (await ledger(client, "nowhere"))["requests"] == 0
+
+    run(scenario)
+
+
+def test_invalid_json_is_400() -> None:
+    async def scenario(client: Client) -> None:
+        async with client.post("/v1/crm", data=b"{not json", headers={"Idempotency-Key": "k"}) as response:
+            assert (response.status, await response.json()) == (400, {"error": "invalid_json"})
+        status, body, _ = await post(client, "/v1/crm", [1, 2])
+        assert (status, body["error"]) == (400, "invalid_record")
+        status, body, _ = await post(client, "/v1/crm", {"records": [{"idempotency_key": "a"}, 3]})
+        assert (status, body["error"]) == (400, "invalid_record")
+        seen = await ledger(client)
+        assert seen["accepted"] == {} and seen["by_status"] == {"400": 3}
+
+    run(scenario)
+
+
+# -- rate limit --------------------------------------------------------------------------------
+
+
+def test_rate_limit_answers_429_with_retry_after_then_accepts_after_the_window() -> None:
+    rate, per = 2, 1.0
+
+    async def scenario(client: Client) -> None:
+        started = time.monotonic()
+        for i in range(rate):
+            assert (await deliver(client, "crm", {}, key=f"k{i}"))[0] == 200
+        status, body, headers = await deliver(client, "crm", {}, key="late")
+        assert (status, body) == (429, {"error": "rate_limited"})
+        assert int(headers["Retry-After"]) >= 1
+        assert (await deliver(client, "billing", {}, key="other"))[0] == 200  # a bucket per destination
+        seen = await ledger(client, "crm")
+        assert seen["by_status"] == {"200": 2, "429": 1} and "late" not in seen["accepted"]
+
+        # The bucket holds one request again per / rate seconds after the first one was taken.
+        refill_s = per / rate
+
+        async def accepted() -> bool:
+            return (await deliver(client, "crm", {}, key="late"))[0] == 200
+
+        await eventually(accepted, deadline_s=refill_s + 10, what="the bucket to refill")
+        assert time.monotonic() - started >= refill_s * 0.9
+        assert (await ledger(client, "crm"))["accepted"] == {"k0": 1, "k1": 1, "late": 1}
+
+    run(scenario, SimConfig(rate=rate, per=per))
+
+
+def test_rate_can_be_changed_at_run_time() -> None:
+    async def scenario(client: Client) -> None:
+        async with client.put("/_control/rate", json={"rate": 1, "per": 60}) as response:
+            assert (response.status, await response.json()) == (200, {"rate": 1, "per": 60.0})
+        assert (await deliver(client, "crm", {}, key="a"))[0] == 200
+        status, _, headers = await deliver(client, "crm", {}, key="b")
+        assert status == 429 and 1 <= int(headers["Retry-After"]) <= 60
+        async with client.put("/_control/rate", json={"rate": None}) as response:
+            assert response.status == 200
+        assert (await deliver(client, "crm", {}, key="b"))[0] == 200
+        async with client.put("/_control/rate", json={"rate": 0}) as response:
+            assert (response.status, (await response.json())["error"]) == (400, "invalid_rate")
+
+    run(scenario)
+
+
+# -- fault rules -------------------------------------------------------------------------------
+
+
+def test_a_rule_with_times_2_fails_twice_then_succeeds() -> None:
+    async def scenario(client: Client) -> None:
+        await add_rules(client, {"match": {"key": "k1"}, "status": 503, "times": 2, "retry_after": "2"})
+        for _ in range(2):
+            status, body, headers = await deliver(client, "crm", {}, key="k1")
+            assert (status, body, headers["Retry-After"]) == (
+                503,
+                {"error": "unavailable", "idempotency_key": "k1"},
+                "2",
+            )
+        assert (await deliver(client, "crm", {}, key="k1"))[0] == 200
+        assert (await deliver(client, "crm", {}, key="k1"))[1]["duplicate"] is True
+        seen = await ledger(client)
+        assert seen["accepted"] == {"k1": 1} and seen["by_status"] == {"200": 2, "503": 2}
+        async with client.get("/_control/rules") as response:
+            assert (await response.json())["rules"][0]["fired"] == 2
+
+    run(scenario)
+
+
+def test_a_batch_with_some_failing_records_is_207() -> None:
+    async def scenario(client: Client) -> None:
+        await add_rules(
+            client,
+            {"match": {"field": "customer.tier", "equals": "gold"}, "status": 400, "body": {"error": "bad_tier"}},
+            {"destination": "crm", "match": {"key": "k2"}, "status": 429, "times": 1, "retry_after": "3"},
+        )
+        records = [
+            {"idempotency_key": "k0", "customer": {"tier": "gold"}},
+            {"idempotency_key": "k1", "customer": {"tier": "free"}},
+            {"idempotency_key": "k2"},
+        ]
+        status, body, _ = await post(client, "/v1/crm", {"records": records})
+        assert status == 207
+        assert body == {
+            "results": [
+                {"index": 0, "status": 400, "idempotency_key": "k0", "error": "bad_tier"},
+                {"index": 1, "status": 200, "idempotency_key": "k1"},
+                {"index": 2, "status": 429, "idempotency_key": "k2", "error": "rate_limited", "retry_after": "3"},
+            ]
+        }
+        assert (await ledger(client, "crm"))["accepted"] == {"k1": 1}
+        status, body, _ = await post(client, "/v1/crm", {"records": records[1:]})
+        assert status == 200 and body["results"][0]["duplicate"] is True
+        assert (await ledger(client, "crm"))["accepted"] == {"k1": 1, "k2": 1}
+
+    run(scenario)
+
+
+def test_a_batch_where_every_record_fails_alike_takes_that_status() -> None:
+    async def scenario(client: Client) -> None:
+        await add_rules(client, {"match": {}, "status": 503, "times": 2, "retry_after": "5"})
+        records = [{"idempotency_key": "a"}, {"idempotency_key": "b"}]
+        status, body, headers = await post(client, "/v1/crm", {"records": records})
+        assert (status, body["error"], headers["Retry-After"]) == (503, "unavailable", "5")
+        assert [r["status"] for r in body["results"]] == [503, 503]
+        assert (await post(client, "/v1/crm", {"records": records}))[0] == 200
+        assert (await ledger(client))["accepted"] == {"a": 1, "b": 1}
+
+    run(scenario)
+
+
+def test_a_slow_success_is_accepted_even_when_the_client_gives_up() -> None:
+    async def scenario(client: Client) -> None:
+        await add_rules(client, {"match": {"key": "k1"}, "status": 200, "delay_ms": 500, "times": 1})
+        with pytest.raises(asyncio.TimeoutError):
+            await client.post(
+                "/v1/crm", json={}, headers={"Idempotency-Key": "k1"}, timeout=aiohttp.ClientTimeout(total=0.1)
+            )
+        status, body, _ = await deliver(client, "crm", {}, key="k1")  # the retry after the timeout
+        assert (status, body.get("duplicate")) == (200, True)
+        assert (await ledger(client))["accepted"] == {"k1": 1}
+
+    run(scenario)
+
+
+def test_bad_rules_are_400_and_rules_can_be_cleared() -> None:
+    async def scenario(client: Client) -> None:
+        status, body, _ = await post(client, "/_control/rules", {"rules": [{"status": 500}, {"status": "no"}]})
+        assert (status, body["error"]) == (400, "invalid_rule") and "rules[1]" in body["message"]
+        await add_rules(client, {"status": 500})
+        assert (await deliver(client, "crm", {}, key="k"))[0] == 500
+        async with client.delete("/_control/rules") as response:
+            assert response.status == 200
+        assert (await deliver(client, "crm", {}, key="k"))[0] == 200
+
+    run(scenario)
+
+
+# -- auth --------------------------------------------------------------------------------------
+
+
+def test_oauth_token_is_required_and_expire_tokens_revokes_it() -> None:
+    async def scenario(client: Client) -> None:
+        assert (await deliver(client, "crm", {}, key="k0"))[:2] == (401, {"error": "invalid_token"})
+        assert await token(client, client_secret="wrong") == (401, {"error": "invalid_client"})
+        assert await token(client, grant_type="password") == (400, {"error": "unsupported_grant_type"})
+        async with client.post(
+            "/oauth/token", data={"grant_type": "client_credentials"}, headers={"Authorization": "Basic !!not-base64"}
+        ) as response:
+            assert (response.status, await response.json()) == (401, {"error": "invalid_client"})
+        status, issued = await token(client)
+        assert status == 200 and issued["token_type"] == "Bearer" and issued["expires_in"] == 600
+        bearer = f"Bearer {issued['access_token']}"
+        assert (await deliver(client, "crm", {}, key="k1", Authorization=bearer))[0] == 200
+        basic = {"Authorization": aiohttp.encode_basic_auth("sim-client", "sim-secret")}
+        async with client.post("/oauth/token", data={"grant_type": "client_credentials"}, headers=basic) as response:
+            assert response.status == 200
+            second = f"Bearer {(await response.json())['access_token']}"
+        async with client.post("/_control/expire_tokens") as response:
+            assert (response.status, await response.json()) == (200, {"expired": 2})
+        for old in (bearer, second):
+            assert (await deliver(client, "crm", {}, key="k2", Authorization=old))[0] == 401
+        fresh = f"Bearer {(await token(client))[1]['access_token']}"
+        assert (await deliver(client, "crm", {}, key="k2", Authorization=fresh))[0] == 200
+        seen = await ledger(client)
+        assert seen["tokens_issued"] == 3 and seen["by_status"] == {"200": 2, "401": 3}
+        assert seen["accepted"] == {"k1": 1, "k2": 1}
+
+    run(scenario, SimConfig(require_token=True, token_ttl=600))
+
+
+def test_tokens_expire_after_their_ttl_and_a_401_rule_revokes_one() -> None:
+    async def scenario(client: Client) -> None:
+        bearer = f"Bearer {(await token(client))[1]['access_token']}"
+
+        async def rejected() -> bool:
+            return (await deliver(client, "crm", {}, key="k", Authorization=bearer))[0] == 401
+
+        await eventually(rejected, deadline_s=10, what="the token's TTL to pass")
+
+    run(scenario, SimConfig(require_token=True, token_ttl=0.2))
+
+    async def revoked(client: Client) -> None:
+        await add_rules(client, {"match": {"key": "k"}, "status": 401, "times": 1})
+        bearer = f"Bearer {(await token(client))[1]['access_token']}"
+        status, body, headers = await deliver(client, "crm", {}, key="k", Authorization=bearer)
+        assert (status, body["error"]) == (401, "invalid_token") and "invalid_token" in headers["WWW-Authenticate"]
+        # The rule is spent, but the token it saw is gone: only a fresh token gets through.
+        assert (await deliver(client, "crm", {}, key="k", Authorization=bearer))[0] == 401
+        fresh = f"Bearer {(await token(client))[1]['access_token']}"
+        assert (await deliver(client, "crm", {}, key="k", Authorization=fresh))[0] == 200
+
+    run(revoked, SimConfig(require_token=True))
+
+
+def test_api_key_in_either_header() -> None:
+    async def scenario(client: Client) -> None:
+        assert (await deliver(client, "crm", {}, key="a"))[:2] == (401, {"error": "invalid_api_key"})
+        assert (await deliver(client, "crm", {}, key="a", X_Api_Key="nope"))[0] == 401
+        assert (await deliver(client, "crm", {}, key="a", X_Api_Key="k-123"))[0] == 200
+        assert (await deliver(client, "crm", {}, key="b", Authorization="k-123"))[0] == 200
+        assert (await ledger(client))["accepted"] == {"a": 1, "b": 1}
+
+    run(scenario, SimConfig(api_key="k-123"))
+
+
+# -- control -----------------------------------------------------------------------------------
+
+
+def test_reset_clears_ledger_rules_tokens_and_buckets() -> None:
+    async def scenario(client: Client) -> None:
+        bearer = f"Bearer {(await token(client))[1]['access_token']}"
+        await add_rules(client, {"match": {"key": "bad"}, "status": 500})
+        assert (await deliver(client, "crm", {}, key="k", Authorization=bearer))[0] == 200
+        assert (await deliver(client, "crm", {}, key="k2", Authorization=bearer))[0] == 429
+        assert (await deliver(client, "billing", {}, key="bad", Authorization=bearer))[0] == 500
+        async with client.put("/_control/rate", json={"rate": 5, "per": 60}) as response:
+            assert response.status == 200
+        async with client.post("/_control/reset") as response:
+            assert response.status == 200
+        assert await ledger(client) == {
+            "accepted": {},
+            "duplicates": {},
+            "records": [],
+            "requests": 0,
+            "by_status": {},
+            "tokens_issued": 0,
+        }
+        assert (await deliver(client, "crm", {}, key="k", Authorization=bearer))[0] == 401
+        fresh = f"Bearer {(await token(client))[1]['access_token']}"
+        # A full bucket again, under the start-up limit (1 per hour), and no rule for "bad".
+        status, body, _ = await deliver(client, "crm", {}, key="k", Authorization=fresh)
+        assert (status, body.get("duplicate")) == (200, None)
+        assert (await deliver(client, "crm", {}, key="k2", Authorization=fresh))[0] == 429
+        assert (await deliver(client, "billing", {}, key="bad", Authorization=fresh))[0] == 200
+
+    run(scenario, SimConfig(require_token=True, rate=1, per=3600))
+
+
+def test_healthz() -> None:
+    async def scenario(client: Client) -> None:
+        async with client.get("/healthz") as response:
+            assert response.status == 200
+
+    run(scenario)
+
+
+# -- the CLI -----------------------------------------------------------------------------------
+
+
+def read_line(proc: subprocess.Popen[str], deadline_s: float) -> str:
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        if not selector.select(deadline_s):
+            raise AssertionError(f"no output from {proc.args!r} within {deadline_s}s")
+    return proc.stdout.readline()
+
+
+def test_cli_prints_ready_and_stops_on_sigterm() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "router", "sim", "partner", "--port", "0", "--rate", "100"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        line = read_line(proc, deadline_s=30)
+        found = re.fullmatch(r"READY partner=(http://127\.0\.0\.1:(\d+))\n", line)
+        assert found and int(found[2]) > 0, line
+        with urllib.request.urlopen(found[1] + "/healthz", timeout=10) as response:
+            assert response.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+        assert proc.stdout is not None and proc.stdout.read() == ""  # exactly one line
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
