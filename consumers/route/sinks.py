@@ -1,11 +1,13 @@
 """The producer side of a batch: outputs and DLQ writes, with delivery reports kept, never raised.
 
 librdkafka calls ``on_delivery`` from ``poll``/``flush``; raising there would unwind through C
-(STYLE §3). The callback only records; ``flush`` reports what failed and the loop decides.
+(STYLE §3). One shared callback only records failures; ``flush`` reports which sends failed and
+the loop decides. Successes cost nothing per record beyond the produce call (the hot path).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -17,15 +19,16 @@ PERMANENT = frozenset({
     KafkaError.RECORD_LIST_TOO_LARGE,
 })
 
+Headers = list[tuple[str, str | bytes | None]]
+
 
 @dataclass
 class Pending:
-    """One produce whose delivery report has not been checked yet."""
+    """One produce the broker did not acknowledge."""
 
-    tag: object  # what the loop needs to handle a failure (e.g. the source record)
+    tag: object  # what the loop needs to handle the failure (e.g. the source record)
     is_dlq: bool
     error: KafkaError | None = None
-    done: bool = False
 
 
 @dataclass
@@ -34,38 +37,48 @@ class BatchSink:
 
     producer: Producer
     flush_timeout_s: float = 30.0
-    pending: list[Pending] = field(default_factory=list)
+    sends: list[tuple[str, bytes | None, bytes | None, object, bool]] = field(default_factory=list)
+    failures: list[tuple[KafkaError, str, bytes | None, bytes | None]] = field(default_factory=list)
+    refused: list[Pending] = field(default_factory=list)
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None, headers: list, tag: object,
-             is_dlq: bool = False) -> Pending:
-        """Queue one record; a local refusal (too large) is recorded like a failed delivery."""
-        item = Pending(tag, is_dlq)
-        self.pending.append(item)
+    def _report(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.failures.append((err, msg.topic() or "", msg.key(), msg.value()))
 
-        def report(err: KafkaError | None, _msg: Message) -> None:
-            item.error = err
-            item.done = True
-
+    def send(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, tag: object,
+             is_dlq: bool = False) -> None:
+        """Queue one record; a local refusal (e.g. too large) is recorded like a failed delivery."""
+        self.sends.append((topic, key, value, tag, is_dlq))
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=report)
-                return item
+                self.producer.produce(topic, value=value, key=key, headers=headers,  # type: ignore[arg-type]
+                                      on_delivery=self._report)
+                return
             except BufferError:
                 self.producer.poll(0.05)  # queue full: let deliveries drain, then try again
             except KafkaException as exc:
-                item.error = exc.args[0]
-                item.done = True
-                return item
+                self.sends.pop()
+                self.refused.append(Pending(tag, is_dlq, exc.args[0]))
+                return
 
     def flush(self) -> list[Pending]:
-        """Wait for every report; return the failed items and forget the batch."""
+        """Wait for every report; return the failed sends and forget the batch."""
         remaining = self.producer.flush(self.flush_timeout_s)
-        failed = [p for p in self.pending if p.error is not None or not p.done]
+        failed = list(self.refused)
         if remaining:
-            for p in self.pending:
-                if not p.done:
-                    p.error = KafkaError(KafkaError._TIMED_OUT, "no delivery report before the flush timeout")
-        self.pending = []
+            # No report before the deadline: nothing of this batch may be trusted as written.
+            timeout = KafkaError(KafkaError._TIMED_OUT, "no delivery report before the flush timeout")
+            failed += [Pending(tag, is_dlq, timeout) for _t, _k, _v, tag, is_dlq in self.sends]
+        elif self.failures:
+            # Rare: find each failed send by its content (equal records are interchangeable).
+            by_content: dict[tuple[str, bytes | None, bytes | None], list[tuple[object, bool]]] = defaultdict(list)
+            for topic, key, value, tag, is_dlq in self.sends:
+                by_content[(topic, key, value)].append((tag, is_dlq))
+            for err, topic, key, value in self.failures:
+                matches = by_content.get((topic, key, value))
+                tag, is_dlq = matches.pop() if matches else (None, True)  # unknown: treat as a DLQ loss
+                failed.append(Pending(tag, is_dlq, err))
+        self.sends, self.failures, self.refused = [], [], []
         return failed
 
 

@@ -184,8 +184,9 @@ class RouteWorker:
                 self.outcomes.add("ignored", tenant)
         if releases:
             self.state.release(releases)
+        send = self.sink.send
         for topic, key, value, headers, tag, is_dlq in sends:
-            self.sink.send(topic, key, value, headers, tag, is_dlq)
+            send(topic, key, value, headers, tag, is_dlq)
         self._settle(self.sink.flush(), now_ms)
         self._commit(batch)
         self.outcomes.commit_batch("route")

@@ -170,17 +170,18 @@ def _candidate(integration: Integration, event: dict[str, Any], inbound: Inbound
     meta = Meta(tenant, src.name, event_id, integration.name, received_at)
     record = integration.mapper(event, meta)
     value = encode_avro(record, table.schema_ids.get(integration.name, 0), integration.schema.parsed)
-    out_headers = {
-        h.TENANT: tenant,
-        h.SOURCE: src.name,
-        h.EVENT_ID: event_id,
-        h.INTEGRATION: integration.name,
-        h.RECEIVED_AT: str(received_at),
-    }
-    if h.TRACEPARENT in hdrs:
-        out_headers[h.TRACEPARENT] = hdrs[h.TRACEPARENT]
+    out_headers = [
+        (h.TENANT, tenant.encode()),
+        (h.SOURCE, src.name_bytes),
+        (h.EVENT_ID, event_id.encode()),
+        (h.INTEGRATION, integration.name_bytes),
+        (h.RECEIVED_AT, str(received_at).encode()),
+    ]
+    trace = hdrs.get(h.TRACEPARENT)
+    if trace is not None:
+        out_headers.append((h.TRACEPARENT, trace.encode()))
     key = entity_key.encode() if entity_key is not None else inbound.key
-    return Candidate(integration, tenant, event_id, entity_key, version, key, value, h.encode(out_headers), record)
+    return Candidate(integration, tenant, event_id, entity_key, version, key, value, out_headers, record)
 
 
 def _received_at(hdrs: dict[str, str], inbound: Inbound, now_ms: int | None) -> int:

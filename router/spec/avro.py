@@ -185,3 +185,22 @@ def python_accepts(ft: FieldType, value: Any) -> bool:
     if isinstance(value, dict):
         return bool(kinds & {"record", "map"})
     return False
+
+
+def compile_check(ft: FieldType) -> Any:
+    """A predicate equivalent to ``python_accepts(ft, v)`` for non-null values, cheap for common kinds."""
+    kinds = ft.kinds
+    if kinds == {"string"}:
+        return lambda v: type(v) is str
+    if kinds == {"boolean"}:
+        return lambda v: type(v) is bool
+    if kinds == {"long"}:
+        return lambda v: type(v) is int and _INT64[0] <= v <= _INT64[1]
+    if kinds == {"int"}:
+        return lambda v: type(v) is int and _INT32[0] <= v <= _INT32[1]
+    if kinds <= {"float", "double"}:
+        return lambda v: type(v) is float or (type(v) is int and _INT64[0] <= v <= _INT64[1])
+    if kinds == {"array"} and ft.item_type is not None and ft.item_type.kinds == {"string"} \
+            and not ft.item_type.nullable:
+        return lambda v: type(v) is list and all(type(x) is str for x in v)
+    return lambda v: python_accepts(ft, v)

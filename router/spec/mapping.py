@@ -17,7 +17,7 @@ from typing import Any
 
 from router.errors import MappingError
 from router.spec import coerce
-from router.spec.avro import NO_DEFAULT, FieldType, field_type, python_accepts
+from router.spec.avro import NO_DEFAULT, FieldType, compile_check, field_type, python_accepts
 from router.spec.paths import MISSING, compile_getter
 from router.spec.yamlsrc import PathKey, SourceDoc
 
@@ -137,20 +137,47 @@ def compile_field(
         return None
     fallback = None if avro_default is NO_DEFAULT else avro_default
     where = f"field {name!r}"
+    accepts = compile_check(ftype)
+
+    def missing() -> Any:
+        if required:
+            raise MappingError(f"{where}: required value is missing", code="map.required_missing")
+        return fallback
+
+    def wrong(v: Any) -> MappingError:
+        shown = repr(v)[:60]
+        return MappingError(f"{where}: {shown} ({type(v).__name__}) does not fit Avro type {ftype.describe()}",
+                            code="map.type_error")
+
+    getter = _plain_getter(spec)
+    if getter is not None:
+        # The hot case, `from: a.b.c` with no modifiers: one closure, no intermediate calls.
+        def plain(item: Any, root: Any, meta: Meta) -> Any:
+            v = getter(item)
+            if v is MISSING or v is None:
+                return missing()
+            if not accepts(v):
+                raise wrong(v)
+            return v
+
+        return plain
 
     def field(item: Any, root: Any, meta: Meta) -> Any:
         v = value(item, root, meta)
         if v is MISSING or v is None:
-            if required:
-                raise MappingError(f"{where}: required value is missing", code="map.required_missing")
-            return fallback
-        if not python_accepts(ftype, v):
-            shown = repr(v)[:60]
-            raise MappingError(f"{where}: {shown} ({type(v).__name__}) does not fit Avro type {ftype.describe()}",
-                               code="map.type_error")
+            return missing()
+        if not accepts(v):
+            raise wrong(v)
         return v
 
     return field
+
+
+def _plain_getter(spec: dict[str, Any]) -> Callable[[Any], Any] | None:
+    """The getter of a field that is just ``from: <dotted path>`` (nothing else to apply), else None."""
+    if set(spec) - {"from", "required"} or not isinstance(spec.get("from"), str) or spec["from"].startswith("$"):
+        return None
+    return compile_getter(spec["from"])
 
 
 def compile_value(
@@ -265,9 +292,12 @@ def _compile_template(text: str) -> ValueFn:
                 out.append(p)
                 continue
             v = p(item, root, meta)
-            if v is MISSING or v is None:
+            if type(v) is str:
+                out.append(v)
+            elif v is MISSING or v is None:
                 return MISSING  # a template with a hole is a missing value, never "None" text
-            out.append(coerce.to_string(v) if not isinstance(v, dict | list) else str(v))
+            else:
+                out.append(coerce.to_string(v) if not isinstance(v, dict | list) else str(v))
         return "".join(out)
 
     return render

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +40,10 @@ class Source:
     def name(self) -> str:
         """``zendesk`` for ``ingest.zendesk``; ``vip`` for ``cohort.vip``."""
         return self.topic.split(".", 1)[1]
+
+    @cached_property
+    def name_bytes(self) -> bytes:
+        return self.name.encode()
 
     def wants(self, event_type: str | None, tenant: str) -> bool:
         """Does this source take an event of ``event_type`` for ``tenant``?"""
@@ -81,3 +86,7 @@ class Integration:
     destination: Destination
     fixtures: Path | None
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @cached_property
+    def name_bytes(self) -> bytes:
+        return self.name.encode()

@@ -37,15 +37,11 @@ def split(path: str) -> tuple[str | int, ...]:
 def compile_getter(path: str) -> Getter:
     """A function returning the value at ``path`` in a JSON-like value, or MISSING."""
     split(path)  # validates the form
+    names = path.split(".")
+    if not any(name.isdigit() for name in names):
+        return _dict_getter(tuple(names))
     # (dict key as written, list index or None): "007" looks up key "007" or index 7.
-    steps = tuple((text, int(text) if text.isdigit() else None) for text in path.split("."))
-    if len(steps) == 1 and steps[0][1] is None:
-        key = steps[0][0]
-
-        def get1(doc: Any) -> Any:
-            return doc.get(key, MISSING) if type(doc) is dict else MISSING
-
-        return get1
+    steps = tuple((text, int(text) if text.isdigit() else None) for text in names)
 
     def get(doc: Any) -> Any:
         for key, index in steps:
@@ -62,6 +58,51 @@ def compile_getter(path: str) -> Getter:
         return doc
 
     return get
+
+
+def _dict_getter(names: tuple[str, ...]) -> Getter:
+    """Unrolled getters for paths of plain keys (the hot case): no loop, no per-step type test.
+
+    Indexing a list, string or number with a text key raises TypeError, so any value that is not
+    a dict along the way ends as MISSING, exactly like the general getter.
+    """
+    if len(names) == 1:
+        (a,) = names
+
+        def get1(doc: Any) -> Any:
+            return doc.get(a, MISSING) if type(doc) is dict else MISSING
+
+        return get1
+    if len(names) == 2:
+        a, b = names
+
+        def get2(doc: Any) -> Any:
+            try:
+                return doc[a][b]
+            except (KeyError, TypeError, IndexError):
+                return MISSING
+
+        return get2
+    if len(names) == 3:
+        a, b, c = names
+
+        def get3(doc: Any) -> Any:
+            try:
+                return doc[a][b][c]
+            except (KeyError, TypeError, IndexError):
+                return MISSING
+
+        return get3
+
+    def getn(doc: Any) -> Any:
+        try:
+            for name in names:
+                doc = doc[name]
+        except (KeyError, TypeError, IndexError):
+            return MISSING
+        return doc
+
+    return getn
 
 
 def without(doc: Any, path: str) -> Any:

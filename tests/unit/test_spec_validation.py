@@ -439,3 +439,13 @@ def test_cli_validate_rejects_a_missing_schema_folder(specs: Path, tmp_path: Pat
     (specs / "demo.yaml").write_text(VALID)
     assert run_router(["spec", "validate", "--integrations", str(specs), "--schemas", str(tmp_path / "nope")]) == 1
     assert "pass --schemas DIR" in capsys.readouterr().err
+
+
+def test_the_json_schema_copy_in_docs_is_current() -> None:
+    import json
+    from pathlib import Path
+
+    from router.spec.load import json_schema
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "integration.schema.json"
+    assert json.loads(docs.read_text()) == json_schema(), "run: router spec schema > docs/integration.schema.json"

@@ -1,0 +1,228 @@
+"""Load a folder of webhook source specs (``sources/<name>.yaml``) into compiled ``WebhookSource``s.
+
+Same pipeline as integration specs (``router.spec.load``): YAML with line numbers → JSON Schema
+(``source.schema.json``, shipped in the package) → semantic checks → compiled values. Secrets
+are resolved here, at start-up: ``env:VAR`` reads the environment, ``file:PATH`` a file
+(relative to the spec). A value may hold several secrets separated by whitespace, so a
+rotation can be done in the environment alone. Every problem in every file is collected and
+raised as one ``SpecErrors``; a missing variable or file is named, its value never printed.
+
+Secret formats: ``standard_webhooks`` secrets are ``whsec_<base64>`` (the prefix is optional)
+and the HMAC key is the decoded bytes, as the Standard Webhooks libraries do; ``stripe`` and
+``github`` secrets are used as their UTF-8 bytes, as those partners do (Stripe's own secrets
+also start with ``whsec_``, but are not decoded).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+
+from router.errors import SpecError
+from router.spec.durations import parse_duration
+from router.spec.load import SpecErrors, _explain
+from router.spec.model import DEFAULT_MAX_BYTES
+from router.spec.paths import Getter, compile_getter
+from router.spec.yamlsrc import SourceDoc, load_yaml
+
+Scheme = Literal["standard_webhooks", "stripe", "github", "none"]
+
+DEFAULT_TOLERANCE_S = 300.0
+DEFAULT_CONTENT_TYPES = ("application/json",)
+STANDARD_WEBHOOKS_ID_HEADER = "webhook-id"
+_TIMED_SCHEMES = ("standard_webhooks", "stripe")
+
+
+@dataclass(frozen=True)
+class WebhookSource:
+    """One webhook source, compiled: what the gateway's hot path needs, as plain values and getters."""
+
+    name: str
+    file: Path
+    tenants: frozenset[str] | None  # None: every tenant
+    scheme: Scheme
+    keys: tuple[bytes, ...] = field(repr=False)  # HMAC keys, every one accepted (rotation)
+    secret_refs: tuple[str, ...]  # env:VAR / file:PATH, for messages; never the values
+    tolerance_s: float
+    event_id_path: str | None
+    get_event_id: Getter | None
+    event_id_header: str | None
+    event_type_path: str | None
+    get_event_type: Getter | None
+    entity_key_path: str | None
+    get_entity_key: Getter | None
+    max_bytes: int
+    content_types: frozenset[str]
+
+    @property
+    def topic(self) -> str:
+        """Where accepted events are written: ``ingest.<name>`` (DESIGN §2)."""
+        return f"ingest.{self.name}"
+
+    def allows_tenant(self, tenant: str) -> bool:
+        """May ``tenant`` post to this source?"""
+        return self.tenants is None or tenant in self.tenants
+
+
+@cache
+def source_json_schema() -> dict[str, Any]:
+    """The source spec's JSON Schema (draft 2020-12), shipped inside the package."""
+    text = resources.files("router.spec").joinpath("source.schema.json").read_text()
+    return dict(json.loads(text))
+
+
+def decode_standard_webhooks_secret(secret: str) -> bytes:
+    """The HMAC key of a ``whsec_<base64>`` secret; ValueError if it is not base64 or is empty."""
+    raw = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(raw + "=" * (-len(raw) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not a Standard Webhooks secret (whsec_ followed by base64)") from None
+    if not key:
+        raise ValueError("is empty")
+    return key
+
+
+def load_sources(sources_dir: Path, env: Mapping[str, str] | None = None) -> dict[str, WebhookSource]:
+    """Load every ``*.yaml``/``*.yml`` in ``sources_dir``, keyed by name; raise SpecErrors listing all problems.
+
+    ``env`` (default ``os.environ``) is where ``env:VAR`` secrets are looked up.
+    """
+    if not sources_dir.is_dir():
+        raise SpecError(f"source folder {sources_dir} does not exist; pass --sources DIR", file=str(sources_dir))
+    env = os.environ if env is None else env
+    errors: list[SpecError] = []
+    loaded: dict[str, WebhookSource] = {}
+    for file in sorted([*sources_dir.glob("*.yaml"), *sources_dir.glob("*.yml")]):
+        try:
+            doc = load_yaml(file.read_text(), str(file))
+        except SpecError as exc:
+            errors.append(exc)
+            continue
+        schema_errors = validate_source_document(doc)
+        if schema_errors:
+            errors.extend(schema_errors)
+            continue
+        source, compile_errors = compile_source(doc, file, env)
+        errors.extend(compile_errors)
+        if source is not None:
+            loaded[source.name] = source
+    if errors:
+        raise SpecErrors(errors)
+    return loaded
+
+
+def validate_source_document(doc: SourceDoc) -> list[SpecError]:
+    """JSON Schema problems of one source spec, each located and phrased for a person."""
+    validator = jsonschema.Draft202012Validator(source_json_schema())
+    out: list[SpecError] = []
+    for error in sorted(validator.iter_errors(doc.value), key=lambda e: list(map(str, e.absolute_path))):
+        out.extend(_explain(doc, error))
+    return out
+
+
+def compile_source(doc: SourceDoc, file: Path, env: Mapping[str, str]) -> tuple[WebhookSource | None, list[SpecError]]:
+    """Semantic checks, secret resolution and compilation of a schema-valid source spec."""
+    spec = doc.value
+    errors: list[SpecError] = []
+    name: str = spec["name"]
+    if name != file.stem:
+        errors.append(doc.error(("name",), f"name {name!r} must match the file name ({file.stem}.yaml → "
+                                f"name: {file.stem}, or rename the file to {name}.yaml)", "spec.name_mismatch"))
+    signature = spec["signature"]
+    scheme: Scheme = signature["scheme"]
+    refs: list[str] = signature.get("secrets", [])
+    if scheme == "none" and refs:
+        errors.append(doc.error(("signature", "secrets"), "scheme none takes no secrets; remove them or pick a "
+                                "signing scheme", "spec.invalid_value"))
+    if "tolerance" in signature and scheme not in _TIMED_SCHEMES:
+        errors.append(doc.error(("signature", "tolerance"), f"scheme {scheme} signs no timestamp; tolerance "
+                                "applies to standard_webhooks and stripe only", "spec.invalid_value"))
+    tolerance_s = DEFAULT_TOLERANCE_S
+    try:
+        tolerance_s = parse_duration(signature.get("tolerance", DEFAULT_TOLERANCE_S))
+    except ValueError as exc:
+        errors.append(doc.error(("signature", "tolerance"), str(exc)))
+    keys: list[bytes] = []
+    if scheme != "none":
+        for i, ref in enumerate(refs):
+            keys.extend(_resolve_secret(doc, ("signature", "secrets", i), ref, scheme, file.parent, env, errors))
+    id_header = spec.get("event_id_header") or (STANDARD_WEBHOOKS_ID_HEADER if scheme == "standard_webhooks" else None)
+    if spec.get("event_id") is None and id_header is None:
+        errors.append(doc.error((), "missing required key: 'event_id' (the path of the event id in the body; "
+                                "or event_id_header, the header that carries it)", "spec.missing_key"))
+    getters: dict[str, Getter | None] = {}
+    for key in ("event_id", "event_type", "entity_key"):
+        try:
+            getters[key] = compile_getter(spec[key]) if key in spec else None
+        except ValueError as exc:
+            errors.append(doc.error((key,), str(exc)))
+    if errors:
+        return None, errors
+    tenants = spec.get("tenants", ["*"])
+    return WebhookSource(
+        name=name,
+        file=file,
+        tenants=None if "*" in tenants else frozenset(tenants),
+        scheme=scheme,
+        keys=tuple(keys),
+        secret_refs=tuple(refs),
+        tolerance_s=tolerance_s,
+        event_id_path=spec.get("event_id"),
+        get_event_id=getters["event_id"],
+        event_id_header=id_header.lower() if id_header else None,
+        event_type_path=spec.get("event_type"),
+        get_event_type=getters["event_type"],
+        entity_key_path=spec.get("entity_key"),
+        get_entity_key=getters["entity_key"],
+        max_bytes=int(spec.get("max_bytes", DEFAULT_MAX_BYTES)),
+        content_types=frozenset(spec.get("content_types", DEFAULT_CONTENT_TYPES)),
+    ), []
+
+
+def _resolve_secret(doc: SourceDoc, path: tuple[str | int, ...], ref: str, scheme: Scheme, folder: Path,
+                    env: Mapping[str, str], errors: list[SpecError]) -> list[bytes]:
+    """The HMAC keys behind one ``env:``/``file:`` reference; problems are appended to ``errors``."""
+    kind, _, target = ref.partition(":")
+    if kind == "env":
+        raw = env.get(target, "")
+        if not raw.strip():
+            errors.append(doc.error(path, f"environment variable {target} is not set (or is empty); set it to the "
+                                    "webhook signing secret", "spec.missing_secret"))
+            return []
+        where = f"environment variable {target}"
+    else:
+        secret_file = Path(target) if Path(target).is_absolute() else folder / target
+        try:
+            raw = secret_file.read_text()
+        except OSError as exc:
+            errors.append(doc.error(path, f"cannot read secret file {secret_file}: {exc.strerror}",
+                                    "spec.missing_secret"))
+            return []
+        if not raw.strip():
+            errors.append(doc.error(path, f"secret file {secret_file} is empty", "spec.missing_secret"))
+            return []
+        where = f"secret file {secret_file}"
+    keys: list[bytes] = []
+    for n, value in enumerate(raw.split(), start=1):
+        if scheme != "standard_webhooks":
+            keys.append(value.encode())
+            continue
+        try:
+            keys.append(decode_standard_webhooks_secret(value))
+        except ValueError as exc:
+            errors.append(doc.error(path, f"secret {n} in {where} {exc}", "spec.invalid_secret"))
+    return keys
+
+
+__all__ = ["WebhookSource", "decode_standard_webhooks_secret", "load_sources", "source_json_schema"]
