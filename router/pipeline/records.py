@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 from router.errors import RecordError
 from router.spec.model import Integration
@@ -69,9 +69,11 @@ class Decision(Enum):
     STALE = "s"
 
 
-@dataclass(slots=True, frozen=True)
-class Claim:
-    """What the state store needs to decide one candidate (one Redis round trip per batch)."""
+class Claim(NamedTuple):
+    """What the state store needs to decide one candidate (one Redis round trip per batch).
+
+    A NamedTuple: one is built per routed record, so it must be cheap to make.
+    """
 
     dedupe_key: str | None
     field: str  # the integration: dedupe is per (tenant, source, event id, integration)

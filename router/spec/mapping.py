@@ -12,8 +12,7 @@ from __future__ import annotations
 import decimal
 import string
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from router.errors import MappingError
 from router.spec import coerce
@@ -22,9 +21,11 @@ from router.spec.paths import MISSING, compile_getter
 from router.spec.yamlsrc import PathKey, SourceDoc
 
 
-@dataclass(frozen=True, slots=True)
-class Meta:
-    """What a mapping may read besides the event: ``$tenant``, ``$source``, … and template names."""
+class Meta(NamedTuple):
+    """What a mapping may read besides the event: ``$tenant``, ``$source``, … and template names.
+
+    A NamedTuple: built once per record on the hot path, so it must be cheap to make.
+    """
 
     tenant: str
     source: str
@@ -288,10 +289,10 @@ def _compile_template(text: str) -> ValueFn:
     def render(item: Any, root: Any, meta: Meta) -> Any:
         out = []
         for p in frozen:
-            if isinstance(p, str):
+            if type(p) is str:
                 out.append(p)
                 continue
-            v = p(item, root, meta)
+            v = p(item, root, meta)  # type: ignore[operator]
             if type(v) is str:
                 out.append(v)
             elif v is MISSING or v is None:
