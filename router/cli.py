@@ -22,6 +22,9 @@ COMMAND_MODULES = (
     "consumers.route.cli",
     "router.sim.cli",
     "consumers.deliver.cli",
+    "router.dlq.cli",
+    "router.admin.cli",
+    "producers.cohorts.cli",
 )
 
 

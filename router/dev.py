@@ -150,6 +150,9 @@ def start_stack(settings: Settings, catalog: Catalog, port_base: int | None, log
         stack.env.update(demo_env(partner))
         for name, argv, key in pipeline_processes(catalog, catalog_dirs):
             stack.addresses[key] = start_child_service(stack, name, argv, key, log_dir)
+        token = _ready_url(log_dir / "admin.log", "admin_token")
+        if token:  # a development token, printed so the person running `router dev` can log in
+            stack.addresses["admin_token"] = token
     except BaseException:
         stack.stop()
         raise
@@ -160,7 +163,11 @@ def pipeline_processes(catalog: Catalog, catalog_dirs: tuple[Path, Path] | None 
                        ) -> list[tuple[str, list[str], str]]:
     """(name, argv, READY key) of each pipeline process `router dev` runs; grows as kinds land."""
     dirs = ["--integrations", str(catalog_dirs[0]), "--schemas", str(catalog_dirs[1])] if catalog_dirs else []
-    return [("route", ["route", *dirs], "route"), ("deliver", ["deliver", *dirs], "deliver")]
+    return [
+        ("route", ["route", *dirs], "route"),
+        ("deliver", ["deliver", *dirs], "deliver"),
+        ("admin", ["admin", "--port", "0", "--dev-token", *dirs], "admin"),
+    ]
 
 
 # The shipped example specs name their partner endpoints and credentials by env reference; under

@@ -40,3 +40,10 @@ class Outcomes:
     def drop_batch(self) -> None:
         """Forget a batch that will be processed again (it was not committed)."""
         self.batch.clear()
+
+
+# Latencies (seconds): one HTTP request to a partner, and received-at (gateway) → partner 2xx.
+delivery_request_seconds = _meter.create_histogram(
+    "router_delivery_request_seconds", unit="s", description="partner API request duration")
+end_to_end_seconds = _meter.create_histogram(
+    "router_end_to_end_seconds", unit="s", description="from router-received-at to the partner's 2xx")

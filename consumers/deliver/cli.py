@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 
 import redis
@@ -12,6 +11,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumers.deliver.config import HttpTarget, compile_target
 from consumers.deliver.worker import DeliverOptions, DeliverWorker
+from router import telemetry
 from router.controls import read_states, set_state
 from router.errors import ConfigError
 from router.kafka import wait_for_broker
@@ -55,8 +55,7 @@ def targets_for(catalog: Catalog, only: list[str] | None) -> dict[str, HttpTarge
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `router deliver`: SIGTERM waits for requests in flight, commits, leaves."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    telemetry.setup("deliver")
     settings = Settings.from_env()
     if not settings.redis_url or not settings.schema_registry_url:
         raise ConfigError("REDIS_URL and SCHEMA_REGISTRY_URL must be set for `router deliver`")
@@ -69,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
 async def _main(settings: Settings, targets: dict[str, HttpTarget], args: argparse.Namespace) -> int:
     worker = DeliverWorker(settings, targets, SchemaRegistryClient({"url": settings.schema_registry_url}),
                            DeliverOptions(group=args.group, concurrency=args.concurrency))
+    telemetry.maybe_serve_metrics(worker.heartbeat.healthy)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

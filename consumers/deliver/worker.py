@@ -24,6 +24,8 @@ import orjson
 import redis.asyncio as aioredis
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from consumers.deliver.auth import Auth, AuthFailed, build_auth
 from consumers.deliver.config import HttpTarget
@@ -33,12 +35,16 @@ from consumers.deliver.ratelimit import SharedRateLimiter
 from consumers.deliver.status import Answer, Verdict, backoff_s, classify_status, interpret
 from router import headers as h
 from router.controls import parse, state_key
+from router.health import HealthBatch, HealthWriter
 from router.kafka import consumer_config, dlq_topic, producer_config
-from router.outcomes import Outcomes
+from router.outcomes import Outcomes, delivery_request_seconds, end_to_end_seconds
 from router.pipeline.stages import schema_id_of
 from router.settings import Settings
+from router.telemetry import Heartbeat
+from router.tracing import sampled, start_child
 
 log = logging.getLogger("router.deliver")
+_tracer = trace.get_tracer("router.deliver")
 T = TypeVar("T")
 
 RESPONSE_BODY_LIMIT = 1024
@@ -79,6 +85,9 @@ class DeliverWorker:
         self.slots = {name: asyncio.Semaphore(self.options.concurrency) for name in targets}
         self.wake = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.heartbeat = Heartbeat()
+        self.health = HealthBatch()
+        self.health_writer = HealthWriter(self.prefix)
 
     async def _k(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._kafka, fn, *args)
@@ -95,6 +104,7 @@ class DeliverWorker:
         async with aiohttp.ClientSession(connector=connector) as self.session:
             try:
                 while not stop.is_set():
+                    self.heartbeat.beat()
                     busy = self.lanes.size() > 0
                     messages = await self._k(self.consumer.consume, 500, 0.05 if busy else 0.2)
                     self._drop_revoked()
@@ -145,6 +155,14 @@ class DeliverWorker:
             offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
             await self._k(lambda: self.consumer.commit(offsets=offsets, asynchronous=False))
             self.outcomes.commit_batch("deliver")
+        if self.health.rows:
+            try:  # best effort: health is for people, never a reason to hold a commit
+                pipe = self.redis.pipeline(transaction=False)
+                self.health_writer.stage(pipe, self.health)
+                await pipe.execute()
+            except Exception as exc:
+                log.warning("health not recorded: %s", exc)
+                self.health.clear()
 
     async def _flow_control(self) -> None:
         """Pause a partition holding too many unfinished records; resume it when it drains."""
@@ -270,23 +288,35 @@ class DeliverWorker:
                                                                   target.id_field)
         request_key = ikeys[0] if single else batch_idempotency_key(ikeys)
         headers = {"Content-Type": "application/json", "Idempotency-Key": request_key, **target.headers}
-        trace = h.to_dict(fresh[0].headers).get(h.TRACEPARENT)
-        if trace:
-            headers[h.TRACEPARENT] = trace
+        span = None
+        incoming = h.to_dict(fresh[0].headers).get(h.TRACEPARENT)
+        if incoming and sampled(incoming):
+            span, headers[h.TRACEPARENT] = start_child(
+                _tracer, f"deliver {target.integration}", incoming, kind=SpanKind.CLIENT,
+                attributes={"router.integration": target.integration, "router.records": len(fresh),
+                            "http.request.method": target.method, "router.tenant": fresh[0].tenant})
+        elif incoming:
+            headers[h.TRACEPARENT] = incoming
         auth = self.auth[target.integration]
         for item in fresh:
             item.attempts += 1
-        answer, resp_body = await self._request(target, auth, body, headers, request_key, len(fresh))
-        if answer.verdict is Verdict.UNAUTHORIZED and not fresh[0].refreshed_auth:
-            for item in fresh:
-                item.refreshed_auth = True
-            if await auth.refresh(self.session):
-                answer, resp_body = await self._request(target, auth, body, headers, request_key, len(fresh))
+        try:
+            answer, resp_body = await self._request(target, auth, body, headers, request_key, len(fresh))
+            if answer.verdict is Verdict.UNAUTHORIZED and not fresh[0].refreshed_auth:
+                for item in fresh:
+                    item.refreshed_auth = True
+                if await auth.refresh(self.session):
+                    answer, resp_body = await self._request(target, auth, body, headers, request_key, len(fresh))
+        finally:
+            if span is not None:
+                span.set_attribute("http.response.status_code", answer.status or 0)
+                span.end()
         self.outcomes.add(f"attempt_{(answer.status or 0) // 100}xx", fresh[0].tenant, target.integration)
         await self._apply(target, fresh, answer, resp_body)
 
     async def _request(self, target: HttpTarget, auth: Auth, body: bytes, headers: dict[str, str], msg_id: str,
                        n: int) -> tuple[Answer, bytes]:
+        started = time.perf_counter()
         try:
             extra = await auth.headers(self.session, body, msg_id)
             async with self.session.request(target.method, target.url, data=body, headers={**headers, **extra},
@@ -294,6 +324,9 @@ class DeliverWorker:
                 content = await resp.content.read(64 * 1024)
                 answer = interpret(resp.status, {k.lower(): v for k, v in resp.headers.items()}, content, n,
                                    time.time())
+                delivery_request_seconds.record(time.perf_counter() - started, {
+                    "integration": target.integration, "destination": target.destination,
+                    "status_class": f"{resp.status // 100}xx"})
                 return answer, content
         except AuthFailed as exc:
             return Answer(Verdict.UNAUTHORIZED, None), str(exc).encode()
@@ -394,10 +427,18 @@ class DeliverWorker:
             item.in_flight = False
             return
         self.outcomes.add("dlq", item.tenant, item.integration, code)
+        sample = to_json(item.record) if item.record is not None else item.value
+        self.health.fail(item.integration, item.tenant, code, message, sample)
         self._finish(item, None)
 
     def _finish(self, item: Item, outcome: str | None) -> None:
         if outcome is not None:
             self.outcomes.add(outcome, item.tenant, item.integration)
+        if outcome == "delivered":
+            self.health.ok(item.integration, item.tenant)
+            received = h.to_dict(item.headers).get(h.RECEIVED_AT, "")
+            if received.isascii() and received.isdigit():
+                end_to_end_seconds.record(max(0.0, time.time() - int(received) / 1000),
+                                          {"integration": item.integration, "tenant": item.tenant})
         item.in_flight = False
         self.lanes.finish(item)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import threading
 
@@ -12,6 +11,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumers.route.state_redis import RedisState
 from consumers.route.worker import RouteWorker, WorkerOptions
+from router import telemetry
 from router.errors import ConfigError
 from router.kafka import admin_client, ensure_topics, wait_for_broker
 from router.pipeline.stages import RoutingTable
@@ -46,14 +46,15 @@ def build_worker(settings: Settings, args: argparse.Namespace) -> RouteWorker:
                   replication_factor=settings.replication_factor)
     table = RoutingTable.build(catalog.integrations, schema_ids, settings.redis_key_prefix)
     options = WorkerOptions(group=args.group or settings.route_group, batch_size=args.batch_size)
-    return RouteWorker(settings, table, RedisState(client), registry, options)
+    return RouteWorker(settings, table, RedisState(client), registry, options, health_client=client)
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of `router route`: SIGTERM/SIGINT finish the batch, commit and leave the group."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    telemetry.setup("route")
     settings = Settings.from_env()
     worker = build_worker(settings, args)
+    telemetry.maybe_serve_metrics(worker.heartbeat.healthy)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

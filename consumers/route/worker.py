@@ -22,17 +22,23 @@ import orjson
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from opentelemetry import trace
 
 from consumers.route.sinks import BatchSink, Pending, is_permanent
+from router import headers as h
 from router.errors import EncodeError, OrderError, RecordError, RouterError
+from router.health import HealthBatch, HealthWriter
 from router.kafka import consumer_config, dlq_topic, producer_config
 from router.outcomes import Outcomes
-from router.pipeline.records import Claim, Decision, Inbound, Prepared
+from router.pipeline.records import Candidate, Claim, Decision, Inbound, Prepared
 from router.pipeline.stages import RoutingTable, claim_for, dlq_headers, prepare, schema_id_of
 from router.pipeline.state import StateStore
 from router.settings import Settings
+from router.telemetry import Heartbeat
+from router.tracing import sampled, start_child
 
 log = logging.getLogger("router.route")
+_tracer = trace.get_tracer("router.route")
 
 
 class BatchFailed(RouterError):
@@ -62,7 +68,8 @@ class RouteWorker:
     """One route worker process; run() until ``stop`` is set."""
 
     def __init__(self, settings: Settings, table: RoutingTable, state: StateStore,
-                 registry: SchemaRegistryClient | None, options: WorkerOptions | None = None) -> None:
+                 registry: SchemaRegistryClient | None, options: WorkerOptions | None = None,
+                 health_client: redis.Redis | None = None) -> None:
         self.settings = settings
         self.table = table
         self.state = state
@@ -74,6 +81,10 @@ class RouteWorker:
         self.producer = Producer(producer_config(settings))
         self.sink = BatchSink(self.producer)
         self.batches_committed = 0
+        self.heartbeat = Heartbeat()
+        self.health = HealthBatch()
+        self.health_client = health_client
+        self.health_writer = HealthWriter(table.key_prefix, success_field="last_routed_ms")
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -85,6 +96,7 @@ class RouteWorker:
         backoff = self.options.backoff_initial_s
         try:
             while not stop.is_set():
+                self.heartbeat.beat()
                 messages = self.consumer.consume(self.options.batch_size, self.options.poll_timeout_s)
                 batch = self._records(messages)
                 if not batch:
@@ -94,6 +106,7 @@ class RouteWorker:
                     backoff = self.options.backoff_initial_s
                 except (redis.RedisError, KafkaException, BatchFailed, OSError) as exc:
                     self.outcomes.drop_batch()
+                    self.health.clear()
                     log.warning("batch failed, retrying after %.1fs: %s", backoff, exc)
                     self._rewind(batch)
                     stop.wait(backoff * (0.5 + random.random() / 2))  # jittered, wakes on stop
@@ -171,15 +184,22 @@ class RouteWorker:
                                      code="order.stale")
                     sends.append(self._dlq(p.inbound, err, name, now_ms, (p, claim)))
                     self.outcomes.add("dlq", c.tenant, name, "order.stale")
+                    self.health.fail(name, c.tenant, err.code, err.message, p.inbound.value)
                     continue
                 self.outcomes.add("stale_delivered", c.tenant, name)
+            if self._traced(c):
+                self._trace(c)
             sends.append((c.integration.destination.topic, c.key, c.value, c.headers, (p, claim), False))
             self.outcomes.add("routed", c.tenant, name)
+            if not c.integration.destination.http:  # no delivery worker: routing is the success
+                self.health.ok(name, c.tenant)
         for p in prepared:
             tenant = _tenant(p)
             for failure in p.failures:
                 sends.append(self._dlq(p.inbound, failure.error, failure.integration, now_ms, (p, None)))
                 self.outcomes.add("dlq", tenant, failure.integration or "", failure.error.code)
+                for name in ([failure.integration] if failure.integration else self._integrations_of(p.inbound)):
+                    self.health.fail(name, tenant, failure.error.code, failure.error.message, p.inbound.value)
             if p.ignored:
                 self.outcomes.add("ignored", tenant)
         if releases:
@@ -191,6 +211,37 @@ class RouteWorker:
         self._commit(batch)
         self.outcomes.commit_batch("route")
         self.batches_committed += 1
+        self._write_health()
+
+    @staticmethod
+    def _traced(candidate: Candidate) -> bool:
+        last = candidate.headers[-1]
+        return last[0] == h.TRACEPARENT and last[1] is not None and sampled(last[1].decode())
+
+    def _trace(self, candidate: Candidate) -> None:
+        """A span for routing this record; the output carries the span's traceparent."""
+        incoming = (candidate.headers[-1][1] or b"").decode()
+        span, outgoing = start_child(_tracer, f"route {candidate.integration.name}", incoming, attributes={
+            "router.tenant": candidate.tenant, "router.integration": candidate.integration.name,
+            "router.event_id": candidate.event_id,
+            "messaging.destination.name": candidate.integration.destination.topic})
+        span.end()
+        candidate.headers[-1] = (h.TRACEPARENT, outgoing.encode())
+
+    def _write_health(self) -> None:
+        # Best effort, after the commit: health is for people, never a reason to redo a batch.
+        if self.health_client is None:
+            self.health.clear()
+            return
+        try:
+            self.health_writer.write(self.health_client, self.health)
+        except redis.RedisError as exc:
+            log.warning("health not recorded: %s", exc)
+            self.health.clear()
+
+    def _integrations_of(self, inbound: Inbound) -> list[str]:
+        """Every integration on the record's topic: a record that failed before selection concerns them all."""
+        return [i.name for i in self.table.by_topic.get(inbound.topic, ())]
 
     def _dlq(self, inbound: Inbound, error: RecordError, integration: str | None, now_ms: int,
              tag: object) -> tuple[str, Any, Any, Any, Any, bool]:
@@ -218,6 +269,8 @@ class RouteWorker:
             if claim is not None:
                 releases.append(claim)
             self.outcomes.add("dlq", _tenant(prepared), claim.field if claim else "", "encode.too_large")
+            self.health.fail(claim.field if claim else "", _tenant(prepared), err.code, err.message,
+                             prepared.inbound.value)
         if releases:
             self.state.release(releases)
         still = self.sink.flush()

@@ -1,0 +1,528 @@
+"""Route-worker throughput against the passthrough ceiling. Run from the repository root:
+
+    .venv/bin/python -m bench.route_bench [--events N] [--partitions P]
+
+One run: generate N Zendesk-like escalations (bench.workload), produce them once to a fresh
+topic, then read that topic from the beginning three times, each with its own consumer group:
+(a) the passthrough ceiling (bench.passthrough), (b) one `router route` process, (c) two.
+Each figure is measured between the group's first commit and the commit of the N-th record,
+so process start-up and the group join are not counted. (b) and (c) write to their own
+delivery topics, which are read back and checked against the expected event ids.
+The last line printed is machine-readable (the RESULT line); see bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import confluent_kafka
+import psutil
+import redis
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from rich.console import Console
+from rich.table import Table
+
+from bench.workload import Record, Workload, generate
+from router.embedded.procs import ChildProcess
+from router.kafka import admin_client, ensure_topics, producer_config
+from router.settings import Settings
+from tests.integration.routing import Topology, make_topology, prepare_services, zendesk_spec
+from tests.integration.workers import worker_env
+from tests.services import kafka_service, redis_service, start_registry, unique
+
+ROOT = Path(__file__).resolve().parents[1]
+POLL_S = 0.1
+
+
+@dataclass
+class Run:
+    """One measured configuration: its processes and what was seen of them."""
+
+    label: str
+    title: str
+    self_exits: bool  # the passthrough stops by itself at N records; route workers run until SIGTERM
+    group: str
+    argvs: list[list[str]]
+    env: dict[str, str]
+    dest: str
+    events: int = 0
+    eps: float = 0.0
+    cpu_us: float = 0.0
+    host_cores: float = 0.0  # cores busy on the machine, on average over the window
+    other_cores: float = 0.0  # of which used by none of: workers, broker, Redis, this bench
+    service_cpu_us: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: list[float] = field(default_factory=list)
+    to_first_commit_s: float = 0.0
+    complete: bool = False
+    note: str = ""
+    logs: list[Path] = field(default_factory=list)
+
+
+class GroupProgress:
+    """Sum of a group's committed offsets on one topic, read by a consumer that never joins."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str, partitions: int) -> None:
+        self._consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+        self._tps = [TopicPartition(topic, p) for p in range(partitions)]
+
+    def committed(self) -> int:
+        return sum(max(tp.offset, 0) for tp in self._consumer.committed(self._tps, timeout=10))
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class ServiceCpu:
+    """CPU seconds used so far by the broker (when it is our embedded child), by Redis (INFO cpu,
+    every client's work) and by this bench process (polling, sampling)."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._redis = redis.Redis.from_url(redis_url, socket_timeout=5)
+        self._me = psutil.Process()
+        self._broker = next((p for p in self._me.children(recursive=True) if "tansu" in p.name()), None)
+
+    def sample(self) -> dict[str, float]:
+        out = {"bench": cpu_seconds(self._me)}
+        if self._broker is not None:
+            with contextlib.suppress(psutil.Error):
+                out["broker"] = cpu_seconds(self._broker)
+        with contextlib.suppress(redis.RedisError):
+            info = self._redis.info("cpu")
+            out["redis"] = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        return out
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+# ---- measuring one run ----------------------------------------------------------------------
+
+def host_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (guest time is inside user; steal is not ours)."""
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return float(t.user + t.system)
+
+
+def measure(run: Run, procs: Sequence[ChildProcess], progress: GroupProgress, services: ServiceCpu, total: int,
+            deadline_s: float, on_first_commit: Callable[[], None] | None = None) -> None:
+    """Poll the group's commits every 0.1 s until ``total``; fill ``run`` with rate, CPU and RSS.
+
+    eps = records committed after the first commit / time from first to last commit; CPU is the
+    workers' user+system time (every thread) over the same window; the broker's and Redis's
+    CPU over the window is reported per event too (they share the machine with the workers).
+    """
+    ps = [psutil.Process(p.pid) for p in procs]
+    run.peak_rss_mb = [0.0] * len(ps)
+    started = time.monotonic()
+    end = started + deadline_s
+    # at the first commit: time, committed, CPU seconds of the workers, of the host, of the services
+    first: tuple[float, int, float, float, dict[str, float]] | None = None
+    committed = 0
+    cpu = 0.0
+    while True:
+        tick = time.monotonic()
+        committed = progress.committed()
+        now = time.monotonic()
+        try:
+            cpu = sum(cpu_seconds(p) for p in ps)
+            for i, p in enumerate(ps):
+                run.peak_rss_mb[i] = max(run.peak_rss_mb[i], p.memory_info().rss / 2**20)
+        except psutil.NoSuchProcess:  # the passthrough exits once done: keep the CPU seen 0.1 s ago
+            if first is None or committed < total:
+                run.note = "a worker exited during the run"
+                break
+        host_busy = host_busy_seconds()
+        if first is None and committed > 0:
+            first = (now, committed, cpu, host_busy, services.sample())
+            run.to_first_commit_s = now - started
+            if on_first_commit:
+                on_first_commit()
+        if first is not None and committed >= total:
+            t0, c0, cpu0, host0, services0 = first
+            window = now - t0
+            run.events = committed - c0
+            run.eps = run.events / window if window > 0 else 0.0
+            run.cpu_us = (cpu - cpu0) / max(1, run.events) * 1e6
+            for name, seconds in services.sample().items():
+                if name in services0:
+                    run.service_cpu_us[name] = (seconds - services0[name]) / max(1, run.events) * 1e6
+            known = cpu - cpu0 + sum(run.service_cpu_us.values()) * run.events / 1e6
+            if window > 0:
+                run.host_cores = (host_busy - host0) / window
+                run.other_cores = max(0.0, host_busy - host0 - known) / window
+            run.complete = True
+            return
+        if now > end:
+            run.note = f"deadline {deadline_s:.0f}s passed at {committed}/{total} committed"
+            break
+        time.sleep(max(0.0, POLL_S - (time.monotonic() - tick)))
+    if first is not None:  # incomplete: report the partial rate, never as a pass
+        window = time.monotonic() - first[0]
+        run.events = committed - first[1]
+        run.eps = run.events / window if window > 0 else 0.0
+
+
+@contextlib.contextmanager
+def profiler(pid: int, out: Path) -> Iterator[Callable[[], None]]:
+    """py-spy record on ``pid``, started by the returned callable, stopped (SIGINT) on exit."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    holder: list[subprocess.Popen[bytes]] = []
+
+    def start() -> None:
+        argv = [exe, "record", "--pid", str(pid), "--rate", "100", "--format", "raw", "--function",
+                "--output", str(out), "--nonblocking"]
+        holder.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    try:
+        yield start
+    finally:
+        for proc in holder:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def top_functions(raw: Path, n: int = 10) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """From py-spy's collapsed stacks: the ``n`` functions with most own time (top of the stack)
+    and most inclusive time (anywhere on it, leaving out the outer frames seen in ≥ 95%), in %."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        total += int(count)
+        own[frames[-1]] += int(count)
+        for frame in set(frames):
+            inclusive[frame] += int(count)
+    total = total or 1
+    inner = [(f, c) for f, c in inclusive.most_common() if c < 0.95 * total]
+    return ([(f, 100 * c / total) for f, c in own.most_common(n)], [(f, 100 * c / total) for f, c in inner[:n]])
+
+
+def execute(run: Run, workdir: Path, progress: GroupProgress, services: ServiceCpu, total: int, deadline_s: float,
+            profile: Path | None = None) -> None:
+    """Start the run's processes, measure, stop them (always)."""
+    procs: list[ChildProcess] = []
+    try:
+        for i, argv in enumerate(run.argvs):
+            log = workdir / f"{run.label}-{i}.log"
+            run.logs.append(log)
+            procs.append(ChildProcess(f"{run.label} worker {i}", argv, log=log, env=run.env))
+        if profile is None:
+            measure(run, procs, progress, services, total, deadline_s)
+        else:
+            with profiler(procs[0].pid, profile) as start:
+                measure(run, procs, progress, services, total, deadline_s, on_first_commit=start)
+    finally:
+        for proc in procs:
+            if run.self_exits:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.proc.wait(15)
+            proc.stop(grace_s=20)  # SIGTERM: a route worker finishes its batch and leaves the group
+        progress.close()
+
+
+# ---- input and output -----------------------------------------------------------------------
+
+def produce_all(settings: Settings, topic: str, records: Sequence[Record], deadline_s: float) -> float:
+    """Produce every record with the gateway's producer settings; return the seconds it took."""
+    producer = Producer(producer_config(settings))
+    failures: list[KafkaError] = []
+    started = time.monotonic()
+    end = started + deadline_s
+    for key, value, headers in records:
+        while True:
+            try:
+                producer.produce(topic, value, key, headers=headers,  # type: ignore[arg-type]
+                                 on_delivery=lambda err, _m: failures.append(err) if err else None)
+                break
+            except BufferError:
+                if time.monotonic() > end:
+                    raise SystemExit(f"producing the input took longer than {deadline_s:.0f}s") from None
+                producer.poll(0.1)
+        producer.poll(0)
+    left = producer.flush(max(1.0, end - time.monotonic()))
+    if left or failures:
+        raise SystemExit(f"producing the input failed: {left} unacknowledged, errors {failures[:3]}")
+    return time.monotonic() - started
+
+
+def read_event_ids(bootstrap: str, topic: str, expected: set[str], deadline_s: float) -> tuple[int, set[str]]:
+    """Read ``topic`` from the beginning (assign, no group); return (records, distinct event ids).
+
+    Stops once every expected id is seen and 2 s pass with nothing new (to catch extra ids), or
+    at the deadline. Tansu's high watermark is not the log end, so "the end" is a quiet period.
+    """
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("bench-reader"),
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    records = 0
+    ids: set[str] = set()
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        end = time.monotonic() + deadline_s
+        quiet_since = time.monotonic()
+        while time.monotonic() < end:
+            batch = consumer.consume(10_000, 0.5)
+            for msg in batch:
+                if msg.error() is None:
+                    records += 1
+                    event_id = dict(msg.headers() or ()).get("router-event-id") or b""
+                    ids.add(event_id.decode() if isinstance(event_id, bytes) else event_id)
+            if batch:
+                quiet_since = time.monotonic()
+            elif expected <= ids and time.monotonic() - quiet_since >= 2.0:
+                break
+    finally:
+        consumer.close()
+    return records, ids
+
+
+# ---- the report -----------------------------------------------------------------------------
+
+def machine_facts(bootstrap: str, redis_url: str, registry: str, embedded: bool) -> list[str]:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor() or "unknown")
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        redis_version = client.info("server").get("redis_version", "?")
+    finally:
+        client.close()
+    return [
+        f"cpu: {model}, {psutil.cpu_count()} logical cores ({psutil.cpu_count(logical=False)} physical), "
+        f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM, {platform.system()} {platform.release()}",
+        f"python {platform.python_version()}, confluent-kafka {confluent_kafka.__version__}, "
+        f"librdkafka {confluent_kafka.libversion()[0]}",
+        f"kafka {bootstrap} ({'embedded Tansu' if embedded else 'from KAFKA_BOOTSTRAP_SERVERS'}), "
+        f"redis {redis_version} at {redis_url}, registry {registry}",
+    ]
+
+
+def ratio(x: float, base: float) -> float:
+    return x / base if base > 0 else 0.0
+
+
+def report(console: Console, runs: list[Run]) -> None:
+    base = runs[0]
+    table = Table(title="route throughput, from the group's first commit to its last")
+    for name in ("run", "events", "events/s (vs a)", "CPU µs/ev (vs a)", "RSS MB (vs a)", "broker µs/ev",
+                 "redis µs/ev", "host cores", "other cores", "to 1st commit"):
+        table.add_column(name, justify="left" if name == "run" else "right", no_wrap=name == "run")
+    for r in runs:
+        rss = max(r.peak_rss_mb or [0.0])
+        table.add_row(f"({r.label}) {r.title}" + ("" if r.complete else " [red]INCOMPLETE[/]"), f"{r.events:,}",
+                      f"{r.eps:,.0f} ({ratio(r.eps, base.eps):.2f})",
+                      f"{r.cpu_us:,.0f} ({ratio(r.cpu_us, base.cpu_us):.2f})",
+                      f"{rss:,.0f} ({ratio(rss, base_rss(base)):.2f})",
+                      _us(r.service_cpu_us.get("broker")), _us(r.service_cpu_us.get("redis")),
+                      f"{r.host_cores:.2f}", f"{r.other_cores:.2f}", f"{r.to_first_commit_s:.1f}s")
+    console.print(table)
+    console.print(f"CPU µs/ev: the workers' user+system time per event; RSS: peak per process; host cores: CPU "
+                  f"busy on this {psutil.cpu_count()}-core machine during the window; other cores: the part used by "
+                  "none of the workers, the broker, Redis or this bench (other load skews the figures)",
+                  highlight=False, soft_wrap=True)
+    busy = [r.label for r in runs if r.other_cores > 0.2]
+    if busy:
+        console.print(f"[yellow]warning:[/] other processes used more than 0.2 cores during ({'), ('.join(busy)}): "
+                      "the figures are skewed; rerun on a quiet machine", highlight=False)
+    for r in runs:
+        peaks = ", ".join(f"{m:.0f}" for m in r.peak_rss_mb)
+        console.print(f"({r.label}) peak RSS per process MB: {peaks}; {'; '.join(worker_summaries(r))}"
+                      + (f"; {r.note}" if r.note else ""), highlight=False, soft_wrap=True)
+
+
+def worker_summaries(run: Run) -> list[str]:
+    """Each worker's last line (`router route` prints its outcome totals when it stops), and its log."""
+    out = []
+    for log in run.logs:
+        lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+        last = next((line for line in reversed(lines) if line.startswith("stopped")), "no stop line")
+        out.append(f"{last} ({log.name})")
+    return out
+
+
+def _us(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def base_rss(run: Run) -> float:
+    return max(run.peak_rss_mb or [0.0])
+
+
+def cleanup_redis(redis_url: str, prefixes: Sequence[str]) -> int:
+    """Delete the dedupe keys and watermarks this run wrote (its prefixes are unique to it)."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=30)
+    deleted = 0
+    try:
+        for prefix in prefixes:
+            batch: list[bytes] = []
+            for key in client.scan_iter(match=f"{prefix}*", count=10_000):
+                batch.append(key)
+                if len(batch) >= 10_000:
+                    deleted += client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                deleted += client.unlink(*batch)
+    finally:
+        client.close()
+    return deleted
+
+
+# ---- the whole run --------------------------------------------------------------------------
+
+@dataclass
+class Services:
+    bootstrap: str
+    redis_url: str
+    registry_url: str
+    settings: Settings
+
+
+def route_run(label: str, title: str, processes: int, run_id: str, services: Services, workdir: Path,
+              partitions: int) -> tuple[Run, Topology]:
+    """A `router route` run: its own spec (unique name and destination), group and Redis prefix.
+
+    Every run's spec reads ``ingest.<run_id>``, so (b) and (c) route the same pre-produced input.
+    """
+    name = f"{run_id}-{label}"
+    (workdir / label).mkdir()
+    topo = make_topology(workdir / label, name, {"bench": zendesk_spec(name, source=run_id, destination=name)})
+    prepare_services(services.settings, services.registry_url, topo, partitions)
+    env = {**worker_env(services.bootstrap, services.redis_url, services.registry_url, f"{name}:"),
+           "ROUTER_TOPIC_PARTITIONS": str(partitions)}
+    argv = [sys.executable, "-m", "router", "route", "--integrations", str(topo.integrations),
+            "--schemas", str(topo.schemas), "--group", name]
+    return Run(label, title, False, name, [argv] * processes, env, topo.dest_topic(name)), topo
+
+
+def bench(args: argparse.Namespace, console: Console, runs: list[Run], outputs_ok: list[bool]) -> None:
+    """Generate, start services, produce, run (a) (b) (c), check outputs; fills ``runs``/``outputs_ok``."""
+    run_id = unique("bench")
+    workdir = Path(tempfile.mkdtemp(prefix="route-bench-"))
+    t0 = time.monotonic()
+    workload: Workload = generate(args.events, seed=args.seed)
+    n = len(workload.records)
+    expected = workload.expected_ids
+    gen_s = time.monotonic() - t0
+    external = bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    with contextlib.ExitStack() as stack:
+        bootstrap = stack.enter_context(kafka_service())
+        redis_url = stack.enter_context(redis_service())
+        registry_url = os.environ.get("SCHEMA_REGISTRY_URL") or stack.enter_context(
+            start_registry(bootstrap, workdir))
+        settings = Settings(kafka_bootstrap_servers=bootstrap, redis_url=redis_url, session_timeout_ms=6000,
+                            topic_partitions=args.partitions)
+        services = Services(bootstrap, redis_url, registry_url, settings)
+        for line in machine_facts(bootstrap, redis_url, registry_url, embedded=not external):
+            console.print(line, highlight=False)
+        c = workload.counts
+        console.print(f"workload: {n:,} records ({workload.mean_value_bytes:.0f} B mean value), "
+                      f"{c['entities']:,} entities of 100,000, {c['resent']:,} re-sent, {c['stale']:,} stale, "
+                      f"{c['expected']:,} expected out; generated in {gen_s:.1f}s; {args.partitions} partitions; "
+                      f"logs in {workdir}", highlight=False, soft_wrap=True)
+
+        source = f"ingest.{run_id}"
+        passthrough_dest = f"{run_id}-a.out"
+        stack.callback(cleanup_redis, redis_url, [f"{run_id}-b:", f"{run_id}-c:"])
+        b, topo_b = route_run("b", "route, 1 process", 1, run_id, services, workdir, args.partitions)
+        c2, topo_c = route_run("c", "route, 2 processes", 2, run_id, services, workdir, args.partitions)
+        ensure_topics(admin_client(settings), [source, passthrough_dest], partitions=args.partitions)
+        if external:  # the embedded broker keeps topics in memory and stops with the run
+            topics = sorted({source, passthrough_dest, *topo_b.catalog.all_topics(), *topo_c.catalog.all_topics()})
+            stack.callback(lambda: admin_client(settings).delete_topics(topics, request_timeout=30))
+        produce_s = produce_all(settings, source, workload.records, deadline_s=180)
+        console.print(f"input produced to {source} in {produce_s:.1f}s ({n / produce_s:,.0f} records/s)",
+                      highlight=False)
+
+        group_a = f"{run_id}-a"
+        a = Run("a", "passthrough", True, group_a,
+                [[sys.executable, "-m", "bench.passthrough", "--bootstrap", bootstrap, "--source", source,
+                  "--dest", passthrough_dest, "--group", group_a, "--events", str(n),
+                  "--deadline", str(args.run_deadline)]],
+                {**os.environ, "PYTHONPATH": str(ROOT)}, passthrough_dest)
+        service_cpu = ServiceCpu(redis_url)
+        stack.callback(service_cpu.close)
+        for run in (a, b, c2):
+            progress = GroupProgress(bootstrap, run.group, source, args.partitions)
+            profile = workdir / "route-b.pyspy.txt" if args.profile and run.label == "b" else None
+            console.print(f"({run.label}) {run.title} …", highlight=False)
+            runs.append(run)
+            execute(run, workdir, progress, service_cpu, n, args.run_deadline, profile)
+            if profile is not None and profile.exists():
+                own, inclusive = top_functions(profile)
+                for what, rows in (("own", own), ("inclusive", inclusive)):
+                    console.print(f"(b) py-spy: top functions by {what} time, % of samples ({profile})",
+                                  highlight=False, soft_wrap=True)
+                    for frame, pct in rows:
+                        console.print(f"  {pct:5.1f}%  {frame}", highlight=False, soft_wrap=True)
+        for run in (b, c2):
+            records, ids = read_event_ids(bootstrap, run.dest, expected, deadline_s=120)
+            ok = ids == expected
+            outputs_ok.append(ok)
+            console.print(f"({run.label}) output {run.dest}: {records:,} records, {len(ids):,} distinct event ids, "
+                          f"expected {len(expected):,}; missing {len(expected - ids):,}, "
+                          f"unexpected {len(ids - expected):,} → {'ok' if ok else 'WRONG'}", highlight=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.route_bench",
+                                     description="route-worker throughput against the passthrough ceiling")
+    parser.add_argument("--events", type=int, default=200_000, help="records to produce (default 200000)")
+    parser.add_argument("--partitions", type=int, default=4, help="partitions of every topic (default 4)")
+    parser.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
+    parser.add_argument("--run-deadline", type=float, default=240.0, help="seconds each of (a) (b) (c) may take")
+    parser.add_argument("--profile", action="store_true",
+                        help="record (b)'s worker with py-spy (pip install py-spy) and print the top 10 functions")
+    args = parser.parse_args(argv)
+    if args.events < 1 or args.partitions < 1:
+        parser.error("--events and --partitions must be at least 1")
+    console = Console(width=170)
+    started = time.monotonic()
+    runs: list[Run] = []
+    outputs_ok: list[bool] = []
+    failed = ""
+    try:
+        bench(args, console, runs, outputs_ok)
+    except (Exception, SystemExit) as exc:  # still end with a RESULT line, saying output_ok=false
+        failed = f"{type(exc).__name__}: {exc}"
+        console.print(f"[red]benchmark failed:[/] {failed}", highlight=False)
+    by_label = {r.label: r for r in runs}
+    a, b, c = (by_label.get(k, Run(k, "", False, "", [], {}, "")) for k in "abc")
+    if runs:
+        report(console, runs)
+    output_ok = not failed and outputs_ok == [True, True] and all(r.complete for r in (a, b, c))
+    ratio_1, ratio_2x = ratio(b.eps, a.eps), ratio(c.eps, b.eps)
+    console.print(f"ratio (b)/(a) = {ratio_1:.2f} (target ≥ 0.5: {'met' if ratio_1 >= 0.5 else 'NOT met'}); "
+                  f"ratio_2x (c)/(b) = {ratio_2x:.2f} (target ≥ 1.8: {'met' if ratio_2x >= 1.8 else 'NOT met'}); "
+                  f"whole run {time.monotonic() - started:.0f}s", highlight=False)
+    print(f"RESULT route_eps={b.eps:.0f} passthrough_eps={a.eps:.0f} ratio={ratio_1:.3f} ratio_2x={ratio_2x:.3f} "
+          f"output_ok={'true' if output_ok else 'false'}", flush=True)
+    return 0 if output_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

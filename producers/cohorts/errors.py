@@ -1,0 +1,16 @@
+"""The cohort sync's errors: one class under ``RouterError``, with stable ``cohort.*`` codes.
+
+Codes: ``cohort.invalid_snapshot`` (bad lines, with ``--on-invalid reject``), ``cohort.snapshot_unreadable``,
+``cohort.state_corrupt``, ``cohort.locked`` (another sync of the same audience and destination holds
+the lease), ``cohort.lease_lost``, ``cohort.publish_failed`` (a record was not acknowledged).
+"""
+
+from __future__ import annotations
+
+from router.errors import RouterError
+
+
+class CohortError(RouterError):
+    """A cohort sync that cannot go on; the stored state is never replaced after one."""
+
+    code = "cohort.error"

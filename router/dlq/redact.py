@@ -1,0 +1,161 @@
+"""Readable, redacted DLQ values: what `router dlq show` prints instead of raw bytes (pure).
+
+The fields to mask come from ``ROUTER_REDACT_FIELDS`` (comma-separated; unset or empty means
+:data:`DEFAULT_FIELDS`). A key is sensitive when, normalised (lower case, ``-`` and camelCase
+boundaries as ``_``), it equals a listed field or ends with ``_<field>``: with ``email`` listed,
+``email``, ``Email``, ``requester_email`` and ``requesterEmail`` are masked, ``email_verified`` is
+not. The whole value under a sensitive key becomes ``"***"``, whatever its type, at any depth of
+objects and arrays.
+
+Values that are not JSON (a ``decode.invalid_json`` body is JSON-ish more often than not) are
+shown as escaped text, truncated, after a best-effort mask of ``"field": value`` and
+``field=value`` pairs, so a half-valid body does not leak what a valid one would hide.
+"""
+
+from __future__ import annotations
+
+import base64
+import decimal
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from functools import cache
+from typing import Any, Literal
+
+import orjson
+
+DEFAULT_FIELDS = frozenset({"email", "phone", "phone_number", "ssn", "password", "token", "secret",
+                            "authorization"})
+ENV_NAME = "ROUTER_REDACT_FIELDS"
+MASK = "***"
+TEXT_LIMIT = 500
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def fields_from_env(env: Mapping[str, str]) -> frozenset[str]:
+    """The fields to mask, from ``ROUTER_REDACT_FIELDS`` in ``env``."""
+    raw = env.get(ENV_NAME, "")
+    fields = frozenset(normalise(part) for part in raw.split(",") if part.strip())
+    return fields or DEFAULT_FIELDS
+
+
+def normalise(key: str) -> str:
+    """``requesterEmail`` / ``Requester-Email`` → ``requester_email``."""
+    return _CAMEL.sub("_", key.strip()).replace("-", "_").lower()
+
+
+def is_sensitive(key: str, fields: frozenset[str]) -> bool:
+    """True when ``key`` names one of ``fields`` (equal, or ending with ``_<field>``)."""
+    name = normalise(key)
+    return any(name == f or name.endswith("_" + f) for f in fields)
+
+
+def redact(doc: Any, fields: frozenset[str]) -> Any:
+    """A copy of ``doc`` with the value of every sensitive key replaced by ``"***"``."""
+    if isinstance(doc, dict):
+        return {k: MASK if isinstance(k, str) and is_sensitive(k, fields) else redact(v, fields)
+                for k, v in doc.items()}
+    if isinstance(doc, list | tuple):
+        return [redact(v, fields) for v in doc]
+    return doc
+
+
+@cache
+def _text_pattern(fields: frozenset[str]) -> re.Pattern[str]:
+    names = "|".join(sorted((re.escape(f) for f in fields), key=len, reverse=True))
+    # key: optionally quoted, optionally prefixed (requester_email); value: a (maybe unterminated)
+    # quoted string, or a bare token up to a separator.
+    return re.compile(
+        rf"""(?P<key>(?<![\w-])(?P<q>["']?)(?:[\w-]*[_-])?(?:{names})(?P=q)\s*[:=]\s*)"""
+        r"""(?P<value>"(?:[^"\\]|\\.)*"?|'[^']*'?|[^\s,;&}\]]+)""",
+        re.IGNORECASE,
+    )
+
+
+def redact_text(text: str, fields: frozenset[str]) -> str:
+    """Mask ``"field": value`` and ``field=value`` pairs in text that is not valid JSON."""
+    if not fields:
+        return text
+    return _text_pattern(fields).sub(lambda m: m.group("key") + (f'"{MASK}"' if m.group("value")[:1] in "\"'"
+                                                                 else MASK), text)
+
+
+def escape_text(text: str) -> str:
+    """Non-printable characters as escapes (``\\n``, ``\\x00``, ``\\u200b``), the rest as is."""
+    out = []
+    for ch in text:
+        if ch.isprintable() or ch == " ":
+            out.append(ch)
+        elif ch in "\n\r\t":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[ch])
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+def truncate(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters with a marker saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… (+{len(text) - limit} chars)"
+
+
+def jsonable(value: Any) -> Any:
+    """Avro-decoded values (datetimes, decimals, bytes) as JSON-friendly ones."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return "base64:" + base64.b64encode(value).decode()
+    return value
+
+
+ValueKind = Literal["json", "avro", "text", "empty"]
+AvroDecoder = Callable[[bytes], Any]  # returns the decoded record, or raises ValueError
+
+
+@dataclass(frozen=True)
+class ReadableValue:
+    """A record value as a person may see it: redacted JSON, or escaped and truncated text."""
+
+    kind: ValueKind
+    doc: Any  # JSON-able (json, avro); the escaped text (text); None (empty)
+    size: int  # bytes in the record
+
+    def short(self, limit: int = 300) -> str:
+        """One line for a table cell."""
+        if self.kind == "empty":
+            return "(no value)"
+        text = self.doc if self.kind == "text" else orjson.dumps(self.doc).decode()
+        return truncate(text, limit)
+
+
+def readable(value: bytes | None, fields: frozenset[str], *, avro: AvroDecoder | None = None,
+             text_limit: int = TEXT_LIMIT) -> ReadableValue:
+    """Decode ``value`` for display: JSON, else registry-framed Avro (when ``avro`` is given), else text."""
+    if value is None:
+        return ReadableValue("empty", None, 0)
+    size = len(value)
+    if avro is not None and value[:1] == b"\x00" and size >= 5:
+        try:
+            return ReadableValue("avro", redact(jsonable(avro(value)), fields), size)
+        except ValueError:
+            pass  # not decodable after all: shown as text below
+    try:
+        return ReadableValue("json", redact(orjson.loads(value), fields), size)
+    except orjson.JSONDecodeError:
+        pass
+    text = redact_text(value.decode("utf-8", "backslashreplace"), fields)
+    return ReadableValue("text", truncate(escape_text(text), text_limit), size)

@@ -1,0 +1,167 @@
+"""OpenTelemetry for every process kind: metrics exposed for Prometheus, traces, JSON logs (DESIGN §8).
+
+``setup(service)`` is called once by each command. Metrics go through the OTel SDK into the
+Prometheus client registry and are served on ``/metrics`` (by the aiohttp apps themselves, or by
+:func:`serve_metrics` for the Kafka workers on ``ROUTER_METRICS_PORT``). Traces are sampled
+parent-based (``ROUTER_TRACE_SAMPLE_RATIO``, default 1.0 in dev) and exported over OTLP when
+``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; tests install an in-memory exporter instead.
+"""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {"done": False, "tracer_provider": None}
+
+
+def setup(service: str, *, span_processor: SpanProcessor | None = None, log_level: str | None = None) -> None:
+    """Install the meter and tracer providers and JSON logging for this process (idempotent)."""
+    with _lock:
+        if _state["done"]:
+            # Already set up (a process sets up once); a test's exporter still gets attached.
+            if span_processor is not None and _state["tracer_provider"] is not None:
+                _state["tracer_provider"].add_span_processor(span_processor)
+            return
+        _state["done"] = True
+        resource = Resource.create({"service.name": f"router-{service}"})
+        try:
+            from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+            readers: list[Any] = [PrometheusMetricReader()]
+        except ImportError:  # pragma: no cover - the exporter is a declared dependency
+            readers = []
+        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+        ratio = float(os.environ.get("ROUTER_TRACE_SAMPLE_RATIO", "1.0"))
+        provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(ratio)))
+        if span_processor is not None:
+            provider.add_span_processor(span_processor)
+        elif os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        trace.set_tracer_provider(provider)
+        _state["tracer_provider"] = provider
+        setup_logging(service, log_level or os.environ.get("ROUTER_LOG_LEVEL", "INFO"))
+
+
+def metrics_text() -> bytes:
+    """The Prometheus exposition of every metric of this process."""
+    from prometheus_client import generate_latest
+
+    return bytes(generate_latest())
+
+
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def serve_metrics(port: int, healthy: Callable[[], bool], host: str = "0.0.0.0") -> http.server.ThreadingHTTPServer:  # noqa: S104
+    """Serve ``/metrics`` and ``/healthz`` from a daemon thread (for the Kafka workers)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/metrics"):
+                body, status, ctype = metrics_text(), 200, PROMETHEUS_CONTENT_TYPE
+            elif self.path.startswith("/healthz"):
+                ok = healthy()
+                body, status, ctype = (b'{"status":"ok"}' if ok else b'{"status":"stalled"}'), (200 if ok else 503), \
+                    "application/json"
+            else:
+                body, status, ctype = b"not found", 404, "text/plain"
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
+
+
+def maybe_serve_metrics(healthy: Callable[[], bool]) -> int | None:
+    """Serve metrics on ``ROUTER_METRICS_PORT`` when it is set; return the port."""
+    raw = os.environ.get("ROUTER_METRICS_PORT")
+    if not raw:
+        return None
+    server = serve_metrics(int(raw), healthy)
+    return int(server.server_address[1])
+
+
+class Heartbeat:
+    """The loop beats every iteration; /healthz fails when it has not beaten for ``stale_s``."""
+
+    def __init__(self, stale_s: float = 60.0) -> None:
+        self.stale_s = stale_s
+        self.last = time.monotonic()
+
+    def beat(self) -> None:
+        self.last = time.monotonic()
+
+    def healthy(self) -> bool:
+        return time.monotonic() - self.last < self.stale_s
+
+
+# ---- logs ---------------------------------------------------------------------------------------
+
+_CONTEXT_FIELDS = ("tenant", "integration", "event_id", "topic", "partition", "offset", "code", "group")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, service, trace id, and context fields.
+
+    Context comes from ``extra={...}`` (tenant, integration, event_id, ...). Payloads and secrets
+    are never logged by the router; settings print masked (``Secret``).
+    """
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "service": self.service,
+        }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            doc["trace_id"] = format(span.trace_id, "032x")
+        for name in _CONTEXT_FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                doc[name] = value
+        if record.exc_info:
+            doc["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        return orjson.dumps(doc, default=str).decode()
+
+
+def setup_logging(service: str, level: str = "INFO") -> None:
+    """JSON lines on stderr for the router's loggers; chatty client libraries at WARNING."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for chatty in ("httpx", "httpx2", "aiohttp.access", "urllib3"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)

@@ -1,0 +1,37 @@
+"""Continuing a trace carried in a record's ``traceparent`` header (DESIGN §8).
+
+Spans are made only for sampled traces (flags ``01``): an unsampled record costs one string
+check. The new span's own ``traceparent`` replaces the record's on its way out, so the next
+process kind continues the same trace (gateway → route → deliver → partner).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+_propagator = TraceContextTextMapPropagator()
+
+
+def sampled(traceparent: str | None) -> bool:
+    """True for a W3C traceparent whose sampled flag is set."""
+    if traceparent is None or len(traceparent) < 55:
+        return False
+    try:
+        return bool(int(traceparent[53:55], 16) & 1)
+    except ValueError:
+        return False
+
+
+def start_child(tracer: trace.Tracer, name: str, traceparent: str, kind: SpanKind = SpanKind.CONSUMER,
+                attributes: Mapping[str, Any] | None = None) -> tuple[Span, str]:
+    """Start a span under ``traceparent``; return it and the traceparent to pass on."""
+    parent = _propagator.extract({"traceparent": traceparent})
+    span = tracer.start_span(name, context=parent, kind=kind, attributes=dict(attributes or {}))
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=trace.set_span_in_context(span))
+    return span, carrier.get("traceparent", traceparent)

@@ -1,0 +1,93 @@
+"""Metrics, traces and health rows after a known run (DESIGN §8)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
+
+from router import telemetry
+from router.health import row_key
+from router.settings import Settings
+from tests.integration.delivering import http_spec, partner_sim, running_deliverer
+from tests.integration.routing import make_topology, produce, running_worker, zendesk_event
+from tests.services import wait_for
+
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@pytest.fixture(scope="module")
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    telemetry.setup("test", span_processor=SimpleSpanProcessor(exporter))
+    yield exporter
+
+
+def _samples(name: str, **labels: str) -> float:
+    total = 0.0
+    for family in text_string_to_metric_families(telemetry.metrics_text().decode()):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def test_a_known_run_shows_in_metrics_traces_and_health(spans: InMemorySpanExporter, settings: Settings,
+                                                        registry_url: str, tmp_path: Path, name: str) -> None:
+    bootstrap = settings.kafka_bootstrap_servers or ""
+    with partner_sim(tmp_path) as partner:
+        partner.rules({"destination": f"{name}-d", "match": {"field": "title", "equals": "rejected"},
+                       "status": 400, "body": {"error": "no"}})
+        topo = make_topology(tmp_path, name, {"a": http_spec(name, name, f"{name}-d", f"{partner.url}/v1/{name}-d")})
+        tenant = [("router-tenant", b"acme")]
+        traced = [*tenant, ("traceparent", f"00-{TRACE_ID}-00f067aa0ba902b7-01".encode())]
+        records = [
+            (b"1", orjson.dumps(zendesk_event("ok-1", 1, 1)), traced),
+            (b"2", orjson.dumps(zendesk_event("ok-2", 2, 1)), tenant),
+            (b"3", orjson.dumps(zendesk_event("ok-2", 2, 1)), tenant),  # duplicate
+            (b"4", orjson.dumps(zendesk_event("bad-1", 4, 1, title=None, email="ana@example.com")),
+             [("router-tenant", b"globex")]),
+            (b"5", orjson.dumps(zendesk_event("rej-1", 5, 1, title="rejected")), tenant),
+        ]
+        with running_worker(settings, registry_url, topo, group=name, prefix=settings.redis_key_prefix) as route, \
+                running_deliverer(settings, registry_url, topo, group=f"{name}-d"):
+            route.health_client = redis.Redis.from_url(settings.redis_url or "")
+            produce(bootstrap, topo.source_topic, records)
+            wait_for(lambda: _samples("router_records_total", integration=name, outcome="delivered") == 2
+                     and _samples("router_records_total", integration=name, outcome="dlq", stage="deliver") == 1,
+                     deadline_s=90, what="2 deliveries and 1 delivery DLQ in the metrics")
+            wait_for(lambda: _samples("router_records_total", integration=name, outcome="duplicate") == 1,
+                     deadline_s=10, what="the duplicate counted")
+
+    assert _samples("router_records_total", integration=name, outcome="routed", stage="route") == 3
+    assert _samples("router_records_total", integration=name, outcome="dlq", stage="route",
+                    code="map.required_missing") == 1
+    assert _samples("router_records_total", integration=name, outcome="dlq", stage="deliver") == 1
+    assert _samples("router_records_total", integration=name, outcome="attempt_2xx") == 2
+    assert _samples("router_records_total", integration=name, outcome="attempt_4xx") == 1
+    assert _samples("router_end_to_end_seconds_count", integration=name) == 2
+    assert _samples("router_delivery_request_seconds_count", integration=name) == 3
+
+    trace_spans = [s for s in spans.get_finished_spans() if format(s.context.trace_id, "032x") == TRACE_ID]
+    names = sorted(s.name for s in trace_spans)
+    assert names == [f"deliver {name}", f"route {name}"], names
+    route_span = next(s for s in trace_spans if s.name.startswith("route"))
+    deliver_span = next(s for s in trace_spans if s.name.startswith("deliver"))
+    assert deliver_span.parent is not None and deliver_span.parent.span_id == route_span.context.span_id
+
+    client = redis.Redis.from_url(settings.redis_url or "", decode_responses=True)
+    acme = client.hgetall(row_key(settings.redis_key_prefix, name, "acme"))
+    assert int(acme["last_success_ms"]) > 0
+    assert acme["last_error_code"] == "deliver.http_4xx"
+    assert "rejected" in acme["last_error_sample"]
+    globex = client.hgetall(row_key(settings.redis_key_prefix, name, "globex"))
+    assert globex["last_error_code"] == "map.required_missing"
+    assert "ana@example.com" not in globex["last_error_sample"], "PII is masked in samples"
+    assert '"email":"***"' in globex["last_error_sample"]
+    assert {f"{name}|acme", f"{name}|globex"} <= client.smembers(f"{settings.redis_key_prefix}health:index")
