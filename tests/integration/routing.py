@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,12 +144,14 @@ def json_records(events: Iterable[dict[str, Any]], tenant: str = "acme", key_pat
 
 
 def read_all(bootstrap: str, topic: str, *, expect: int, deadline_s: float = 60.0,
-             settle_s: float = 0.0) -> list[Any]:
+             settle_s: float = 0.0, done: Callable[[list[Any]], bool] | None = None) -> list[Any]:
     """Read a topic from the beginning (assign, no group) until ``expect`` records arrived.
 
-    With ``settle_s`` it keeps reading that long after reaching ``expect``, so a test can see
-    records that should NOT be there (duplicates). Fails at the deadline with what it has.
+    ``done`` replaces the count when a topic may hold duplicates (at-least-once redeliveries):
+    reading stops when ``done(records so far)`` is true. With ``settle_s`` it keeps reading that
+    long after, so a test can see records that should NOT be there. Fails at the deadline.
     """
+    finished = done or (lambda records: len(records) >= expect)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False,
                          "auto.offset.reset": "earliest"})
     metadata = consumer.list_topics(topic, timeout=10).topics[topic]
@@ -162,13 +164,13 @@ def read_all(bootstrap: str, topic: str, *, expect: int, deadline_s: float = 60.
             for msg in consumer.consume(1000, 0.2):
                 if msg.error() is None:
                     out.append(msg)
-            if len(out) >= expect:
+            if finished(out):
                 reached_at = reached_at or time.monotonic()
                 if time.monotonic() - reached_at >= settle_s:
                     return out
     finally:
         consumer.close()
-    raise AssertionError(f"{topic}: {len(out)} of {expect} records after {deadline_s}s")
+    raise AssertionError(f"{topic}: {len(out)} records (expected {expect}) after {deadline_s}s")
 
 
 def headers_of(msg: Any) -> dict[str, str]:
