@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "consumers.route.cli",
     "router.sim.cli",
     "consumers.deliver.cli",
+    "producers.webhooks.cli",
     "router.dlq.cli",
     "router.admin.cli",
     "producers.cohorts.cli",

@@ -167,6 +167,7 @@ def pipeline_processes(catalog: Catalog, catalog_dirs: tuple[Path, Path] | None 
         ("route", ["route", *dirs], "route"),
         ("deliver", ["deliver", *dirs], "deliver"),
         ("admin", ["admin", "--port", "0", "--dev-token", *dirs], "admin"),
+        ("gateway", ["gateway", "--port", "0", "--dev-secrets", "--sources", "sources"], "gateway"),
     ]
 
 
@@ -182,7 +183,10 @@ DEMO_CREDENTIALS = {
 
 def demo_env(partner_url: str) -> dict[str, str]:
     """Endpoint and credential variables of the example integrations, for the variables not set."""
+    from producers.webhooks.devsecrets import DEV_SECRETS  # published development signing secrets
+
     values = {
+        **DEV_SECRETS,
         "PAGERDUTY_EVENTS_URL": f"{partner_url}/v1/pagerduty",
         "CRM_ACCOUNTS_URL": f"{partner_url}/v1/crm",
         "CRM_TOKEN_URL": f"{partner_url}/oauth/token",

@@ -40,7 +40,8 @@ def test_dev_starts_everything_and_stops_without_orphans(tmp_path: Path) -> None
         ready = wait_for(lambda: _ready(out) or (proc.poll() is not None and {"exited": out.read_text()}),
                          deadline_s=120, what="router dev to print READY")
         assert "exited" not in ready, ready
-        assert set(ready) >= {"kafka", "redis", "registry", "partner", "route", "deliver", "admin", "admin_token"}
+        assert set(ready) >= {"kafka", "redis", "registry", "partner", "route", "deliver", "admin", "admin_token",
+                              "gateway"}
         children = psutil.Process(proc.pid).children(recursive=True)
         assert children, "router dev runs its services as child processes"
         topics = set(AdminClient({"bootstrap.servers": ready["kafka"]}).list_topics(timeout=10).topics)

@@ -1,0 +1,46 @@
+"""The published development signing secrets, and the guard that keeps them out of production.
+
+``router dev`` sets ``ZENDESK_WEBHOOK_SECRET`` and ``STRIPE_WEBHOOK_SECRET`` to these values
+when they are unset and starts ``router gateway --dev-secrets``. Everyone can read them here,
+so a gateway started without ``--dev-secrets`` refuses to run with any of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from router.errors import ConfigError
+from router.spec.sources import WebhookSource, decode_standard_webhooks_secret
+
+# Not secret: development only. Standard Webhooks format (whsec_<base64>) for the Zendesk source,
+# Stripe's (an opaque string used as is) for the Stripe source.
+DEV_SECRETS: dict[str, str] = {
+    "ZENDESK_WEBHOOK_SECRET": "whsec_RouterDevOnlyZendeskSecretNotForProduction00",
+    "STRIPE_WEBHOOK_SECRET": "whsec_router_dev_only_stripe_secret_not_for_production",
+}
+
+
+def _dev_keys() -> frozenset[bytes]:
+    keys = {value.encode() for value in DEV_SECRETS.values()}
+    for value in DEV_SECRETS.values():
+        try:
+            keys.add(decode_standard_webhooks_secret(value))
+        except ValueError:
+            continue  # not base64: only ever used as raw bytes
+    return frozenset(keys)
+
+
+def sources_with_dev_secrets(sources: Mapping[str, WebhookSource]) -> list[str]:
+    """Names of the sources that accept a published development secret."""
+    dev = _dev_keys()
+    return sorted(name for name, source in sources.items() if any(key in dev for key in source.keys))
+
+
+def check_dev_secrets(sources: Mapping[str, WebhookSource], *, allowed: bool) -> list[str]:
+    """Raise ConfigError if a source uses a development secret and ``allowed`` is false; return those sources."""
+    names = sources_with_dev_secrets(sources)
+    if names and not allowed:
+        refs = ", ".join(f"{n} ({' '.join(sources[n].secret_refs)})" for n in names)
+        raise ConfigError(f"source(s) {refs} use the published development secret; set a real signing secret, "
+                          "or pass --dev-secrets on a development machine")
+    return names

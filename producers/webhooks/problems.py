@@ -1,0 +1,98 @@
+"""RFC 9457 problem details (``application/problem+json``) with the gateway's stable codes.
+
+Handlers *return* problems (a refused webhook is a normal answer, not an exception); the
+middleware only turns aiohttp's own routing answers (404, 405) and, as a last resort, an
+unexpected exception into the same shape, so a sender never sees a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+log = logging.getLogger("router.gateway")
+
+PROBLEM_JSON = "application/problem+json"
+TYPE_BASE = "https://event-router.dev/problems/"
+
+INVALID_JSON = "gateway.invalid_json"
+MISSING_EVENT_ID = "gateway.missing_event_id"
+INVALID_EVENT_ID = "gateway.invalid_event_id"
+INVALID_ENTITY_KEY = "gateway.invalid_entity_key"
+INCOMPLETE_BODY = "gateway.incomplete_body"
+BAD_SIGNATURE = "gateway.bad_signature"
+STALE_TIMESTAMP = "gateway.stale_timestamp"
+UNKNOWN_SOURCE = "gateway.unknown_source"
+UNKNOWN_TENANT = "gateway.unknown_tenant"
+NOT_FOUND = "gateway.not_found"
+METHOD_NOT_ALLOWED = "gateway.method_not_allowed"
+TOO_LARGE = "gateway.too_large"
+UNSUPPORTED_MEDIA_TYPE = "gateway.unsupported_media_type"
+UNAVAILABLE = "gateway.unavailable"
+INTERNAL = "gateway.internal"
+
+# code → (HTTP status, title). The title is fixed per code (RFC 9457 §3.1.3); detail varies.
+CODES: dict[str, tuple[int, str]] = {
+    INVALID_JSON: (400, "The body is not valid JSON"),
+    MISSING_EVENT_ID: (400, "The event has no event id"),
+    INVALID_EVENT_ID: (400, "The event id is not a string or an integer"),
+    INVALID_ENTITY_KEY: (400, "The entity key is not a string or a number"),
+    INCOMPLETE_BODY: (400, "The body ended before its declared end"),
+    BAD_SIGNATURE: (401, "The signature does not verify"),
+    STALE_TIMESTAMP: (401, "The signed timestamp is too far from now"),
+    UNKNOWN_SOURCE: (404, "No such webhook source"),
+    UNKNOWN_TENANT: (404, "This tenant may not post to this source"),
+    NOT_FOUND: (404, "Not found"),
+    METHOD_NOT_ALLOWED: (405, "Method not allowed"),
+    TOO_LARGE: (413, "The body is larger than this source accepts"),
+    UNSUPPORTED_MEDIA_TYPE: (415, "Unsupported content type"),
+    UNAVAILABLE: (503, "The event could not be stored durably right now; retry later"),
+    INTERNAL: (500, "Internal error"),
+}
+
+
+def problem(code: str, detail: str, *, retry_after_s: int | None = None, close: bool = False,
+            headers: dict[str, str] | None = None, **members: object) -> web.Response:
+    """A problem+json response for ``code``; extra ``members`` (``field``, ``header``) are added to the body."""
+    status, title = CODES[code]
+    body: dict[str, object] = {"type": TYPE_BASE + code.split(".", 1)[1], "title": title, "status": status,
+                               "detail": detail, "code": code}
+    body.update({k: v for k, v in members.items() if v is not None})
+    response = web.Response(body=orjson.dumps(body), status=status, content_type=PROBLEM_JSON,
+                            headers=headers)
+    if retry_after_s is not None:
+        response.headers["Retry-After"] = str(retry_after_s)
+    if close:
+        # The rest of the body is not read: the connection cannot carry another request.
+        response.force_close()
+    return response
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def problem_details(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Routing answers and unexpected failures as problem+json, never a stack trace."""
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed as exc:
+        return problem(METHOD_NOT_ALLOWED, f"{request.method} is not allowed on {request.path}; "
+                       f"allowed: {', '.join(sorted(exc.allowed_methods))}",
+                       headers={"Allow": ", ".join(sorted(exc.allowed_methods))})
+    except web.HTTPNotFound:
+        return problem(NOT_FOUND, f"nothing is served at {request.path}; webhooks go to "
+                       "POST /v1/hooks/{tenant}/{source}")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        # Other aiohttp answers (e.g. 413 from client_max_size): keep the status, give the same shape.
+        body = {"type": "about:blank", "title": exc.reason, "status": exc.status, "detail": exc.text or exc.reason,
+                "code": f"gateway.http_{exc.status}"}
+        return web.Response(body=orjson.dumps(body), status=exc.status, content_type=PROBLEM_JSON)
+    except Exception as exc:
+        log.exception("%s %s failed unexpectedly", request.method, request.path)
+        return problem(INTERNAL, f"unexpected {type(exc).__name__}; the gateway log has the details")
