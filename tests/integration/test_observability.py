@@ -91,3 +91,37 @@ def test_a_known_run_shows_in_metrics_traces_and_health(spans: InMemorySpanExpor
     assert "ana@example.com" not in globex["last_error_sample"], "PII is masked in samples"
     assert '"email":"***"' in globex["last_error_sample"]
     assert {f"{name}|acme", f"{name}|globex"} <= client.smembers(f"{settings.redis_key_prefix}health:index")
+
+
+def test_one_trace_spans_gateway_route_and_delivery(spans: InMemorySpanExporter, settings: Settings,
+                                                    registry_url: str, tmp_path: Path, name: str) -> None:
+    from tests.integration.gatewaying import request, running_gateway, std_headers, write_sources
+
+    sources = write_sources(tmp_path / "sources", name)
+    with partner_sim(tmp_path) as partner:
+        topo = make_topology(tmp_path, name, {"a": http_spec(name, name, f"{name}-d", f"{partner.url}/v1/{name}-d")})
+        body = orjson.dumps(zendesk_event("traced-1", 42, 1))
+        with running_gateway(settings, sources) as gateway, \
+                running_worker(settings, registry_url, topo, group=name, prefix=f"{name}:"), \
+                running_deliverer(settings, registry_url, topo, group=f"{name}-d"):
+            answer = request(gateway, "POST", f"/v1/hooks/acme/{name}", body, std_headers(body, "msg_traced_1"))
+            assert answer.status == 202, answer
+            wait_for(lambda: partner.ledger(f"{name}-d")["accepted"], deadline_s=90, what="the delivery")
+
+    def spans_of_event() -> list:  # type: ignore[type-arg]
+        route = [s for s in spans.get_finished_spans() if s.name == f"route {name}"]
+        if not route:
+            return []
+        trace_id = route[0].context.trace_id
+        return [s for s in spans.get_finished_spans() if s.context.trace_id == trace_id]
+
+    found = wait_for(lambda: len(spans_of_event()) >= 3 and spans_of_event(), deadline_s=10,
+                     what="three spans in one trace")
+    kinds = {s.name.split(" ", 1)[0] for s in found}
+    assert {"route", "deliver"} <= kinds and any(s.instrumentation_scope.name == "router.gateway" for s in found), \
+        [(s.name, s.instrumentation_scope.name) for s in found]
+    gateway_span = next(s for s in found if s.instrumentation_scope.name == "router.gateway")
+    route_span = next(s for s in found if s.name.startswith("route"))
+    deliver_span = next(s for s in found if s.name.startswith("deliver"))
+    assert route_span.parent is not None and route_span.parent.span_id == gateway_span.context.span_id
+    assert deliver_span.parent is not None and deliver_span.parent.span_id == route_span.context.span_id
