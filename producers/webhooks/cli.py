@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from router import telemetry
-from router.embedded.procs import _die_with_parent, free_port, port_is_free
+from router.embedded.procs import die_with_parent, free_port, port_is_free
 from router.errors import ConfigError
 from router.settings import Settings
 
@@ -137,7 +137,7 @@ def supervise(args: argparse.Namespace, sources_dir: Path, env: Mapping[str, str
     try:
         for _ in range(args.workers):
             children.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                             env=dict(env or os.environ), preexec_fn=_die_with_parent))  # noqa: PLW1509
+                                             env=dict(env or os.environ), preexec_fn=die_with_parent))  # noqa: PLW1509
         _wait_ready(children, stop)
         if stop.is_set():
             return 0

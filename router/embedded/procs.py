@@ -22,7 +22,7 @@ from router.errors import ConfigError
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def die_with_parent() -> None:  # runs in the child between fork and exec
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError):
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -68,7 +68,7 @@ class ChildProcess:
                 stdout=self._log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - started before any thread needs it
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - started before any thread needs it
                 env=env,
             )
         except OSError as exc:

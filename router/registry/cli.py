@@ -12,11 +12,11 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from router.embedded.procs import port_is_free
-from router.errors import ConfigError, RouterError
+from router.errors import ConfigError
 from router.settings import Settings
 
 
@@ -84,22 +84,3 @@ async def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m router.registry.cli registry serve ...``: this command without the rest of ``router``."""
-    parser = argparse.ArgumentParser(prog="router")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    subparsers.required = True
-    register(subparsers)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args) or 0)
-    except RouterError as exc:
-        print(f"router: error [{exc.code}]: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

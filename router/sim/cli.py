@@ -12,10 +12,10 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from router.errors import ConfigError, RouterError
+from router.errors import ConfigError
 
 if TYPE_CHECKING:  # aiohttp is imported only when this command runs, not for every `router` call
     from router.sim.partner import SimConfig
@@ -104,22 +104,3 @@ async def serve(config: SimConfig, *, ready: Callable[[str], None] = announce_re
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m router.sim.cli sim partner ...``: this command without the rest of ``router``."""
-    parser = argparse.ArgumentParser(prog="router")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    subparsers.required = True
-    register(subparsers)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args) or 0)
-    except RouterError as exc:
-        print(f"router: error [{exc.code}]: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -115,7 +115,7 @@ def validate_document(doc: SourceDoc) -> list[SpecError]:
     validator = jsonschema.Draft202012Validator(json_schema())
     out: list[SpecError] = []
     for error in sorted(validator.iter_errors(doc.value), key=lambda e: list(map(str, e.absolute_path))):
-        out.extend(_explain(doc, error))
+        out.extend(explain_schema_error(doc, error))
     return out
 
 
@@ -123,7 +123,7 @@ def _schema_of(error: ValidationError) -> Mapping[str, Any]:
     return error.schema if isinstance(error.schema, Mapping) else {}
 
 
-def _explain(doc: SourceDoc, error: ValidationError) -> list[SpecError]:
+def explain_schema_error(doc: SourceDoc, error: ValidationError) -> list[SpecError]:
     path = tuple(error.absolute_path)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = sorted(_schema_of(error).get("properties", {}))
@@ -136,7 +136,7 @@ def _explain(doc: SourceDoc, error: ValidationError) -> list[SpecError]:
         sub = [e for e in error.context if e.schema_path and e.schema_path[0] == branch] or list(error.context)
         out: list[SpecError] = []
         for e in sub:
-            out.extend(_explain(doc, e))  # e.absolute_path already includes the parent's path
+            out.extend(explain_schema_error(doc, e))  # e.absolute_path already includes the parent's path
         return out[:3]
     if error.validator == "required":
         return [doc.error(path, f"missing required key: {error.message.split(' is a required')[0]}",

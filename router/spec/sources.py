@@ -30,7 +30,7 @@ import jsonschema
 
 from router.errors import SpecError
 from router.spec.durations import parse_duration
-from router.spec.load import SpecErrors, _explain
+from router.spec.load import SpecErrors, explain_schema_error
 from router.spec.model import DEFAULT_MAX_BYTES
 from router.spec.paths import Getter, compile_getter
 from router.spec.yamlsrc import SourceDoc, load_yaml
@@ -127,7 +127,7 @@ def validate_source_document(doc: SourceDoc) -> list[SpecError]:
     validator = jsonschema.Draft202012Validator(source_json_schema())
     out: list[SpecError] = []
     for error in sorted(validator.iter_errors(doc.value), key=lambda e: list(map(str, e.absolute_path))):
-        out.extend(_explain(doc, error))
+        out.extend(explain_schema_error(doc, error))
     return out
 
 
