@@ -142,5 +142,23 @@ class Lanes:
         return sum(len(lane) for lane in self.lanes.values())
 
 
+def batches(items: list[Item], max_records: int, max_bytes: int) -> list[list[Item]]:
+    """Requests for ``items``: at most ``max_records`` each and, by the records' encoded size, about
+    ``max_bytes`` (a record larger than ``max_bytes`` still goes, alone)."""
+    out: list[list[Item]] = []
+    batch: list[Item] = []
+    size = 0
+    for item in items:
+        weight = len(item.value or b"")
+        if batch and (len(batch) >= max(1, max_records) or size + weight > max_bytes):
+            out.append(batch)
+            batch, size = [], 0
+        batch.append(item)
+        size += weight
+    if batch:
+        out.append(batch)
+    return out
+
+
 def now() -> float:
     return time.monotonic()

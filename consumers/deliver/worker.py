@@ -29,7 +29,7 @@ from opentelemetry.trace import SpanKind
 
 from consumers.deliver.auth import Auth, AuthFailed, build_auth
 from consumers.deliver.config import HttpTarget
-from consumers.deliver.lanes import TP, Item, Lanes, now
+from consumers.deliver.lanes import TP, Item, Lanes, batches, now
 from consumers.deliver.payload import batch_body, batch_idempotency_key, idempotency_key, to_json
 from consumers.deliver.ratelimit import SharedRateLimiter
 from consumers.deliver.status import Answer, Verdict, backoff_s, classify_status, interpret
@@ -242,9 +242,7 @@ class DeliverWorker:
             by_integration.setdefault(item.integration, []).append(item)
         for name, items in by_integration.items():
             target = self.targets[name]
-            size = max(1, target.max_records)
-            for start in range(0, len(items), size):
-                batch = items[start:start + size]
+            for batch in batches(items, target.max_records, target.max_bytes):
                 for item in batch:
                     item.in_flight = True
                 self._spawn(self._deliver(target, batch))

@@ -137,3 +137,14 @@ def test_revoked_partitions_are_forgotten() -> None:
     lanes.drop_partitions({("delivery.x", 0)})
     assert [i.partition for i in lanes.ready(0.0)] == [1]
     assert set(lanes.tracks) == {("delivery.x", 1)}
+
+
+def test_batches_respect_max_records_and_max_bytes() -> None:
+    from consumers.deliver.lanes import batches
+
+    items = [_item(i, bytes([i])) for i in range(7)]
+    for item, size in zip(items, [10, 10, 10, 50, 10, 200, 10], strict=True):
+        item.value = b"x" * size
+    assert [[i.offset for i in b] for b in batches(items, 3, 1000)] == [[0, 1, 2], [3, 4, 5], [6]]
+    assert [[i.offset for i in b] for b in batches(items, 10, 60)] == [[0, 1, 2], [3, 4], [5], [6]]
+    assert batches([], 5, 100) == []
