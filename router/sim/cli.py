@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
-import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from router import telemetry
 from router.errors import ConfigError
 
 if TYPE_CHECKING:  # aiohttp is imported only when this command runs, not for every `router` call
@@ -65,7 +64,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
 def partner_command(args: argparse.Namespace) -> int:
     """Handler for ``router sim partner``: runs until SIGTERM/SIGINT, returns the exit code."""
     config = config_from_args(args)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    telemetry.setup("partner-sim")
+    telemetry.maybe_serve_metrics(lambda: True)  # /metrics and /healthz on ROUTER_METRICS_PORT, like the workers
     asyncio.run(serve(config))
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pathlib
 import re
 import selectors
 import signal
@@ -444,3 +445,25 @@ def test_cli_prints_ready_and_stops_on_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_cli_serves_metrics_on_router_metrics_port(tmp_path: pathlib.Path) -> None:
+    """Prometheus in docker-compose scrapes the simulator on ROUTER_METRICS_PORT like the workers."""
+    import urllib.request
+
+    from router.embedded.procs import free_port
+    from tests.services import wait_for
+
+    port = free_port()
+    out = tmp_path / "sim.out"
+    with open(out, "wb") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "router", "sim", "partner", "--port", "0"], stdout=f,
+                                stderr=subprocess.STDOUT, env={**os.environ, "ROUTER_METRICS_PORT": str(port)})
+    try:
+        wait_for(lambda: "READY" in out.read_text(), deadline_s=30, what="READY")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            assert resp.status == 200
+            assert b"# TYPE" in resp.read()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
