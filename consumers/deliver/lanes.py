@@ -100,11 +100,6 @@ class Lanes:
             out.append(head)
         return out
 
-    def next_wakeup(self) -> float | None:
-        """The earliest monotonic time a waiting head becomes ready (None if none is waiting)."""
-        times = [lane[0].not_before for lane in self.lanes.values() if not lane[0].in_flight]
-        return min(times) if times else None
-
     def finish(self, item: Item) -> None:
         """``item`` is delivered, skipped or dead-lettered: free its lane and mark its offset."""
         lane = self.lanes.get(item.lane)

@@ -83,7 +83,6 @@ class DeliverWorker:
         self.limiter = SharedRateLimiter(self.redis, self.prefix)
         self.auth: dict[str, Auth] = {name: build_auth(t.auth) for name, t in targets.items()}
         self.slots = {name: asyncio.Semaphore(self.options.concurrency) for name in targets}
-        self.wake = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
         self.heartbeat = Heartbeat()
         self.health = HealthBatch()
@@ -256,7 +255,6 @@ class DeliverWorker:
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery task failed: %r", task.exception())
-        self.wake.set()
 
     # ---- one request ------------------------------------------------------------------------
 
