@@ -194,7 +194,7 @@ class RouteWorker:
             if not c.integration.destination.http:  # no delivery worker: routing is the success
                 self.health.ok(name, c.tenant)
         for p in prepared:
-            tenant = _tenant(p)
+            tenant = p.tenant
             for failure in p.failures:
                 sends.append(self._dlq(p.inbound, failure.error, failure.integration, now_ms, (p, None)))
                 self.outcomes.add("dlq", tenant, failure.integration or "", failure.error.code)
@@ -268,8 +268,8 @@ class RouteWorker:
             self.sink.send(topic, key, value, headers, tag, True)
             if claim is not None:
                 releases.append(claim)
-            self.outcomes.add("dlq", _tenant(prepared), claim.field if claim else "", "encode.too_large")
-            self.health.fail(claim.field if claim else "", _tenant(prepared), err.code, err.message,
+            self.outcomes.add("dlq", prepared.tenant, claim.field if claim else "", "encode.too_large")
+            self.health.fail(claim.field if claim else "", prepared.tenant, err.code, err.message,
                              prepared.inbound.value)
         if releases:
             self.state.release(releases)
@@ -303,9 +303,3 @@ class RouteWorker:
                 raise BatchFailed(f"schema registry unavailable: {exc}") from None
             self.avro_schemas[sid] = fastavro.parse_schema(orjson.loads(schema.schema_str or "null"))
 
-
-def _tenant(p: Prepared) -> str:
-    for name, value in p.inbound.headers:
-        if name == "router-tenant" and value is not None:
-            return value.decode("utf-8", "replace")
-    return ""

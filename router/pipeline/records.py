@@ -59,6 +59,7 @@ class Prepared:
     candidates: list[Candidate] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     ignored: bool = False
+    tenant: str = ""  # from the router-tenant header ("" when absent)
 
 
 class Decision(Enum):

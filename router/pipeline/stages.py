@@ -107,19 +107,19 @@ def encode_avro(record: dict[str, Any], schema_id: int, parsed: Any) -> bytes:
 def prepare(inbound: Inbound, table: RoutingTable, avro_schemas: Mapping[int, Any] | None = None,
             now_ms: int | None = None) -> Prepared:
     """Run the pure stages over one record; never raises for bad input."""
-    result = Prepared(inbound)
+    hdrs = h.to_dict(inbound.headers)
+    result = Prepared(inbound, tenant=hdrs.get(h.TENANT, ""))
     integrations = table.by_topic.get(inbound.topic, ())
     if not integrations:
         result.ignored = True
         return result
-    hdrs = h.to_dict(inbound.headers)
     source = integrations[0].source
     try:
         if source.format == "avro":
             event = decode_avro(inbound.value, source.max_bytes, avro_schemas or {})
         else:
             event = decode_json(inbound.value, source.max_bytes)
-        tenant = hdrs.get(h.TENANT, "")
+        tenant = result.tenant
         if not tenant:
             raise ValidateError(f"header {h.TENANT} is missing; the gateway sets it", code="validate.missing_tenant")
     except RecordError as exc:
