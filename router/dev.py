@@ -21,6 +21,7 @@ from pathlib import Path
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
+from router import ready as ready_line
 from router.embedded.broker import start_broker
 from router.embedded.procs import ChildProcess, free_port, port_is_free
 from router.embedded.redis import DEFAULT_URL, redis_answers, start_redis
@@ -71,23 +72,8 @@ def start_child_service(stack: DevStack, name: str, argv: list[str], ready_key: 
     log.unlink(missing_ok=True)  # a READY line from an earlier run must not count
     child = ChildProcess(name, [sys.executable, "-m", "router", *argv], log=log, env=env)
     stack.children.append(child)
-    child.wait_until(lambda: _ready_url(log, ready_key) is not None, deadline_s, "printing READY")
-    url = _ready_url(log, ready_key)
-    assert url is not None
-    return url
-
-
-def _ready_url(log: Path, key: str) -> str | None:
-    try:
-        text = log.read_text(errors="replace")
-    except FileNotFoundError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("READY "):
-            pairs = dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)
-            if key in pairs:
-                return pairs[key]
-    return None
+    child.wait_until(lambda: ready_key in ready_line.read_pairs(log), deadline_s, "printing READY")
+    return ready_line.read_pairs(log)[ready_key]
 
 
 def child_env(settings: Settings) -> dict[str, str]:
@@ -150,7 +136,7 @@ def start_stack(settings: Settings, catalog: Catalog, port_base: int | None, log
         stack.env.update(demo_env(partner))
         for name, argv, key in pipeline_processes(catalog, catalog_dirs):
             stack.addresses[key] = start_child_service(stack, name, argv, key, log_dir)
-        token = _ready_url(log_dir / "admin.log", "admin_token")
+        token = ready_line.read_pairs(log_dir / "admin.log").get("admin_token")
         if token:  # a development token, printed so the person running `router dev` can log in
             stack.addresses["admin_token"] = token
     except BaseException:
@@ -214,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     with _stop_signals() as stop:
         stack = start_stack(settings, catalog, args.port_base, args.log_dir, (args.integrations, args.schemas))
         try:
-            print("READY " + " ".join(f"{k}={v}" for k, v in stack.addresses.items()), flush=True)
+            ready_line.announce(**stack.addresses)
             while not stop.wait(0.5):
                 dead = [c for c in stack.children if not c.alive()]
                 if dead:

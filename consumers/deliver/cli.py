@@ -11,6 +11,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumers.deliver.config import HttpTarget, compile_target
 from consumers.deliver.worker import DeliverOptions, DeliverWorker
+from router import ready as ready_line
 from router import telemetry
 from router.controls import read_states, set_state
 from router.errors import ConfigError
@@ -73,7 +74,7 @@ async def _main(settings: Settings, targets: dict[str, HttpTarget], args: argpar
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    print(f"READY deliver={args.group}", flush=True)
+    ready_line.announce(deliver=args.group)
     await worker.run(stop)
     print(f"stopped deliver outcomes={dict(worker.outcomes.totals)}", flush=True)
     return 0

@@ -11,6 +11,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumers.route.state_redis import RedisState
 from consumers.route.worker import RouteWorker, WorkerOptions
+from router import ready as ready_line
 from router import telemetry
 from router.errors import ConfigError
 from router.kafka import admin_client, ensure_topics, wait_for_broker
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    print(f"READY route={worker.options.group}", flush=True)
+    ready_line.announce(route=worker.options.group)
     worker.run(stop)
     totals = dict(worker.outcomes.totals)
     print(f"stopped route outcomes={totals}", flush=True)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from router import ready as ready_line
 from router import telemetry
 from router.embedded.procs import die_with_parent, free_port, port_is_free
 from router.errors import ConfigError
@@ -55,13 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(handler=run)
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def announce_ready(url: str) -> None:
-    """The one stdout line a parent process waits for."""
-    print(f"READY gateway={url}", flush=True)
+announce_ready = ready_line.announcer("gateway")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,7 +110,7 @@ async def serve(app: web.Application, *, host: str, port: int, reuse_port: bool 
             await site.start()
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another with --port") from None
-        ready(_url(host, runner.addresses[0][1]))
+        ready(ready_line.http_url(host, runner.addresses[0][1]))
         await stop.wait()
     finally:
         await runner.cleanup()  # stop listening, finish in-flight requests, then cleanup_ctx flushes
@@ -141,7 +136,7 @@ def supervise(args: argparse.Namespace, sources_dir: Path, env: Mapping[str, str
         _wait_ready(children, stop)
         if stop.is_set():
             return 0
-        announce_ready(_url(args.host, port))
+        announce_ready(ready_line.http_url(args.host, port))
         while not stop.wait(0.5):
             dead = [c for c in children if c.poll() is not None]
             if dead:

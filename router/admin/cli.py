@@ -14,6 +14,7 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from router import ready as ready_line
 from router import telemetry
 from router.embedded.procs import port_is_free
 from router.errors import ConfigError
@@ -39,10 +40,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--dev-token", action="store_true",
                    help="without ROUTER_ADMIN_TOKEN, make up a token for this run and print it (development only)")
     p.set_defaults(handler=run)
-
-
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def admin_settings(args: argparse.Namespace, settings: Settings) -> tuple[Settings, str | None]:
@@ -76,12 +73,12 @@ def run(args: argparse.Namespace) -> int:
     telemetry.setup("admin", log_level=settings.log_level)
     catalog = load_catalog(settings.integrations_dir, settings.schemas_dir)  # a bad spec stops us here
     app = create_app(settings, catalog=catalog, options=AdminOptions(deliver_group=args.deliver_group))
-    extra = f" admin_token={made_up}" if made_up else ""
-    asyncio.run(serve(app, host=args.host, port=args.port, ready_suffix=extra))
+    extra = {"admin_token": made_up} if made_up else {}
+    asyncio.run(serve(app, host=args.host, port=args.port, ready_extra=extra))
     return 0
 
 
-async def serve(app: web.Application, *, host: str, port: int, ready_suffix: str = "") -> None:
+async def serve(app: web.Application, *, host: str, port: int, ready_extra: dict[str, str] | None = None) -> None:
     """Serve ``app`` until SIGTERM or SIGINT; ConfigError if it cannot listen."""
     from aiohttp import web
 
@@ -99,7 +96,7 @@ async def serve(app: web.Application, *, host: str, port: int, ready_suffix: str
             await site.start()
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another with --port") from None
-        print(f"READY admin={_url(host, runner.addresses[0][1])}{ready_suffix}", flush=True)
+        ready_line.announce(admin=ready_line.http_url(host, runner.addresses[0][1]), **(ready_extra or {}))
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from router import ready as ready_line
 from router.embedded.procs import port_is_free
 from router.errors import ConfigError
 from router.settings import Settings
@@ -42,9 +43,7 @@ def serve_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def announce_ready(url: str) -> None:
-    """The one stdout line a parent process waits for."""
-    print(f"READY registry={url}", flush=True)
+announce_ready = ready_line.announcer("registry")
 
 
 async def serve(
@@ -77,7 +76,7 @@ async def serve(
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another with --port") from None
         bound_port = runner.addresses[0][1]
-        ready(f"http://[{host}]:{bound_port}" if ":" in host else f"http://{host}:{bound_port}")
+        ready(ready_line.http_url(host, bound_port))
         await stop.wait()
     finally:
         await runner.cleanup()

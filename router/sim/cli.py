@@ -13,6 +13,7 @@ import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from router import ready as ready_line
 from router import telemetry
 from router.errors import ConfigError
 
@@ -70,9 +71,7 @@ def partner_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def announce_ready(url: str) -> None:
-    """The one stdout line a parent process waits for."""
-    print(f"READY partner={url}", flush=True)
+announce_ready = ready_line.announcer("partner")
 
 
 async def serve(config: SimConfig, *, ready: Callable[[str], None] = announce_ready) -> None:
@@ -97,7 +96,7 @@ async def serve(config: SimConfig, *, ready: Callable[[str], None] = announce_re
                 f"cannot listen on {config.host}:{config.port}: {exc.strerror}; pick another with --port"
             ) from None
         port = runner.addresses[0][1]
-        ready(f"http://[{config.host}]:{port}" if ":" in config.host else f"http://{config.host}:{port}")
+        ready(ready_line.http_url(config.host, port))
         await stop.wait()
     finally:
         await runner.cleanup()
