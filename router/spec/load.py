@@ -7,12 +7,12 @@ partner engineer fixes them all in one pass. Nothing is half-loaded: any error f
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
@@ -31,6 +31,8 @@ from router.spec.model import (
 )
 from router.spec.paths import compile_getter
 from router.spec.yamlsrc import SourceDoc, format_path, load_yaml
+
+T = TypeVar("T")
 
 
 class SpecErrors(RouterError):
@@ -77,46 +79,66 @@ def json_schema() -> dict[str, Any]:
 
 def load_catalog(integrations_dir: Path, schemas_dir: Path) -> Catalog:
     """Load and compile every ``*.yaml``/``*.yml`` in ``integrations_dir``; raise SpecErrors listing all problems."""
-    if not integrations_dir.is_dir():
+    if not integrations_dir.is_dir():  # checked first: a missing folder is one clear line, not a schema error
         raise SpecError(f"integration folder {integrations_dir} does not exist; pass --integrations DIR",
                         file=str(integrations_dir))
     schemas = AvroCatalog.load(schemas_dir)
-    files = sorted([*integrations_dir.glob("*.yaml"), *integrations_dir.glob("*.yml")])
+    loaded = load_folder(integrations_dir, "integration", "--integrations", json_schema(),
+                         lambda doc, file: compile_integration(doc, file, schemas), lambda i: i.name)
+    return Catalog(tuple(loaded), schemas)
+
+
+def load_folder(folder: Path, kind: str, flag: str, schema: dict[str, Any],
+                compile_one: Callable[[SourceDoc, Path], tuple[T | None, list[SpecError]]],
+                name_of: Callable[[T], str]) -> list[T]:
+    """Every ``*.yaml``/``*.yml`` spec in ``folder``: YAML → JSON Schema → ``compile_one``, names unique.
+
+    Every problem in every file is collected (file, line, YAML path, code) and raised together as
+    SpecErrors, so a spec author fixes them all in one pass; nothing is half-loaded.
+    """
+    if not folder.is_dir():
+        raise SpecError(f"{kind} folder {folder} does not exist; pass {flag} DIR", file=str(folder))
     errors: list[SpecError] = []
-    loaded: list[Integration] = []
+    loaded: list[T] = []
     seen: dict[str, str] = {}
-    for file in files:
+    for file in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
         try:
             doc = load_yaml(file.read_text(), str(file))
         except SpecError as exc:
             errors.append(exc)
             continue
-        file_errors = validate_document(doc)
+        file_errors = validate_against(doc, schema)
         if file_errors:
             errors.extend(file_errors)
             continue
-        integration, compile_errors = compile_integration(doc, file, schemas)
+        item, compile_errors = compile_one(doc, file)
         errors.extend(compile_errors)
-        if integration is None:
+        if item is None:
             continue
-        if integration.name in seen:
-            errors.append(doc.error(("name",), f"duplicate integration name {integration.name!r} "
-                                    f"(also in {seen[integration.name]}); names must be unique", "spec.duplicate_name"))
+        name = name_of(item)
+        if name in seen:
+            errors.append(doc.error(("name",), f"duplicate {kind} name {name!r} (also in {seen[name]}); "
+                                    "names must be unique", "spec.duplicate_name"))
             continue
-        seen[integration.name] = str(file)
-        loaded.append(integration)
+        seen[name] = str(file)
+        loaded.append(item)
     if errors:
         raise SpecErrors(errors)
-    return Catalog(tuple(loaded), schemas)
+    return loaded
 
 
-def validate_document(doc: SourceDoc) -> list[SpecError]:
-    """JSON Schema problems of one spec, each located and phrased for a person."""
-    validator = jsonschema.Draft202012Validator(json_schema())
+def validate_against(doc: SourceDoc, schema: dict[str, Any]) -> list[SpecError]:
+    """JSON Schema problems of one document, each located and phrased for a person."""
+    validator = jsonschema.Draft202012Validator(schema)
     out: list[SpecError] = []
     for error in sorted(validator.iter_errors(doc.value), key=lambda e: list(map(str, e.absolute_path))):
         out.extend(explain_schema_error(doc, error))
     return out
+
+
+def validate_document(doc: SourceDoc) -> list[SpecError]:
+    """JSON Schema problems of one integration spec."""
+    return validate_against(doc, json_schema())
 
 
 def _schema_of(error: ValidationError) -> Mapping[str, Any]:

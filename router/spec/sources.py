@@ -26,14 +26,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import jsonschema
-
 from router.errors import SpecError
 from router.spec.durations import parse_duration
-from router.spec.load import SpecErrors, explain_schema_error
+from router.spec.load import load_folder, validate_against
 from router.spec.model import DEFAULT_MAX_BYTES
 from router.spec.paths import Getter, compile_getter
-from router.spec.yamlsrc import SourceDoc, load_yaml
+from router.spec.yamlsrc import SourceDoc
 
 Scheme = Literal["standard_webhooks", "stripe", "github", "none"]
 
@@ -98,37 +96,15 @@ def load_sources(sources_dir: Path, env: Mapping[str, str] | None = None) -> dic
 
     ``env`` (default ``os.environ``) is where ``env:VAR`` secrets are looked up.
     """
-    if not sources_dir.is_dir():
-        raise SpecError(f"source folder {sources_dir} does not exist; pass --sources DIR", file=str(sources_dir))
     env = os.environ if env is None else env
-    errors: list[SpecError] = []
-    loaded: dict[str, WebhookSource] = {}
-    for file in sorted([*sources_dir.glob("*.yaml"), *sources_dir.glob("*.yml")]):
-        try:
-            doc = load_yaml(file.read_text(), str(file))
-        except SpecError as exc:
-            errors.append(exc)
-            continue
-        schema_errors = validate_source_document(doc)
-        if schema_errors:
-            errors.extend(schema_errors)
-            continue
-        source, compile_errors = compile_source(doc, file, env)
-        errors.extend(compile_errors)
-        if source is not None:
-            loaded[source.name] = source
-    if errors:
-        raise SpecErrors(errors)
-    return loaded
+    loaded = load_folder(sources_dir, "source", "--sources", source_json_schema(),
+                         lambda doc, file: compile_source(doc, file, env), lambda source: source.name)
+    return {source.name: source for source in loaded}
 
 
 def validate_source_document(doc: SourceDoc) -> list[SpecError]:
-    """JSON Schema problems of one source spec, each located and phrased for a person."""
-    validator = jsonschema.Draft202012Validator(source_json_schema())
-    out: list[SpecError] = []
-    for error in sorted(validator.iter_errors(doc.value), key=lambda e: list(map(str, e.absolute_path))):
-        out.extend(explain_schema_error(doc, error))
-    return out
+    """JSON Schema problems of one source spec."""
+    return validate_against(doc, source_json_schema())
 
 
 def compile_source(doc: SourceDoc, file: Path, env: Mapping[str, str]) -> tuple[WebhookSource | None, list[SpecError]]:

@@ -106,3 +106,10 @@ def test_scheme_rules(tmp_path: Path) -> None:
     assert errors[0].code == "spec.missing_key" and "event_id" in errors[0].message
     source = load(tmp_path, "name: demo\nsignature: {scheme: none}\nevent_id: id\n")["demo"]
     assert source.scheme == "none" and source.keys == ()
+
+
+def test_demo_yaml_beside_demo_yml_is_an_error_not_a_silent_overwrite(tmp_path: Path) -> None:
+    (tmp_path / "demo.yml").write_text(VALID)
+    errors = errors_of(tmp_path, VALID)
+    assert [e.code for e in errors] == ["spec.duplicate_name"]
+    assert "duplicate source name 'demo'" in str(errors[0])
