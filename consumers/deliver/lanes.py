@@ -37,6 +37,8 @@ class Item:
     in_flight: bool = False
     dlq: tuple[str, str, int | None, bytes] | None = None  # (code, message, http status, body) waiting to be written
     refreshed_auth: bool = False
+    traceparent: str | None = None  # from the headers, decoded once
+    received_at_ms: int | None = None  # router-received-at (gateway), for end-to-end latency
 
     @property
     def tp(self) -> TP:

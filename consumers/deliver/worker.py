@@ -201,6 +201,9 @@ class DeliverWorker:
         item = Item(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value(),
                     list(msg.headers() or []), name, tenant, event_id,  # type: ignore[arg-type]
                     idempotency_key(tenant, name, event_id), None, (ts / 1000) if ts_type and ts > 0 else time.time())
+        item.traceparent = hdrs.get(h.TRACEPARENT)
+        received = hdrs.get(h.RECEIVED_AT, "")
+        item.received_at_ms = int(received) if received.isascii() and received.isdigit() else None
         if name not in self.targets:
             why = f"no loaded integration {name!r} delivers this record"
             item.dlq = ("deliver.unknown_integration", why, None, b"")
@@ -285,7 +288,7 @@ class DeliverWorker:
         request_key = ikeys[0] if single else batch_idempotency_key(ikeys)
         headers = {"Content-Type": "application/json", "Idempotency-Key": request_key, **target.headers}
         span = None
-        incoming = h.to_dict(fresh[0].headers).get(h.TRACEPARENT)
+        incoming = fresh[0].traceparent
         if incoming and sampled(incoming):
             span, headers[h.TRACEPARENT] = start_child(
                 _tracer, f"deliver {target.integration}", incoming, kind=SpanKind.CLIENT,
@@ -432,9 +435,8 @@ class DeliverWorker:
             self.outcomes.add(outcome, item.tenant, item.integration)
         if outcome == "delivered":
             self.health.ok(item.integration, item.tenant)
-            received = h.to_dict(item.headers).get(h.RECEIVED_AT, "")
-            if received.isascii() and received.isdigit():
-                end_to_end_seconds.record(max(0.0, time.time() - int(received) / 1000),
+            if item.received_at_ms is not None:
+                end_to_end_seconds.record(max(0.0, time.time() - item.received_at_ms / 1000),
                                           {"integration": item.integration, "tenant": item.tenant})
         item.in_flight = False
         self.lanes.finish(item)
