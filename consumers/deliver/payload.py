@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import decimal
 import hashlib
-from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
+
+from router.avrojson import json_scalar
 
 
 def idempotency_key(tenant: str, integration: str, event_id: str) -> str:
@@ -16,23 +15,9 @@ def idempotency_key(tenant: str, integration: str, event_id: str) -> str:
     return hashlib.sha256(f"{tenant}\x1f{integration}\x1f{event_id}".encode()).hexdigest()[:40]
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    raise TypeError(f"cannot send {type(value).__name__} as JSON")
-
-
 def to_json(value: Any) -> bytes:
     """JSON for partner APIs: decimals as strings (no float rounding), times as ISO-8601 UTC."""
-    return orjson.dumps(value, default=_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
+    return orjson.dumps(value, default=json_scalar, option=orjson.OPT_PASSTHROUGH_DATETIME)
 
 
 def batch_body(records: list[dict[str, Any]], keys: list[str], batch_key: str, id_field: str) -> bytes:

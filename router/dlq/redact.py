@@ -15,15 +15,15 @@ shown as escaped text, truncated, after a best-effort mask of ``"field": value``
 from __future__ import annotations
 
 import base64
-import decimal
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
 from functools import cache
 from typing import Any, Literal
 
 import orjson
+
+from router.avrojson import json_scalar
 
 DEFAULT_FIELDS = frozenset({"email", "phone", "phone_number", "ssn", "password", "token", "secret",
                             "authorization"})
@@ -109,16 +109,12 @@ def jsonable(value: Any) -> Any:
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, decimal.Decimal):
-        return str(value)
     if isinstance(value, bytes):
-        return "base64:" + base64.b64encode(value).decode()
+        return "base64:" + base64.b64encode(value).decode()  # marked: a person reads this
+    try:
+        return json_scalar(value)
+    except TypeError:
+        pass
     return value
 
 
