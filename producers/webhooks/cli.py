@@ -30,6 +30,7 @@ from router import ready as ready_line
 from router import telemetry
 from router.embedded.procs import die_with_parent, free_port, port_is_free
 from router.errors import ConfigError
+from router.serving import serve_until_signalled
 from router.settings import Settings
 
 if TYPE_CHECKING:  # aiohttp is imported when serving: `router` builds every subcommand's parser
@@ -92,30 +93,8 @@ def run(args: argparse.Namespace) -> int:
 async def serve(app: web.Application, *, host: str, port: int, reuse_port: bool = False,
                 shutdown_timeout_s: float = 10.0, ready: Callable[[str], None] = announce_ready) -> None:
     """Serve ``app`` until SIGTERM or SIGINT; raise ConfigError if it cannot listen."""
-    from aiohttp import web
-
-    # A port held by anything else fails now, before Kafka is touched. With --reuse-port the
-    # siblings share it, so the supervisor made that check once for all of them.
-    if not reuse_port and not port_is_free(port, host):
-        raise ConfigError(f"port {port} on {host} is in use; pick another with --port")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_timeout_s, access_log=None)
-    try:
-        await runner.setup()  # cleanup_ctx: producer started, topics created
-        site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another with --port") from None
-        ready(ready_line.http_url(host, runner.addresses[0][1]))
-        await stop.wait()
-    finally:
-        await runner.cleanup()  # stop listening, finish in-flight requests, then cleanup_ctx flushes
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
+    await serve_until_signalled(app, host=host, port=port, on_ready=ready, shutdown_timeout_s=shutdown_timeout_s,
+                                reuse_port=reuse_port, backlog=1024)
 
 
 def supervise(args: argparse.Namespace, sources_dir: Path, env: Mapping[str, str] | None = None) -> int:

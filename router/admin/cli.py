@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from router import ready as ready_line
 from router import telemetry
-from router.embedded.procs import port_is_free
 from router.errors import ConfigError
+from router.serving import serve_until_signalled
 from router.settings import Secret, Settings
 
 if TYPE_CHECKING:  # aiohttp is imported when serving: `router` builds every subcommand's parser
@@ -80,25 +79,6 @@ def run(args: argparse.Namespace) -> int:
 
 async def serve(app: web.Application, *, host: str, port: int, ready_extra: dict[str, str] | None = None) -> None:
     """Serve ``app`` until SIGTERM or SIGINT; ConfigError if it cannot listen."""
-    from aiohttp import web
-
-    if not port_is_free(port, host):
-        raise ConfigError(f"port {port} on {host} is in use; pick another with --port")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=10.0, access_log=None)
-    try:
-        await runner.setup()
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another with --port") from None
-        ready_line.announce(admin=ready_line.http_url(host, runner.addresses[0][1]), **(ready_extra or {}))
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
+    await serve_until_signalled(
+        app, host=host, port=port,
+        on_ready=lambda url: ready_line.announce(admin=url, **(ready_extra or {})))

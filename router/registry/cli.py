@@ -10,14 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from router import ready as ready_line
-from router.embedded.procs import port_is_free
-from router.errors import ConfigError
+from router.serving import serve_until_signalled
 from router.settings import Settings
 
 
@@ -55,31 +53,9 @@ async def serve(
     ready: Callable[[str], None] = announce_ready,
 ) -> None:
     """Serve the registry until SIGTERM or SIGINT; raise ConfigError if it cannot start."""
-    # Imported here: `router` builds every subcommand's parser, and only this one needs them.
-    from aiohttp import web
-
     from router.registry.app import create_app
 
-    # Checked before connecting to Kafka so a busy port fails at once, not after the catch-up.
-    if not port_is_free(port, host):
-        raise ConfigError(f"port {port} on {host} is in use; pick another with --port")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(create_app(settings, topic=topic), handle_signals=False, shutdown_timeout=10.0)
-    try:
-        await runner.setup()  # starts the store: broker check, topic, catch-up
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another with --port") from None
-        bound_port = runner.addresses[0][1]
-        ready(ready_line.http_url(host, bound_port))
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
+    # The port is checked before the store connects to Kafka, so a busy port fails at once.
+    await serve_until_signalled(create_app(settings, topic=topic), host=host, port=port, on_ready=ready,
+                                access_log=True)
 

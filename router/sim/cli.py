@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from router import ready as ready_line
 from router import telemetry
 from router.errors import ConfigError
+from router.serving import serve_until_signalled
 
 if TYPE_CHECKING:  # aiohttp is imported only when this command runs, not for every `router` call
     from router.sim.partner import SimConfig
@@ -76,30 +76,9 @@ announce_ready = ready_line.announcer("partner")
 
 async def serve(config: SimConfig, *, ready: Callable[[str], None] = announce_ready) -> None:
     """Serve the simulator until SIGTERM or SIGINT; ConfigError if it cannot listen."""
-    from aiohttp import web
-
     from router.sim.partner import create_app
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     # No access log: benchmarks send many thousands of requests; the ledger says what came.
-    runner = web.AppRunner(create_app(config), handle_signals=False, access_log=None, shutdown_timeout=5.0)
-    try:
-        await runner.setup()
-        site = web.TCPSite(runner, config.host, config.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot listen on {config.host}:{config.port}: {exc.strerror}; pick another with --port"
-            ) from None
-        port = runner.addresses[0][1]
-        ready(ready_line.http_url(config.host, port))
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
+    await serve_until_signalled(create_app(config), host=config.host, port=config.port, on_ready=ready,
+                                shutdown_timeout_s=5.0)
 
