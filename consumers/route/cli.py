@@ -12,7 +12,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from consumers.route.state_redis import RedisState
 from consumers.route.worker import RouteWorker, WorkerOptions
 from router import ready as ready_line
-from router import telemetry
+from router import runtime, telemetry
 from router.errors import ConfigError
 from router.kafka import admin_client, ensure_topics, wait_for_broker
 from router.pipeline.stages import RoutingTable
@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     ready_line.announce(route=worker.options.group)
+    runtime.settle_heap()
     worker.run(stop)
     totals = dict(worker.outcomes.totals)
     print(f"stopped route outcomes={totals}", flush=True)

@@ -15,34 +15,37 @@ import redis
 from router.pipeline.records import Claim, Decision
 
 # ARGV[1] is the batch as one JSON array (cheap to build with orjson, no per-argument packing);
-# per claim: [dedupe key or "", field, coords, dedupe ttl ms, order key or "", version or "", order ttl ms].
+# per claim: [dedupe key or "", coords, dedupe ttl ms, order key or "", version or "", order ttl ms].
 # The answer is one string, a decision letter per claim.
-# A held claim is "<decision>|<previous watermark version or empty>|<coords>";
+# A held claim is a string key "<decision>|<previous watermark version or empty>|<coords>";
 # a watermark is "<version>|<coords of the record that set it>". Coords never contain "|".
+# Four commands per new record (GET, GET, SET PX, SET PX), two per duplicate. A value that cannot
+# be read (wrong type or format, e.g. left by an older layout) is treated as absent: it must never
+# stall the pipeline, and SET replaces it.
 DECIDE = """
 local claims = cjson.decode(ARGV[1])
 local out = {}
 for j = 1, #claims do
   local c = claims[j]
-  local dk, f, coords, dttl, ok, ver, ottl = c[1], c[2], c[3], c[4], c[5], c[6], c[7]
+  local dk, coords, dttl, ok, ver, ottl = c[1], c[2], c[3], c[4], c[5], c[6]
   local decision = false
   if dk ~= "" then
-    local cur = redis.call("HGET", dk, f)
-    local d, _, c = false, nil, nil
-    if cur then d, _, c = string.match(cur, "^([rds])|([^|]*)|(.*)$") end
-    -- An unreadable stored claim is treated as absent: it must never stall the pipeline.
-    if d then
-      if c == coords then decision = d else decision = "d" end
+    local cur = redis.pcall("GET", dk)
+    if type(cur) == "string" then
+      local d, _, held = string.match(cur, "^([rds])|([^|]*)|(.*)$")
+      if d then
+        if held == coords then decision = d else decision = "d" end
+      end
     end
   end
   if not decision then
     decision = "r"
     local previous = ""
     if ok ~= "" then
-      local mark = redis.call("GET", ok)
+      local mark = redis.pcall("GET", ok)
       local mv, mc = nil, nil
-      if mark then mv, mc = string.match(mark, "^([^|]*)|(.*)$") end
-      mv = tonumber(mv)  -- an unreadable watermark is treated as absent
+      if type(mark) == "string" then mv, mc = string.match(mark, "^([^|]*)|(.*)$") end
+      mv = tonumber(mv)
       if mv and mc == coords then
         decision = "r"
       elseif mv and tonumber(ver) <= mv then
@@ -53,8 +56,7 @@ for j = 1, #claims do
       end
     end
     if dk ~= "" then
-      redis.call("HSET", dk, f, decision .. "|" .. previous .. "|" .. coords)
-      redis.call("PEXPIRE", dk, dttl)
+      redis.call("SET", dk, decision .. "|" .. previous .. "|" .. coords, "PX", dttl)
     end
   end
   out[j] = decision
@@ -62,21 +64,21 @@ end
 return table.concat(out)
 """
 
-# Per claim, 3 ARGV slots: dedupe key, field, coords, order key ("" = none).
+# Per claim, 3 ARGV slots: dedupe key, coords, order key ("" = none).
 RELEASE = """
 local n = tonumber(ARGV[1])
 local released = 0
 for j = 0, n - 1 do
-  local dk, f, coords, ok = ARGV[2 + j * 4], ARGV[3 + j * 4], ARGV[4 + j * 4], ARGV[5 + j * 4]
-  local cur = redis.call("HGET", dk, f)
-  if cur then
+  local dk, coords, ok = ARGV[2 + j * 3], ARGV[3 + j * 3], ARGV[4 + j * 3]
+  local cur = redis.pcall("GET", dk)
+  if type(cur) == "string" then
     local d, previous, c = string.match(cur, "^([rds])|([^|]*)|(.*)$")
     if d and c == coords then
-      redis.call("HDEL", dk, f)
+      redis.call("DEL", dk)
       released = released + 1
       if d == "r" and ok ~= "" then
-        local mark = redis.call("GET", ok)
-        if mark and string.match(mark, "^[^|]*|(.*)$") == coords then
+        local mark = redis.pcall("GET", ok)
+        if type(mark) == "string" and string.match(mark, "^[^|]*|(.*)$") == coords then
           if previous == "" then
             redis.call("DEL", ok)
           else
@@ -107,7 +109,7 @@ class RedisState:
         for start in range(0, len(claims), _CHUNK):
             chunk = claims[start:start + _CHUNK]
             blob = orjson.dumps([
-                (c.dedupe_key or "", c.field, c.coords, max(1, c.dedupe_ttl_ms), c.order_key or "",
+                (_slot(c), c.coords, max(1, c.dedupe_ttl_ms), c.order_key or "",
                  repr(c.version) if c.version is not None else "", max(1, c.order_ttl_ms))
                 for c in chunk
             ])
@@ -121,5 +123,10 @@ class RedisState:
             chunk = held[start:start + _CHUNK]
             argv: list[str | int] = [len(chunk)]
             for c in chunk:
-                argv += [c.dedupe_key or "", c.field, c.coords, c.order_key or ""]
+                argv += [_slot(c), c.coords, c.order_key or ""]
             self._release(args=argv)
+
+
+def _slot(claim: Claim) -> str:
+    """The Redis key of a claim: dedupe is per (tenant, source, event id) and integration."""
+    return f"{claim.dedupe_key}|{claim.field}" if claim.dedupe_key else ""

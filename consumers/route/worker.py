@@ -1,10 +1,13 @@
 """The route worker's loop: it owns every socket; the stages it calls are pure.
 
-One iteration: poll a batch → prepare each record (decode, validate, select, map, encode) →
-one Redis call for every dedupe/ordering decision → produce outputs and DLQ writes → commit.
+One batch: poll → prepare each record (decode, validate, select, map, encode) → one Redis call
+for every dedupe/ordering decision → produce outputs and DLQ writes → flush → commit.
+The loop is pipelined one batch deep: while batch N's I/O half (Redis, produce, flush) runs on
+the ``route-io`` thread, the main thread polls and prepares batch N+1 (both halves release the
+GIL while they wait). N is committed before N+1's I/O starts, so commits stay in order.
 A batch that fails anywhere (Redis down, broker down, a DLQ write refused) is not committed:
-the consumer is rewound to the batch's first offsets and the batch is retried after a backoff.
-Redelivered records are recognised by their coordinates, so a retry never double-counts.
+the consumer is rewound to the first uncommitted offsets and the batch is retried after a
+backoff. Redelivered records are recognised by their coordinates, so a retry never double-counts.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import random
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +49,19 @@ class BatchFailed(RouterError):
     """The batch could not be finished; it is retried, nothing is committed."""
 
     code = "route.batch_failed"
+
+
+# Failures that mean "services unavailable": the batch is rewound and retried after a backoff.
+RETRYABLE = (redis.RedisError, KafkaException, BatchFailed, OSError)
+
+
+@dataclass
+class Staged:
+    """A batch whose pure stages ran; its I/O half (decide → produce → flush) comes next."""
+
+    batch: list[Inbound]
+    prepared: list[Prepared]
+    now_ms: int
 
 
 @dataclass
@@ -85,6 +102,9 @@ class RouteWorker:
         self.health = HealthBatch()
         self.health_client = health_client
         self.health_writer = HealthWriter(table.key_prefix, success_field="last_routed_ms")
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="route-io")
+        self._inflight: tuple[Future[None], list[Inbound]] | None = None
+        self._failed_batch: list[Inbound] = []
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -99,19 +119,28 @@ class RouteWorker:
                 self.heartbeat.beat()
                 messages = self.consumer.consume(self.options.batch_size, self.options.poll_timeout_s)
                 batch = self._records(messages)
-                if not batch:
-                    continue
+                staged: Staged | None = None
+                failure: BaseException | None = None
                 try:
-                    self.process(batch)
-                    backoff = self.options.backoff_initial_s
-                except (redis.RedisError, KafkaException, BatchFailed, OSError) as exc:
-                    self.outcomes.drop_batch()
-                    self.health.clear()
-                    log.warning("batch failed, retrying after %.1fs: %s", backoff, exc)
+                    staged = self.stage(batch) if batch else None
+                except RETRYABLE as exc:
+                    failure = exc
+                done = self._drain(asynchronous=True)  # batch N's I/O ran while N+1 was polled and prepared
+                if isinstance(done, BaseException):
+                    failure, batch = done, self._failed_batch + batch
+                if failure is not None:
+                    log.warning("batch failed, retrying after %.1fs: %s", backoff, failure)
                     self._rewind(batch)
                     stop.wait(backoff * (0.5 + random.random() / 2))  # jittered, wakes on stop
                     backoff = min(backoff * 2, self.options.backoff_max_s)
+                    continue
+                if done:
+                    backoff = self.options.backoff_initial_s
+                if staged is not None:
+                    self._inflight = (self._io.submit(self.finish, staged), staged.batch)
         finally:
+            self._drain(asynchronous=False)
+            self._io.shutdown(wait=True)
             self.close()
 
     def close(self) -> None:
@@ -119,6 +148,22 @@ class RouteWorker:
         self.producer.flush(10)
         self.consumer.close()
 
+    def _drain(self, *, asynchronous: bool) -> bool | BaseException:
+        """Wait for the batch in flight and commit it: True when one was committed, False when
+        none was in flight, the exception when it failed (nothing committed; its records are in
+        ``_failed_batch`` for the rewind). Failures other than RETRYABLE propagate (bugs crash)."""
+        self._failed_batch = []
+        if self._inflight is None:
+            return False
+        future, batch = self._inflight
+        self._inflight = None
+        try:
+            future.result()
+        except RETRYABLE as exc:
+            self._failed_batch = batch
+            return exc
+        self._commit(batch, asynchronous=asynchronous)
+        return True
     def _records(self, messages: Sequence[Message]) -> list[Inbound]:
         batch = []
         for msg in messages:
@@ -130,9 +175,12 @@ class RouteWorker:
         return batch
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Batches are processed and committed between consume() calls, and callbacks run inside
-        # consume(), so when partitions are revoked no batch of theirs is in flight: nothing to
-        # flush. A batch that failed was rewound and never committed; the new owner redoes it.
+        # Callbacks run inside consume(), so the only batch of these partitions not yet committed is
+        # the one in flight on the I/O thread: finish and commit it (synchronously) before they go.
+        # A batch that failed was not committed; the next owner starts at the last commit.
+        done = self._drain(asynchronous=False)
+        if isinstance(done, BaseException):
+            log.warning("batch in flight failed during revocation; the new owner redoes it: %s", done)
         log.info("partitions revoked: %s", [(p.topic, p.partition) for p in partitions])
 
     def _rewind(self, batch: Sequence[Inbound]) -> None:
@@ -148,23 +196,38 @@ class RouteWorker:
 
     # ---- one batch --------------------------------------------------------------------------
 
-    def process(self, batch: Sequence[Inbound]) -> None:
-        """Route one batch and commit it, in this order:
-
-        1. fetch registry schemas the batch's Avro records name (I/O before the pure stages);
-        2. prepare every record (pure);
-        3. decide every candidate's dedupe/ordering in one Redis call;
-        4. release the claims of records about to go to the DLQ (so a replay goes through);
-        5. produce outputs and DLQ records; flush; a record the broker refused for good goes to
-           the DLQ (then flush again); any other failure raises BatchFailed: nothing committed;
-        6. commit offset + 1 of the batch's last record per partition, synchronously;
-        7. publish the batch's outcome counts.
-        """
+    def stage(self, batch: list[Inbound]) -> Staged:
+        """The CPU half of a batch, on the loop's thread: registry schemas the batch's Avro records
+        name (rare I/O), then the pure stages for every record."""
         now_ms = int(time.time() * 1000)
         self._fetch_schemas(batch)
-        prepared = [prepare(r, self.table, self.avro_schemas, now_ms) for r in batch]
+        table, schemas = self.table, self.avro_schemas
+        return Staged(batch, [prepare(r, table, schemas, now_ms) for r in batch], now_ms)
+
+    def finish(self, staged: Staged) -> None:
+        """The I/O half of a batch, on the ``route-io`` thread, in this order:
+
+        1. decide every candidate's dedupe/ordering in one Redis call;
+        2. release the claims of records about to go to the DLQ (so a replay goes through);
+        3. produce outputs and DLQ records; flush; a record the broker refused for good goes to
+           the DLQ (then flush again); any other failure raises BatchFailed: nothing committed;
+        4. publish the batch's outcome counts and health. The loop commits after this returns.
+        """
+        try:
+            self._finish(staged)
+        except RETRYABLE:
+            self.outcomes.drop_batch()
+            self.health.clear()
+            raise
+        self.outcomes.commit_batch("route")
+        self.batches_committed += 1
+        self._write_health()
+
+    def _finish(self, staged: Staged) -> None:
+        prepared, now_ms = staged.prepared, staged.now_ms
+        prefix = self.table.key_prefix
         pairs = [(p, c) for p in prepared for c in p.candidates]
-        claims = [claim_for(c, p.inbound.coords, self.table.key_prefix) for p, c in pairs]
+        claims = [claim_for(c, p.inbound.coords, prefix) for p, c in pairs]
         decisions = self.state.decide(claims) if claims else []
         releases: list[Claim] = []
         sends: list[tuple[str, Any, Any, Any, Any, bool]] = []
@@ -208,10 +271,6 @@ class RouteWorker:
         for topic, key, value, headers, tag, is_dlq in sends:
             send(topic, key, value, headers, tag, is_dlq)
         self._settle(self.sink.flush(), now_ms)
-        self._commit(batch)
-        self.outcomes.commit_batch("route")
-        self.batches_committed += 1
-        self._write_health()
 
     @staticmethod
     def _traced(candidate: Candidate) -> bool:
@@ -277,13 +336,22 @@ class RouteWorker:
         if still:
             raise BatchFailed(f"{len(still)} DLQ record(s) not acknowledged by the broker: {still[0].error}")
 
-    def _commit(self, batch: Sequence[Inbound]) -> None:
+    def _commit(self, batch: Sequence[Inbound], *, asynchronous: bool) -> None:
+        """Commit offset + 1 of the batch's last record per partition. Asynchronous between batches
+        (a lost commit only means a redelivery, recognised by coordinates); synchronous before
+        partitions go and at shutdown."""
         last: dict[tuple[str, int], int] = {}
         for r in batch:
             key = (r.topic, r.partition)
             last[key] = max(last.get(key, -1), r.offset)
         offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
-        self.consumer.commit(offsets=offsets, asynchronous=False)
+        try:
+            if asynchronous:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:  # finished but not committed: redelivered, recognised by coordinates
+            log.warning("commit failed; the batch will be redelivered: %s", exc)
 
     def _fetch_schemas(self, batch: Sequence[Inbound]) -> None:
         if self.registry is None:

@@ -147,13 +147,18 @@ def _candidate(integration: Integration, event: dict[str, Any], inbound: Inbound
                tenant: str, received_at: int, table: RoutingTable) -> Candidate:
     src = integration.source
     event_id = src.get_event_id(event)
-    if event_id is MISSING or event_id is None or event_id == "" or isinstance(event_id, dict | list):
+    if type(event_id) is not str:
+        if event_id is MISSING or event_id is None or isinstance(event_id, _CONTAINERS):
+            raise ValidateError(f"event id missing at {src.event_id_path}", code="validate.missing_event_id")
+        event_id = str(event_id)
+    elif not event_id:
         raise ValidateError(f"event id missing at {src.event_id_path}", code="validate.missing_event_id")
-    event_id = str(event_id)
     entity_key: str | None = None
     if src.get_entity_key is not None:
         raw_key = src.get_entity_key(event)
-        if raw_key not in (MISSING, None, "") and not isinstance(raw_key, dict | list):
+        if type(raw_key) is str:
+            entity_key = raw_key or None
+        elif raw_key is not MISSING and raw_key is not None and not isinstance(raw_key, _CONTAINERS):
             entity_key = str(raw_key)
     version: float | None = None
     if src.get_version is not None:
@@ -167,8 +172,7 @@ def _candidate(integration: Integration, event: dict[str, Any], inbound: Inbound
         if entity_key is None:
             raise ValidateError(f"entity key missing at {src.entity_key_path}; ordering needs it",
                                 code="validate.missing_entity_key")
-    meta = Meta(tenant, src.name, event_id, integration.name, received_at)
-    record = integration.mapper(event, meta)
+    record = integration.mapper(event, Meta(tenant, src.name, event_id, integration.name, received_at))
     value = encode_avro(record, table.schema_ids.get(integration.name, 0), integration.schema.parsed)
     out_headers = [
         (h.TENANT, tenant.encode()),
@@ -184,6 +188,9 @@ def _candidate(integration: Integration, event: dict[str, Any], inbound: Inbound
     return Candidate(integration, tenant, event_id, entity_key, version, key, value, out_headers, record)
 
 
+_CONTAINERS = (dict, list)  # a tuple: ``dict | list`` in isinstance builds a union object per call
+
+
 def _received_at(hdrs: dict[str, str], inbound: Inbound, now_ms: int | None) -> int:
     raw = hdrs.get(h.RECEIVED_AT)
     if raw and raw.isascii() and raw.isdigit():
@@ -196,7 +203,7 @@ def _received_at(hdrs: dict[str, str], inbound: Inbound, now_ms: int | None) -> 
 def claim_for(candidate: Candidate, coords: str, prefix: str) -> Claim:
     """The dedupe + ordering question for one candidate (see router.pipeline.state)."""
     integration = candidate.integration
-    dedupe_key = (f"{prefix}dd:{candidate.tenant}:{integration.source.name}:{candidate.event_id}"
+    dedupe_key = (f"{prefix}dk:{candidate.tenant}:{integration.source.name}:{candidate.event_id}"
                   if integration.dedupe_enabled else None)
     order_key = (f"{prefix}wm:{candidate.tenant}:{integration.name}:{candidate.entity_key}"
                  if candidate.version is not None else None)

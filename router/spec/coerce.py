@@ -92,6 +92,16 @@ def to_bool(value: Any) -> bool:
 
 def to_timestamp_ms(value: Any) -> int:
     """Epoch ms from epoch seconds/ms numbers or ISO-8601 strings (``Z`` or offset; naive = UTC)."""
+    if type(value) is str and value[4:5] == "-":
+        # The hot case, an extended-format ISO time ("2026-11-20T10:15:00Z"); no number has "-" there.
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            pass  # e.g. surrounding spaces or a lower-case "z": the general path below
+        else:
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            return int(moment.timestamp() * 1000)
     if isinstance(value, bool):
         raise _fail(value, "timestamp_ms")
     if isinstance(value, int | float):
@@ -153,6 +163,8 @@ SIMPLE: dict[str, Coercion] = {
 
 def version_number(value: Any) -> float:
     """An event's ``version`` as a comparable number: numbers as they are, ISO times as epoch ms."""
+    if type(value) is int or type(value) is float:  # the hot case first (bool is not int here)
+        return float(value)
     if isinstance(value, bool):
         raise _fail(value, "a version (number or ISO-8601 time)")
     if isinstance(value, int | float):

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from router.errors import MappingError
-from router.spec import coerce
+from router.spec import coerce, mapgen
 from router.spec.avro import NO_DEFAULT, FieldType, compile_check, field_type, python_accepts
+from router.spec.mapgen import FieldPlan
 from router.spec.paths import MISSING, compile_getter
 from router.spec.yamlsrc import PathKey, SourceDoc
 
@@ -85,26 +86,23 @@ def compile_record(
             col.error(at, f"Avro field {name!r} of {record_name} has no default and is not mapped: map it here "
                       "or give it a default in the schema")
             ok = False
-    plan: list[tuple[str, Callable[[Any, Any, Meta], Any]]] = []
+    plan: list[FieldPlan] = []
     for name, af in avro_fields.items():
         if name not in fields:
             if "default" not in af:
                 continue  # reported above
             default = af["default"]
-            plan.append((name, _constant(default)))
+            plan.append(FieldPlan(name, _constant(default), source="const", literal=default))
             continue
         ftype = field_type(af["type"], named)
-        fn = compile_field(name, fields[name], ftype, af.get("default", NO_DEFAULT), (*at, name), col, named)
-        if fn is None:
+        field_plan = plan_field(name, fields[name], ftype, af.get("default", NO_DEFAULT), (*at, name), col, named)
+        if field_plan is None:
             ok = False
         else:
-            plan.append((name, fn))
+            plan.append(field_plan)
     if not ok:
         return None
-    steps = tuple(plan)
-
-    def build(item: Any, root: Any, meta: Meta) -> dict[str, Any]:
-        return {name: fn(item, root, meta) for name, fn in steps}
+    build = mapgen.generate(plan, f"<mapping of {record_name}>")
 
     def mapper(event: Any, meta: Meta) -> dict[str, Any]:
         return build(event, event, meta)
@@ -120,12 +118,21 @@ def _constant(value: Any) -> Callable[[Any, Any, Meta], Any]:
 def compile_field(
     name: str, spec: Any, ftype: FieldType, avro_default: Any, at: PathKey, col: _Collector, named: dict[str, Any]
 ) -> Callable[[Any, Any, Meta], Any] | None:
+    """One output field as a closure (nested list items use it; records use :func:`plan_field`)."""
+    plan = plan_field(name, spec, ftype, avro_default, at, col, named)
+    return plan.closure if plan is not None else None
+
+
+def plan_field(
+    name: str, spec: Any, ftype: FieldType, avro_default: Any, at: PathKey, col: _Collector, named: dict[str, Any]
+) -> FieldPlan | None:
     """One output field: value, then default / required / Avro default, then the Avro type check."""
     if isinstance(spec, str):
         spec = {"from": spec}
-    value = compile_value(spec, ftype, at, col, named)
-    if value is None:
+    parts = _value_parts(spec, ftype, at, col, named)
+    if parts is None:
         return None
+    value = _value_closure(parts)
     required = bool(spec.get("required", False))
     has_default = "default" in spec
     if required and has_default:
@@ -150,20 +157,7 @@ def compile_field(
         return MappingError(f"{where}: {shown} ({type(v).__name__}) does not fit Avro type {ftype.describe()}",
                             code="map.type_error")
 
-    getter = _plain_getter(spec)
-    if getter is not None:
-        # The hot case, `from: a.b.c` with no modifiers: one closure, no intermediate calls.
-        def plain(item: Any, root: Any, meta: Meta) -> Any:
-            v = getter(item)
-            if v is MISSING or v is None:
-                return missing()
-            if not accepts(v):
-                raise wrong(v)
-            return v
-
-        return plain
-
-    def field(item: Any, root: Any, meta: Meta) -> Any:
+    def closure(item: Any, root: Any, meta: Meta) -> Any:
         v = value(item, root, meta)
         if v is MISSING or v is None:
             return missing()
@@ -171,20 +165,79 @@ def compile_field(
             raise wrong(v)
         return v
 
-    return field
+    inline = _inline_source(spec, parts)
+    common = {"required": required, "fallback": fallback, "check": _CHECKS.get(ftype.kinds, "any"),
+              "accepts": accepts, "missing": missing, "wrong": wrong}
+    if inline is None:
+        return FieldPlan(name, closure, source="closure", value=value, **common)
+    return FieldPlan(name, closure, default=parts.default, table=parts.table, key_of=_key, conv=parts.conv,
+                     **inline, **common)
 
 
-def _plain_getter(spec: dict[str, Any]) -> Callable[[Any], Any] | None:
-    """The getter of a field that is just ``from: <dotted path>`` (nothing else to apply), else None."""
-    if set(spec) - {"from", "required"} or not isinstance(spec.get("from"), str) or spec["from"].startswith("$"):
+_CHECKS = {frozenset({"string"}): "str", frozenset({"boolean"}): "bool", frozenset({"int"}): "int",
+           frozenset({"long"}): "long"}
+
+
+def _inline_source(spec: dict[str, Any], parts: _ValueParts) -> dict[str, Any] | None:
+    """FieldPlan arguments for the source forms mapgen writes inline; None for the others."""
+    if parts.divisor is not None:
         return None
-    return compile_getter(spec["from"])
+    if parts.kind == "const":
+        return {"source": "const", "literal": parts.literal}
+    if parts.kind == "from":
+        ref = _inline_ref(spec["from"])
+        if ref is None:
+            return None
+        kind, target = ref
+        return {"source": "path", "steps": target} if kind == "path" else {"source": "meta", "meta_name": target}
+    if parts.kind == "template":
+        pieces: list[Any] = []
+        for piece in parts.template:
+            if isinstance(piece, str):
+                pieces.append(piece)
+                continue
+            ref = _inline_ref(piece[1])
+            if ref is None:
+                return None
+            pieces.append(ref)
+        return {"source": "template", "parts": tuple(pieces), "render": parts.source}
+    return None
+
+
+def _inline_ref(path: str) -> tuple[str, Any] | None:
+    """("meta", name) or ("path", keys) for a reference mapgen can inline, else None."""
+    if path.startswith("$"):
+        return ("meta", path[1:]) if path[1:] in META_NAMES else None
+    names = tuple(path.split("."))
+    if any(name.isdigit() for name in names):
+        return None  # list indexes: the general getter handles them
+    return ("path", names)
+
+
+class _ValueParts(NamedTuple):
+    """The pieces of a field's value expression (source, then divide_by, map, as, default)."""
+
+    kind: str
+    source: ValueFn
+    default: Any
+    table: dict[str, Any] | None
+    conv: coerce.Coercion | None
+    divisor: decimal.Decimal | None
+    literal: Any = None  # kind "const"
+    template: tuple[Any, ...] = ()  # kind "template": literal strings and ("ref", path text)
 
 
 def compile_value(
     spec: Any, ftype: FieldType, at: PathKey, col: _Collector, named: dict[str, Any]
 ) -> ValueFn | None:
     """The value part of a field expression: source, divide_by, map, as, default."""
+    parts = _value_parts(spec, ftype, at, col, named)
+    return _value_closure(parts) if parts is not None else None
+
+
+def _value_parts(
+    spec: Any, ftype: FieldType, at: PathKey, col: _Collector, named: dict[str, Any]
+) -> _ValueParts | None:
     if isinstance(spec, str):
         spec = {"from": spec}
     present = [k for k in _SOURCE_KEYS if k in spec]
@@ -218,6 +271,13 @@ def compile_value(
     if auto_decimal:
         conv = coerce.decimal_coercion(ftype.decimal_scale)
     divisor = decimal.Decimal(str(divide)) if divide is not None else None
+    literal = _literal(spec["const"], ftype) if kind == "const" else None
+    template = _template_parts(spec["template"]) if kind == "template" else ()
+    return _ValueParts(kind, source, default, table, conv, divisor, literal, template)
+
+
+def _value_closure(parts: _ValueParts) -> ValueFn:
+    source, default, table, conv, divisor = parts.source, parts.default, parts.table, parts.conv, parts.divisor
 
     def value(item: Any, root: Any, meta: Meta) -> Any:
         v = source(item, root, meta)
@@ -270,8 +330,9 @@ def _compile_source(
     return _compile_each(spec, ftype, at, col, named)
 
 
-def _compile_template(text: str) -> ValueFn:
-    parts: list[str | ValueFn] = []
+def _template_parts(text: str) -> tuple[Any, ...]:
+    """Literal strings and ("ref", path) pieces of a ``{path}`` template (meta names as ``$name``)."""
+    parts: list[Any] = []
     try:
         parsed = list(string.Formatter().parse(text))
     except ValueError as exc:
@@ -283,7 +344,12 @@ def _compile_template(text: str) -> ValueFn:
             if not field_name:
                 raise ValueError(f"invalid template {text!r}: empty {{}}; name a path such as {{data.id}}")
             bare = field_name.lstrip("$")
-            parts.append(path_value(f"${bare}" if bare in META_NAMES else field_name))
+            parts.append(("ref", f"${bare}" if bare in META_NAMES else field_name))
+    return tuple(parts)
+
+
+def _compile_template(text: str) -> ValueFn:
+    parts = [p if isinstance(p, str) else path_value(p[1]) for p in _template_parts(text)]
     frozen = tuple(parts)
 
     def render(item: Any, root: Any, meta: Meta) -> Any:

@@ -36,7 +36,7 @@ class Source:
     get_version: Getter | None
     max_bytes: int
 
-    @property
+    @cached_property
     def name(self) -> str:
         """``zendesk`` for ``ingest.zendesk``; ``vip`` for ``cohort.vip``."""
         return self.topic.split(".", 1)[1]
@@ -59,7 +59,7 @@ class Destination:
     name: str
     http: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def topic(self) -> str:
         return f"delivery.{self.name}"
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumers.route.state_redis import RedisState
-from router.pipeline.records import Claim
+from router.pipeline.records import Claim, Decision
 from router.pipeline.state import MemoryState
 
 ids = st.sampled_from(["e1", "e2", "e3"])
@@ -49,20 +50,31 @@ def test_redis_state_matches_memory_state(redis_url: str, program: list) -> None
                 reference.release(claims)
     finally:
         # Delete exactly the keys this example could have written (SCAN over a shared Redis is slow).
-        keys = [f"{prefix}dd:{e}" for e in ("e1", "e2", "e3")]
+        keys = [f"{prefix}dd:{e}|{f}" for e in ("e1", "e2", "e3") for f in ("int-a", "int-b")]
         keys += [f"{prefix}wm:{f}:{k}" for f in ("int-a", "int-b") for k in ("k1", "k2")]
         client.delete(*keys)
         client.close()
 
 
-def test_unreadable_stored_state_is_treated_as_absent_not_a_stall(redis_url: str) -> None:
+@pytest.mark.parametrize("layout", ["junk text", "wrong type"])
+def test_unreadable_stored_state_is_treated_as_absent_not_a_stall(redis_url: str, layout: str) -> None:
     client = redis.Redis.from_url(redis_url)
     prefix = f"junk-{uuid.uuid4().hex[:8]}:"
     claim = Claim(f"{prefix}dd:e1", "int-a", "t:0:1", 60_000, f"{prefix}wm:int-a:k1", 3.0, 60_000)
-    client.hset(f"{prefix}dd:e1", "int-a", "not-a-claim")
-    client.set(f"{prefix}wm:int-a:k1", "garbage")
+    slot, mark = f"{prefix}dd:e1|int-a", f"{prefix}wm:int-a:k1"
+    if layout == "junk text":
+        client.set(slot, "not-a-claim")
+        client.set(mark, "garbage")
+    else:  # e.g. keys left by an older layout, or by another program sharing the prefix
+        client.hset(slot, "int-a", "r||t:0:9")
+        client.rpush(mark, "9|t:0:9")
+    state = RedisState(client)
     try:
-        assert RedisState(client).decide([claim]) == MemoryState().decide([claim])
+        assert state.decide([claim]) == MemoryState().decide([claim]) == [Decision.ROUTE]
+        assert client.get(slot) == b"r||t:0:1"  # replaced by a readable claim
+        assert client.get(mark) == b"3.0|t:0:1"
+        state.release([claim])
+        assert client.exists(slot, mark) == 0
     finally:
-        client.delete(f"{prefix}dd:e1", f"{prefix}wm:int-a:k1")
+        client.delete(slot, mark)
         client.close()

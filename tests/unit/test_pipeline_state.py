@@ -198,7 +198,7 @@ def test_claim_for_names_tenant_source_event_and_integration() -> None:
     (candidate,) = prepare(record, table).candidates
     got = claim_for(candidate, record.coords, "router:")
     assert got == Claim(
-        dedupe_key="router:dd:globex:zendesk:evt-1",
+        dedupe_key="router:dk:globex:zendesk:evt-1",
         field="zendesk-escalations-to-pagerduty",
         coords="ingest.zendesk:2:40",
         dedupe_ttl_ms=DAY_MS,
