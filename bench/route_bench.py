@@ -188,7 +188,7 @@ def profiler(pid: int, out: Path) -> Iterator[Callable[[], None]]:
 
     def start() -> None:
         argv = [exe, "record", "--pid", str(pid), "--rate", "100", "--format", "raw", "--function",
-                "--output", str(out), "--nonblocking"]
+                "--output", str(out)]  # blocking: consistent stacks
         holder.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     try:

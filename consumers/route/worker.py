@@ -104,7 +104,7 @@ class RouteWorker:
         self.health_writer = HealthWriter(table.key_prefix, success_field="last_routed_ms")
         self._io = ThreadPoolExecutor(1, thread_name_prefix="route-io")
         self._inflight: tuple[Future[None], list[Inbound]] | None = None
-        self._failed_batch: list[Inbound] = []
+        self._failed: tuple[BaseException, list[Inbound]] | None = None
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -125,16 +125,18 @@ class RouteWorker:
                     staged = self.stage(batch) if batch else None
                 except RETRYABLE as exc:
                     failure = exc
-                done = self._drain(asynchronous=True)  # batch N's I/O ran while N+1 was polled and prepared
-                if isinstance(done, BaseException):
-                    failure, batch = done, self._failed_batch + batch
+                committed = self._drain(asynchronous=True)  # N's I/O ran while N+1 was polled and prepared
+                if self._failed is not None:  # N failed (here, or in a revocation inside consume())
+                    failure, unfinished = self._failed
+                    self._failed = None
+                    batch = unfinished + batch
                 if failure is not None:
                     log.warning("batch failed, retrying after %.1fs: %s", backoff, failure)
-                    self._rewind(batch)
+                    self._rewind(batch)  # every record not committed; revoked partitions are skipped
                     stop.wait(backoff * (0.5 + random.random() / 2))  # jittered, wakes on stop
                     backoff = min(backoff * 2, self.options.backoff_max_s)
                     continue
-                if done:
+                if committed:
                     backoff = self.options.backoff_initial_s
                 if staged is not None:
                     self._inflight = (self._io.submit(self.finish, staged), staged.batch)
@@ -148,11 +150,10 @@ class RouteWorker:
         self.producer.flush(10)
         self.consumer.close()
 
-    def _drain(self, *, asynchronous: bool) -> bool | BaseException:
-        """Wait for the batch in flight and commit it: True when one was committed, False when
-        none was in flight, the exception when it failed (nothing committed; its records are in
-        ``_failed_batch`` for the rewind). Failures other than RETRYABLE propagate (bugs crash)."""
-        self._failed_batch = []
+    def _drain(self, *, asynchronous: bool) -> bool:
+        """Wait for the batch in flight; commit it and return True if it finished. A RETRYABLE
+        failure commits nothing and is kept in ``_failed`` (with the batch) for the loop to rewind
+        and back off; any other exception propagates: a bug crashes the worker, uncommitted."""
         if self._inflight is None:
             return False
         future, batch = self._inflight
@@ -160,10 +161,11 @@ class RouteWorker:
         try:
             future.result()
         except RETRYABLE as exc:
-            self._failed_batch = batch
-            return exc
+            self._failed = (exc, batch)
+            return False
         self._commit(batch, asynchronous=asynchronous)
         return True
+
     def _records(self, messages: Sequence[Message]) -> list[Inbound]:
         batch = []
         for msg in messages:
@@ -177,10 +179,9 @@ class RouteWorker:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Callbacks run inside consume(), so the only batch of these partitions not yet committed is
         # the one in flight on the I/O thread: finish and commit it (synchronously) before they go.
-        # A batch that failed was not committed; the next owner starts at the last commit.
-        done = self._drain(asynchronous=False)
-        if isinstance(done, BaseException):
-            log.warning("batch in flight failed during revocation; the new owner redoes it: %s", done)
+        # A batch that failed was not committed: the loop rewinds the partitions it keeps, and the
+        # next owner of the others starts at their last commit.
+        self._drain(asynchronous=False)
         log.info("partitions revoked: %s", [(p.topic, p.partition) for p in partitions])
 
     def _rewind(self, batch: Sequence[Inbound]) -> None:

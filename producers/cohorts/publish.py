@@ -11,7 +11,6 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -20,6 +19,7 @@ from producers.cohorts.records import change_headers, change_record
 from router.kafka import producer_config
 from router.pipeline.stages import encode_avro
 from router.settings import Settings
+from router.spec.avro_writer import Writer
 
 FLUSH_TIMEOUT_S = 300.0
 
@@ -27,10 +27,10 @@ FLUSH_TIMEOUT_S = 300.0
 class Publisher:
     """One idempotent, acks=all producer; :meth:`publish` returns only when every record is acknowledged."""
 
-    def __init__(self, settings: Settings, topic: str, schema_id: int, parsed_schema: Any) -> None:
+    def __init__(self, settings: Settings, topic: str, schema_id: int, write: Writer) -> None:
         self.topic = topic
         self.schema_id = schema_id
-        self.parsed = parsed_schema
+        self.write = write
         # Larger batches than the route worker's: a first sync is 10,000 records of ~14 kB at once.
         self.producer = Producer(producer_config(settings, **{"linger.ms": 20, "batch.size": 4_000_000}))
         self.failures: list[KafkaError] = []
@@ -69,7 +69,7 @@ class Publisher:
                     self.producer.poll(wait)
             now_ms = int(time.time() * 1000)
             record = change_record(sync_id, count - 1, audience, destination, ids, remove, now_ms)
-            value = encode_avro(record, self.schema_id, self.parsed)
+            value = encode_avro(record, self.schema_id, self.write)
             headers = change_headers(tenant, record["change_id"], now_ms, trace_id)
             while True:
                 try:

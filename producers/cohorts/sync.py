@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import fastavro
 import redis
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -34,6 +33,7 @@ from router.errors import ConfigError, RegistryError
 from router.kafka import admin_client, dlq_topic, ensure_topics
 from router.schemas import COHORT_SCHEMA
 from router.settings import Settings
+from router.spec.avro_writer import Writer, compile_writer
 
 LEASE_TTL_MS = 15_000
 T = TypeVar("T")
@@ -155,9 +155,9 @@ class CohortSync:
                 publish_started = time.monotonic()
                 total = plan.records(CHUNK_IDS)
                 if total:
-                    schema_id, parsed = self._prepare(request)
+                    schema_id, write = self._prepare(request)
                     result.state_bytes = store.write_pending(token, target, unknown, result.sync_id)
-                    publisher = Publisher(self.settings, request.topic, schema_id, parsed)
+                    publisher = Publisher(self.settings, request.topic, schema_id, write)
                     with self._progress(total, request.audience) as advance:
                         result.records = publisher.publish(
                             plan.chunks(CHUNK_IDS), sync_id=result.sync_id, audience=request.audience,
@@ -172,7 +172,7 @@ class CohortSync:
         result.seconds = time.monotonic() - started
         return result
 
-    def _prepare(self, request: SyncRequest) -> tuple[int, Any]:
+    def _prepare(self, request: SyncRequest) -> tuple[int, Writer]:
         """Create cohort.<audience> and its DLQ if missing; register the record schema under its subject."""
         ensure_topics(admin_client(self.settings), [request.topic, dlq_topic(request.topic)],
                       partitions=self.settings.topic_partitions, replication_factor=self.settings.replication_factor)
@@ -188,7 +188,7 @@ class CohortSync:
         except SchemaRegistryError as exc:
             raise RegistryError(f"registering {COHORT_SCHEMA} under {subject} failed: {exc.error_message} "
                                 f"(HTTP {exc.http_status_code})", code="registry.register_failed") from None
-        return schema_id, fastavro.parse_schema(json.loads(text))
+        return schema_id, compile_writer(json.loads(text))
 
     @contextmanager
     def _progress(self, total: int, audience: str) -> Iterator[Any]:

@@ -20,6 +20,7 @@ import orjson
 from router import headers as h
 from router.errors import DecodeError, EncodeError, MappingError, RecordError, ValidateError
 from router.pipeline.records import Candidate, Claim, Failure, Inbound, Prepared
+from router.spec.avro_writer import Writer
 from router.spec.coerce import version_number
 from router.spec.mapping import Meta
 from router.spec.model import Integration
@@ -92,16 +93,15 @@ def decode_avro(value: bytes | None, max_bytes: int, schemas: Mapping[int, Any])
     return doc
 
 
-def encode_avro(record: dict[str, Any], schema_id: int, parsed: Any) -> bytes:
-    """Confluent wire format: magic 0, 4-byte big-endian schema id, Avro binary."""
-    out = io.BytesIO()
-    out.write(_HEADER.pack(0, schema_id))
+def encode_avro(record: dict[str, Any], schema_id: int, write: Writer) -> bytes:
+    """Confluent wire format: magic 0, 4-byte big-endian schema id, Avro binary (``write`` comes
+    from router.spec.avro_writer: fastavro's bytes, compiled per schema)."""
     try:
-        fastavro.schemaless_writer(out, parsed, record)
-    except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
+        body = write(record)
+    except (ValueError, TypeError) as exc:
         message = f"record does not fit the output schema: {exc}"[:300]
         raise EncodeError(message, code="encode.schema_mismatch") from None
-    return out.getvalue()
+    return _HEADER.pack(0, schema_id) + body
 
 
 def prepare(inbound: Inbound, table: RoutingTable, avro_schemas: Mapping[int, Any] | None = None,
@@ -173,7 +173,7 @@ def _candidate(integration: Integration, event: dict[str, Any], inbound: Inbound
             raise ValidateError(f"entity key missing at {src.entity_key_path}; ordering needs it",
                                 code="validate.missing_entity_key")
     record = integration.mapper(event, Meta(tenant, src.name, event_id, integration.name, received_at))
-    value = encode_avro(record, table.schema_ids.get(integration.name, 0), integration.schema.parsed)
+    value = encode_avro(record, table.schema_ids.get(integration.name, 0), integration.schema.writer)
     out_headers = [
         (h.TENANT, tenant.encode()),
         (h.SOURCE, src.name_bytes),

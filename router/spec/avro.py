@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import decimal
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import orjson
 from fastavro.schema import SchemaParseException, UnknownType
 
 from router.errors import SpecError
+from router.spec.avro_writer import Writer, compile_writer
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,11 @@ class AvroSchema:
     raw: dict[str, Any]
     parsed: Any
     file: str
+
+    @cached_property
+    def writer(self) -> Writer:
+        """``write(record) -> bytes``: fastavro's encoding of this schema, compiled once."""
+        return compile_writer(self.raw)
 
 
 class AvroCatalog:
