@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser("route", help="run a route worker: ingest/cohort topics -> delivery topics")
     add_spec_dirs(p)
     p.add_argument("--group", default=None, help="consumer group (default: ROUTER_ROUTE_GROUP or router.route)")
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=2000,
+                   help="records per batch: one Redis call, one flush and one commit each (default 2000)")
     p.set_defaults(handler=run)
 
 

@@ -67,7 +67,7 @@ class Staged:
 @dataclass
 class WorkerOptions:
     group: str = "router.route"
-    batch_size: int = 1000
+    batch_size: int = 2000
     poll_timeout_s: float = 0.2
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 15.0
@@ -102,6 +102,7 @@ class RouteWorker:
         self.health = HealthBatch()
         self.health_client = health_client
         self.health_writer = HealthWriter(table.key_prefix, success_field="last_routed_ms")
+        self._avro_topics = frozenset(t for t, found in table.by_topic.items() if found[0].source.format == "avro")
         self._io = ThreadPoolExecutor(1, thread_name_prefix="route-io")
         self._inflight: tuple[Future[None], list[Inbound]] | None = None
         self._failed: tuple[BaseException, list[Inbound]] | None = None
@@ -341,10 +342,7 @@ class RouteWorker:
         """Commit offset + 1 of the batch's last record per partition. Asynchronous between batches
         (a lost commit only means a redelivery, recognised by coordinates); synchronous before
         partitions go and at shutdown."""
-        last: dict[tuple[str, int], int] = {}
-        for r in batch:
-            key = (r.topic, r.partition)
-            last[key] = max(last.get(key, -1), r.offset)
+        last = {(r.topic, r.partition): r.offset for r in batch}  # one poll: offsets ascend per partition
         offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
         try:
             if asynchronous:
@@ -355,14 +353,13 @@ class RouteWorker:
             log.warning("commit failed; the batch will be redelivered: %s", exc)
 
     def _fetch_schemas(self, batch: Sequence[Inbound]) -> None:
-        if self.registry is None:
+        if self.registry is None or not self._avro_topics:
             return
         for r in batch:
+            if r.topic not in self._avro_topics:
+                continue
             sid = schema_id_of(r.value)
             if sid is None or sid in self.avro_schemas:
-                continue
-            topic_integrations = self.table.by_topic.get(r.topic, ())
-            if not topic_integrations or topic_integrations[0].source.format != "avro":
                 continue
             try:
                 schema = self.registry.get_schema(sid)
