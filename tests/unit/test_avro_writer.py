@@ -34,7 +34,7 @@ from fastavro.schema import SchemaParseException
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from router.spec import avro_writer
+from router.spec import avro_wire
 from router.spec.avro_writer import compile_fast_path, compile_writer, generate_source
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -688,7 +688,7 @@ def test_int_and_long_varints_match_fastavro(value: int) -> None:
         if not isinstance(expected, Exception) and abs(value) < 2**1000:
             assert compile_fast_path(kind)(value) == expected  # type: ignore[misc]  # plain ints: no fallback
     if -(2**63) <= value < 2**63:
-        assert avro_writer._long(value) == reference("long", value)
+        assert avro_wire._long(value) == reference("long", value)
 
 
 # ---- schemas: fastavro decides validity, schema text never becomes code ------------------------
