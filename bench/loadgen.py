@@ -99,6 +99,17 @@ class Connection:
             self.writer.close()
 
 
+async def send(conn: Connection, request: bytes, results: Results) -> tuple[Connection, int | None]:
+    """One request on ``conn``: (conn, status), or on a broken connection an error counted and
+    (a fresh connection to the same address, None)."""
+    try:
+        return conn, await conn.roundtrip(request)
+    except (OSError, asyncio.IncompleteReadError, ValueError):
+        results.errors += 1
+        conn.close()
+        return Connection(conn.host, conn.port), None
+
+
 async def closed_loop(host: str, port: int, requests: list[bytes], connections: int, end: float,
                       results: Results) -> None:
     async def worker(offset: int) -> None:
@@ -107,12 +118,8 @@ async def closed_loop(host: str, port: int, requests: list[bytes], connections: 
         try:
             while time.perf_counter() < end:
                 started = time.perf_counter()
-                try:
-                    status = await conn.roundtrip(requests[i % len(requests)])
-                except (OSError, asyncio.IncompleteReadError, ValueError):
-                    results.errors += 1
-                    conn.close()
-                    conn = Connection(host, port)
+                conn, status = await send(conn, requests[i % len(requests)], results)
+                if status is None:
                     continue
                 results.record(started, status)
                 i += connections
@@ -131,12 +138,8 @@ async def open_loop(host: str, port: int, requests: list[bytes], rate: float, st
         try:
             while (item := await due_times.get()) is not None:
                 i, due = item
-                try:
-                    status = await conn.roundtrip(requests[i % len(requests)])
-                except (OSError, asyncio.IncompleteReadError, ValueError):
-                    results.errors += 1
-                    conn.close()
-                    conn = Connection(host, port)
+                conn, status = await send(conn, requests[i % len(requests)], results)
+                if status is None:
                     continue
                 results.record(due, status)
         finally:

@@ -155,7 +155,10 @@ def _after_value(src: _Source, plan: FieldPlan, v: str) -> list[str]:
     if plan.table is None and plan.conv is None and plan.default is MISSING:
         return []
     default = src.const(plan.default)
-    lines = [f"    if {v} is _MISSING or {v} is None:", f"        {v} = {default}", "    else:"]
+    lines = [f"    if {v} is _MISSING or {v} is None:", f"        {v} = {default}"]
+    if plan.table is None and plan.conv is None:
+        return lines
+    lines.append("    else:")
     if plan.table is not None:
         table, key_of = src.const(plan.table), src.const(plan.key_of)
         lines += [
@@ -165,10 +168,8 @@ def _after_value(src: _Source, plan: FieldPlan, v: str) -> list[str]:
         ]
         if plan.conv is not None:
             lines += ["        else:", f"            {v} = {src.const(plan.conv)}({v})"]
-    elif plan.conv is not None:
-        lines.append(f"        {v} = {src.const(plan.conv)}({v})")
     else:
-        lines.append("        pass")
+        lines.append(f"        {v} = {src.const(plan.conv)}({v})")
     return lines
 
 
