@@ -24,8 +24,8 @@ class Outcomes:
     totals: Counter[str] = field(default_factory=Counter)
     batch: Counter[OutcomeKey] = field(default_factory=Counter)
 
-    def add(self, outcome: str, tenant: str = "", integration: str = "", code: str = "") -> None:
-        self.batch[(outcome, tenant, integration, code)] += 1
+    def add(self, outcome: str, tenant: str = "", integration: str = "", code: str = "", n: int = 1) -> None:
+        self.batch[(outcome, tenant, integration, code)] += n
 
     def commit_batch(self, stage: str) -> None:
         """Publish the batch's counts (call after the batch's offsets are committed)."""

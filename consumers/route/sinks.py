@@ -2,12 +2,14 @@
 
 librdkafka calls ``on_delivery`` from ``poll``/``flush``; raising there would unwind through C
 (STYLE §3). One shared callback only records failures; ``flush`` reports which sends failed and
-the loop decides. Successes cost nothing per record beyond the produce call (the hot path).
+the loop decides. The producer is made with :data:`PRODUCER_CONFIG`, so librdkafka reports failures
+only: a success costs nothing beyond the produce call (the hot path) — no Python call per record.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -19,7 +21,10 @@ PERMANENT = frozenset({
     KafkaError.RECORD_LIST_TOO_LARGE,
 })
 
-Headers = list[tuple[str, str | bytes | None]]
+Headers = Sequence[tuple[str, str | bytes | None]]
+
+# A BatchSink's producer reports failed deliveries only (``flush`` counts what is still unreported).
+PRODUCER_CONFIG: dict[str, str | int | bool] = {"delivery.report.only.error": True}
 
 
 @dataclass

@@ -2,12 +2,14 @@
 
 One batch: poll → prepare each record (decode, validate, select, map, encode) → one Redis call
 for every dedupe/ordering decision → produce outputs and DLQ writes → flush → commit.
-The loop is pipelined one batch deep: while batch N's I/O half (Redis, produce, flush) runs on
-the ``route-io`` thread, the main thread polls and prepares batch N+1 (both halves release the
-GIL while they wait). N is committed before N+1's I/O starts, so commits stay in order.
-A batch that fails anywhere (Redis down, broker down, a DLQ write refused) is not committed:
-the consumer is rewound to the first uncommitted offsets and the batch is retried after a
-backoff. Redelivered records are recognised by their coordinates, so a retry never double-counts.
+The loop is pipelined on three threads. The main thread polls and prepares batch N+1, then hands
+its claims to the ``route-state`` thread (one Redis call per batch, in batch order), while batch N's
+produce and flush run on the ``route-io`` thread; every wait releases the GIL. N is committed
+before N+1's produce starts, so commits stay in order. A batch that fails anywhere (Redis down,
+broker down, a DLQ write refused) is not committed: the consumer is rewound to the first
+uncommitted offsets and the batch is retried after a backoff. Redelivered records are recognised
+by their coordinates, so a retry (even of a batch whose decisions were already made) never
+double-counts.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import logging
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 import fastavro
@@ -28,7 +32,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from opentelemetry import trace
 
-from consumers.route.sinks import BatchSink, Pending, is_permanent
+from consumers.route.sinks import PRODUCER_CONFIG, BatchSink, Pending, is_permanent
 from router import headers as h
 from router.errors import EncodeError, OrderError, RecordError, RouterError
 from router.health import HealthBatch, HealthWriter
@@ -51,17 +55,24 @@ class BatchFailed(RouterError):
     code = "route.batch_failed"
 
 
+_TOPIC_PARTITION = attrgetter("topic", "partition")
+_OFFSET = attrgetter("offset")
+
 # Failures that mean "services unavailable": the batch is rewound and retried after a backoff.
 RETRYABLE = (redis.RedisError, KafkaException, BatchFailed, OSError)
 
 
 @dataclass
 class Staged:
-    """A batch whose pure stages ran; its I/O half (decide → produce → flush) comes next."""
+    """A batch whose pure stages ran and whose decisions are being made on ``route-state``; its
+    I/O half (produce → flush) comes next."""
 
     batch: list[Inbound]
     prepared: list[Prepared]
     now_ms: int
+    pairs: list[tuple[Prepared, Candidate]]
+    claims: list[Claim]
+    decided: Future[list[Decision]] | None  # None: no candidates, nothing to decide
 
 
 @dataclass
@@ -95,15 +106,19 @@ class RouteWorker:
         self.outcomes = Outcomes()
         self.avro_schemas: dict[int, Any] = {}
         self.consumer = Consumer(consumer_config(settings, self.options.group))
-        self.producer = Producer(producer_config(settings))
+        self.producer = Producer(producer_config(settings, **PRODUCER_CONFIG))
         self.sink = BatchSink(self.producer)
         self.batches_committed = 0
         self.heartbeat = Heartbeat()
         self.health = HealthBatch()
         self.health_client = health_client
         self.health_writer = HealthWriter(table.key_prefix, success_field="last_routed_ms")
+        # Integrations with no delivery worker (no ``http``): routing a record is its success.
+        self._routing_is_success = frozenset(i.name for found in table.by_topic.values() for i in found
+                                             if not i.destination.http)
         self._avro_topics = frozenset(t for t, found in table.by_topic.items() if found[0].source.format == "avro")
         self._io = ThreadPoolExecutor(1, thread_name_prefix="route-io")
+        self._state_io = ThreadPoolExecutor(1, thread_name_prefix="route-state")  # one batch at a time, in order
         self._inflight: tuple[Future[None], list[Inbound]] | None = None
         self._failed: tuple[BaseException, list[Inbound]] | None = None
 
@@ -144,6 +159,7 @@ class RouteWorker:
         finally:
             self._drain(asynchronous=False)
             self._io.shutdown(wait=True)
+            self._state_io.shutdown(wait=True)
             self.close()
 
     def close(self) -> None:
@@ -200,20 +216,39 @@ class RouteWorker:
 
     def stage(self, batch: list[Inbound]) -> Staged:
         """The CPU half of a batch, on the loop's thread: registry schemas the batch's Avro records
-        name (rare I/O), then the pure stages for every record."""
+        name (rare I/O), the pure stages for every record, then its claims go to ``route-state``.
+
+        Decisions are made in batch order, possibly while the previous batch is still producing.
+        A batch that is then rewound is decided again; its records keep their coordinates, so the
+        second answer is the first one."""
         now_ms = int(time.time() * 1000)
         self._fetch_schemas(batch)
         table, schemas = self.table, self.avro_schemas
-        return Staged(batch, [prepare(r, table, schemas, now_ms) for r in batch], now_ms)
+        prepared = [prepare(r, table, schemas, now_ms) for r in batch]
+        prefix = table.key_prefix
+        pairs = [(p, c) for p in prepared for c in p.candidates]
+        claims = [claim_for(c, p.inbound.coords, prefix) for p, c in pairs]
+        decided = self._state_io.submit(self.decide, pairs, claims) if claims else None
+        return Staged(batch, prepared, now_ms, pairs, claims, decided)
+
+    def decide(self, pairs: Sequence[tuple[Prepared, Candidate]], claims: Sequence[Claim]) -> list[Decision]:
+        """On ``route-state``: one Redis call for the batch's dedupe/ordering decisions, then the
+        release of claims whose record goes to the DLQ as stale (so a replay goes through) —
+        before the next batch is decided, as if the batches ran one after the other."""
+        decisions = self.state.decide(claims)
+        releases = [claim for (_p, c), claim, decision in zip(pairs, claims, decisions, strict=True)
+                    if decision is Decision.STALE and c.integration.on_stale == "dlq"]
+        if releases:
+            self.state.release(releases)
+        return decisions
 
     def finish(self, staged: Staged) -> None:
         """The I/O half of a batch, on the ``route-io`` thread, in this order:
 
-        1. decide every candidate's dedupe/ordering in one Redis call;
-        2. release the claims of records about to go to the DLQ (so a replay goes through);
-        3. produce outputs and DLQ records; flush; a record the broker refused for good goes to
+        1. wait for the batch's decisions (``decide``, on ``route-state``);
+        2. produce outputs and DLQ records; flush; a record the broker refused for good goes to
            the DLQ (then flush again); any other failure raises BatchFailed: nothing committed;
-        4. publish the batch's outcome counts and health. The loop commits after this returns.
+        3. publish the batch's outcome counts and health. The loop commits after this returns.
         """
         try:
             self._finish(staged)
@@ -227,52 +262,49 @@ class RouteWorker:
 
     def _finish(self, staged: Staged) -> None:
         prepared, now_ms = staged.prepared, staged.now_ms
-        prefix = self.table.key_prefix
-        pairs = [(p, c) for p in prepared for c in p.candidates]
-        claims = [claim_for(c, p.inbound.coords, prefix) for p, c in pairs]
-        decisions = self.state.decide(claims) if claims else []
-        releases: list[Claim] = []
-        sends: list[tuple[str, Any, Any, Any, Any, bool]] = []
-        for (p, c), claim, decision in zip(pairs, claims, decisions, strict=True):
-            name = c.integration.name
-            if decision is Decision.DUPLICATE:
-                self.outcomes.add("duplicate", c.tenant, name)
+        decisions = staged.decided.result() if staged.decided is not None else []
+        send = self.sink.send
+        routed: Counter[tuple[str, str]] = Counter()  # (tenant, integration): counted per batch, not per record
+        for (p, c), claim, decision in zip(staged.pairs, staged.claims, decisions, strict=True):
+            if decision is not Decision.ROUTE and self._not_routed(p, c, claim, decision, now_ms):
                 continue
-            if decision is Decision.STALE:
-                policy = c.integration.on_stale
-                if policy == "drop":
-                    self.outcomes.add("stale", c.tenant, name)
-                    continue
-                if policy == "dlq":
-                    releases.append(claim)
-                    err = OrderError(f"version {c.version} is not newer than the entity's watermark",
-                                     code="order.stale")
-                    sends.append(self._dlq(p.inbound, err, name, now_ms, (p, claim)))
-                    self.outcomes.add("dlq", c.tenant, name, "order.stale")
-                    self.health.fail(name, c.tenant, err.code, err.message, p.inbound.value)
-                    continue
-                self.outcomes.add("stale_delivered", c.tenant, name)
-            if self._traced(c):
+            if c.headers[-1][0] == h.TRACEPARENT and self._traced(c):
                 self._trace(c)
-            sends.append((c.integration.destination.topic, c.key, c.value, c.headers, (p, claim), False))
-            self.outcomes.add("routed", c.tenant, name)
-            if not c.integration.destination.http:  # no delivery worker: routing is the success
-                self.health.ok(name, c.tenant)
+            send(c.integration.destination.topic, c.key, c.value, c.headers, (p, claim), False)
+            routed[c.tenant, c.integration.name] += 1
+        for (tenant, name), n in routed.items():
+            self.outcomes.add("routed", tenant, name, n=n)
+            if name in self._routing_is_success:
+                self.health.ok(name, tenant, n)
         for p in prepared:
             tenant = p.tenant
             for failure in p.failures:
-                sends.append(self._dlq(p.inbound, failure.error, failure.integration, now_ms, (p, None)))
+                send(*self._dlq(p.inbound, failure.error, failure.integration, now_ms, (p, None)))
                 self.outcomes.add("dlq", tenant, failure.integration or "", failure.error.code)
                 for name in ([failure.integration] if failure.integration else self._integrations_of(p.inbound)):
                     self.health.fail(name, tenant, failure.error.code, failure.error.message, p.inbound.value)
             if p.ignored:
                 self.outcomes.add("ignored", tenant)
-        if releases:
-            self.state.release(releases)
-        send = self.sink.send
-        for topic, key, value, headers, tag, is_dlq in sends:
-            send(topic, key, value, headers, tag, is_dlq)
         self._settle(self.sink.flush(), now_ms)
+
+    def _not_routed(self, p: Prepared, c: Candidate, claim: Claim, decision: Decision, now_ms: int) -> bool:
+        """Count a duplicate or stale candidate; True when it is not delivered (dropped or DLQ'd)."""
+        name = c.integration.name
+        if decision is Decision.DUPLICATE:
+            self.outcomes.add("duplicate", c.tenant, name)
+            return True
+        policy = c.integration.on_stale
+        if policy == "drop":
+            self.outcomes.add("stale", c.tenant, name)
+            return True
+        if policy == "dlq":  # its claim was released by ``decide``
+            err = OrderError(f"version {c.version} is not newer than the entity's watermark", code="order.stale")
+            self.sink.send(*self._dlq(p.inbound, err, name, now_ms, (p, claim)))
+            self.outcomes.add("dlq", c.tenant, name, "order.stale")
+            self.health.fail(name, c.tenant, err.code, err.message, p.inbound.value)
+            return True
+        self.outcomes.add("stale_delivered", c.tenant, name)
+        return False
 
     @staticmethod
     def _traced(candidate: Candidate) -> bool:
@@ -342,7 +374,8 @@ class RouteWorker:
         """Commit offset + 1 of the batch's last record per partition. Asynchronous between batches
         (a lost commit only means a redelivery, recognised by coordinates); synchronous before
         partitions go and at shutdown."""
-        last = {(r.topic, r.partition): r.offset for r in batch}  # one poll: offsets ascend per partition
+        # One poll: offsets ascend per partition, so the last one seen is the highest.
+        last = dict(zip(map(_TOPIC_PARTITION, batch), map(_OFFSET, batch), strict=True))
         offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
         try:
             if asynchronous:

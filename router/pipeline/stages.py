@@ -203,12 +203,13 @@ def _received_at(hdrs: dict[str, str], inbound: Inbound, now_ms: int | None) -> 
 def claim_for(candidate: Candidate, coords: str, prefix: str) -> Claim:
     """The dedupe + ordering question for one candidate (see router.pipeline.state)."""
     integration = candidate.integration
-    dedupe_key = (f"{prefix}dk:{candidate.tenant}:{integration.source.name}:{candidate.event_id}"
-                  if integration.dedupe_enabled else None)
-    order_key = (f"{prefix}wm:{candidate.tenant}:{integration.name}:{candidate.entity_key}"
-                 if candidate.version is not None else None)
-    return Claim(dedupe_key, integration.name, coords, int(integration.dedupe_ttl_s * 1000), order_key,
-                 candidate.version, int(integration.ordering_ttl_s * 1000))
+    version = candidate.version
+    return Claim(
+        f"{prefix}dk:{candidate.tenant}:{integration.source.name}:{candidate.event_id}"
+        if integration.dedupe_enabled else None,
+        integration.name, coords, integration.dedupe_ttl_ms,
+        f"{prefix}wm:{candidate.tenant}:{integration.name}:{candidate.entity_key}" if version is not None else None,
+        version, integration.ordering_ttl_ms)
 
 
 def dlq_headers(inbound: Inbound, error: RecordError, *, group: str, integration: str | None,

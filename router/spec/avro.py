@@ -194,6 +194,9 @@ def python_accepts(ft: FieldType, value: Any) -> bool:
     return False
 
 
+_JUST_STR = frozenset({str})
+
+
 def compile_check(ft: FieldType) -> Any:
     """A predicate equivalent to ``python_accepts(ft, v)`` for non-null values, cheap for common kinds."""
     kinds = ft.kinds
@@ -209,5 +212,5 @@ def compile_check(ft: FieldType) -> Any:
         return lambda v: type(v) is float or (type(v) is int and _INT64[0] <= v <= _INT64[1])
     if kinds == {"array"} and ft.item_type is not None and ft.item_type.kinds == {"string"} \
             and not ft.item_type.nullable:
-        return lambda v: type(v) is list and all(type(x) is str for x in v)
+        return lambda v: type(v) is list and {*map(type, v)} <= _JUST_STR  # no per-item Python frame
     return lambda v: python_accepts(ft, v)

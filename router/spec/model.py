@@ -90,3 +90,11 @@ class Integration:
     @cached_property
     def name_bytes(self) -> bytes:
         return self.name.encode()
+
+    @cached_property
+    def dedupe_ttl_ms(self) -> int:
+        return int(self.dedupe_ttl_s * 1000)
+
+    @cached_property
+    def ordering_ttl_ms(self) -> int:
+        return int(self.ordering_ttl_s * 1000)

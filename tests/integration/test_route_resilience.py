@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import redis
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from consumers.route.state_redis import RedisState
+from consumers.route.worker import RouteWorker, WorkerOptions
 from router.embedded.redis import start_redis
+from router.pipeline.records import Claim, Decision
+from router.pipeline.stages import RoutingTable
 from router.settings import Settings
 from tests.integration.routing import (
     headers_of,
@@ -15,6 +25,7 @@ from tests.integration.routing import (
     prepare_services,
     produce,
     read_all,
+    running_worker,
     zendesk_event,
     zendesk_spec,
 )
@@ -138,3 +149,90 @@ def test_redis_outage_of_ten_seconds_loses_nothing(settings: Settings, registry_
             worker.kill()
         redis_proc.stop()
     _check_no_loss(bootstrap, topo.source_topic, f"delivery.{name}-pd", ids, poison)
+
+
+class _GatedState:
+    """The real Redis state store, whose first ``decide`` waits until the test opens the gate: it
+    holds a batch in flight on purpose (bounded: the gate opens by itself after 60 s)."""
+
+    def __init__(self, inner: RedisState) -> None:
+        self.inner = inner
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self._first = True
+
+    def decide(self, claims: Sequence[Claim]) -> list[Decision]:
+        if self._first:
+            self._first = False
+            self.entered.set()
+            self.gate.wait(60)
+        return self.inner.decide(claims)
+
+    def release(self, claims: Sequence[Claim]) -> None:
+        self.inner.release(claims)
+
+
+class _RevokeSeen(RouteWorker):
+    """A route worker that tells the test when a revocation starts (then handles it as usual) and
+    what was still in flight when it returned."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.revoking = threading.Event()
+        self.after_revoke: list[tuple[bool, int]] = []  # (a batch still in flight, batches finished)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.revoking.set()
+        super()._on_revoke(consumer, partitions)
+        self.after_revoke.append((self._inflight is not None, self.batches_committed))
+
+
+def test_revocation_finishes_and_commits_the_batch_in_flight(settings: Settings, registry_url: str, tmp_path: Path,
+                                                             name: str) -> None:
+    """A worker losing partitions while a batch is in flight finishes and commits that batch before
+    they go, so their new owner starts after it and nothing is routed twice. Without that drain the
+    revocation returns with the batch still in flight, and the commit that follows is for
+    partitions the worker no longer owns."""
+    bootstrap = settings.kafka_bootstrap_servers or ""
+    topo = make_topology(tmp_path, name, {"a": zendesk_spec(name, source=name, destination=f"{name}-pd")})
+    schema_ids = prepare_services(settings, registry_url, topo, PARTITIONS)
+    events = [zendesk_event(f"evt-{i}", 1000 + i, 1) for i in range(30)]  # one entity each: none is stale
+    produce(bootstrap, topo.source_topic, json_records(events))
+    ids = {e["event_id"] for e in events}
+
+    client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
+    state = _GatedState(RedisState(client))
+    table = RoutingTable.build(topo.catalog.integrations, schema_ids, f"{name}:")
+    # One batch holds every record; the next poll waits long enough for the second worker's join
+    # to revoke partitions inside it, while that batch is held in flight by the gate.
+    first = _RevokeSeen(settings, table, state, SchemaRegistryClient({"url": registry_url}),  # type: ignore[arg-type]
+                        WorkerOptions(group=name, batch_size=len(events), poll_timeout_s=15))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def run_first() -> None:
+        try:
+            first.run(stop)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run_first, name="route-first", daemon=True)
+    thread.start()
+    try:
+        assert state.entered.wait(60), "the first worker never took a batch"
+        with running_worker(settings, registry_url, topo, name, f"{name}:"):
+            assert first.revoking.wait(60), "the second worker's join never revoked a partition of the first"
+            state.gate.set()  # the batch in flight may finish now: inside the revocation, if it drains
+            wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, len(events), deadline_s=120)
+            out = read_all(bootstrap, f"delivery.{name}-pd", expect=len(events), deadline_s=60, settle_s=3.0)
+    finally:
+        state.gate.set()
+        stop.set()
+        thread.join(40)
+        client.close()
+    assert not thread.is_alive(), "the first worker did not stop within 40s"
+    assert not errors, f"the first worker crashed: {errors[0]!r}"
+    assert first.after_revoke[0] == (False, 1), "the revocation returned before the batch in flight was finished"
+    routed = [headers_of(m)["router-event-id"] for m in out]
+    assert set(routed) == ids
+    assert len(routed) == len(ids), f"{len(routed) - len(ids)} record(s) routed twice across the rebalance"
