@@ -19,6 +19,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -333,6 +334,8 @@ def report(console: Console, runs: list[Run]) -> None:
                  "redis µs/ev", "host cores", "other cores", "to 1st commit"):
         table.add_column(name, justify="left" if name == "run" else "right", no_wrap=name == "run")
     for r in runs:
+        if r.self_exits:  # each round's (b) and (c) are compared with that round's passthrough
+            base = r
         rss = max(r.peak_rss_mb or [0.0])
         table.add_row(f"({r.label}) {r.title}" + ("" if r.complete else " [red]INCOMPLETE[/]"), f"{r.events:,}",
                       f"{r.eps:,.0f} ({ratio(r.eps, base.eps):.2f})",
@@ -447,28 +450,34 @@ def bench(args: argparse.Namespace, console: Console, runs: list[Run], outputs_o
 
         source = f"ingest.{run_id}"
         passthrough_dest = f"{run_id}-a.out"
-        stack.callback(cleanup_redis, redis_url, [f"{run_id}-b:", f"{run_id}-c:"])
-        b, topo_b = route_run("b", "route, 1 process", 1, run_id, services, workdir, args.partitions)
-        c2, topo_c = route_run("c", "route, 2 processes", 2, run_id, services, workdir, args.partitions)
+        rounds = [round_labels(r, args.rounds) for r in range(args.rounds)]
+        stack.callback(cleanup_redis, redis_url, [f"{run_id}-{label}:" for _, b_label, c_label in rounds
+                                                  for label in (b_label, c_label)])
+        plan: list[tuple[Run, Run, Run]] = []
+        topics = {source, passthrough_dest}
+        for a_label, b_label, c_label in rounds:
+            b, topo_b = route_run(b_label, "route, 1 process", 1, run_id, services, workdir, args.partitions)
+            c2, topo_c = route_run(c_label, "route, 2 processes", 2, run_id, services, workdir, args.partitions)
+            group_a = f"{run_id}-{a_label}"
+            a = Run(a_label, "passthrough", True, group_a,
+                    [[sys.executable, "-m", "bench.passthrough", "--bootstrap", bootstrap, "--source", source,
+                      "--dest", passthrough_dest, "--group", group_a, "--events", str(n),
+                      "--deadline", str(args.run_deadline)]],
+                    {**os.environ, "PYTHONPATH": str(ROOT)}, passthrough_dest)
+            plan.append((a, b, c2))
+            topics |= {*topo_b.catalog.all_topics(), *topo_c.catalog.all_topics()}
         ensure_topics(admin_client(settings), [source, passthrough_dest], partitions=args.partitions)
         if external:  # the embedded broker keeps topics in memory and stops with the run
-            topics = sorted({source, passthrough_dest, *topo_b.catalog.all_topics(), *topo_c.catalog.all_topics()})
-            stack.callback(lambda: admin_client(settings).delete_topics(topics, request_timeout=30))
+            stack.callback(lambda: admin_client(settings).delete_topics(sorted(topics), request_timeout=30))
         produce_s = produce_all(settings, source, workload.records, deadline_s=180)
         console.print(f"input produced to {source} in {produce_s:.1f}s ({n / produce_s:,.0f} records/s)",
                       highlight=False)
 
-        group_a = f"{run_id}-a"
-        a = Run("a", "passthrough", True, group_a,
-                [[sys.executable, "-m", "bench.passthrough", "--bootstrap", bootstrap, "--source", source,
-                  "--dest", passthrough_dest, "--group", group_a, "--events", str(n),
-                  "--deadline", str(args.run_deadline)]],
-                {**os.environ, "PYTHONPATH": str(ROOT)}, passthrough_dest)
         service_cpu = ServiceCpu(redis_url)
         stack.callback(service_cpu.close)
-        for run in (a, b, c2):
+        for run in (run for trio in plan for run in trio):  # a, b, c of round 1, then of round 2, ...
             progress = GroupProgress(bootstrap, run.group, source, args.partitions)
-            profile = workdir / "route-b.pyspy.txt" if args.profile and run.label == "b" else None
+            profile = (workdir / "route-b.pyspy.txt" if args.profile and run is plan[0][1] else None)
             console.print(f"({run.label}) {run.title} …", highlight=False)
             runs.append(run)
             execute(run, workdir, progress, service_cpu, n, args.run_deadline, profile)
@@ -479,13 +488,33 @@ def bench(args: argparse.Namespace, console: Console, runs: list[Run], outputs_o
                                   highlight=False, soft_wrap=True)
                     for frame, pct in rows:
                         console.print(f"  {pct:5.1f}%  {frame}", highlight=False, soft_wrap=True)
-        for run in (b, c2):
+        for run in (run for _, b, c2 in plan for run in (b, c2)):
             records, ids = read_event_ids(bootstrap, run.dest, expected, deadline_s=120)
             ok = ids == expected
             outputs_ok.append(ok)
             console.print(f"({run.label}) output {run.dest}: {records:,} records, {len(ids):,} distinct event ids, "
                           f"expected {len(expected):,}; missing {len(expected - ids):,}, "
                           f"unexpected {len(ids - expected):,} → {'ok' if ok else 'WRONG'}", highlight=False)
+
+
+def round_labels(index: int, rounds: int) -> tuple[str, str, str]:
+    """Labels of one round's (a) (b) (c): plain letters for a single round, else a1, b1, c1, a2, ..."""
+    suffix = "" if rounds == 1 else str(index + 1)
+    return f"a{suffix}", f"b{suffix}", f"c{suffix}"
+
+
+def summary(runs: list[Run], rounds: int) -> tuple[float, float, float, float, bool]:
+    """(route eps, passthrough eps, ratio, ratio_2x, every run complete): medians over the rounds,
+    each ratio taken within its own round (a round's runs share the machine's state of the moment)."""
+    by_label = {r.label: r for r in runs}
+    trios = []
+    for index in range(rounds):
+        trios.append(tuple(by_label.get(label, Run(label, "", False, "", [], {}, ""))
+                           for label in round_labels(index, rounds)))
+    complete = all(r.complete for trio in trios for r in trio)
+    return (statistics.median(b.eps for _, b, _ in trios), statistics.median(a.eps for a, _, _ in trios),
+            statistics.median(ratio(b.eps, a.eps) for a, b, _ in trios),
+            statistics.median(ratio(c.eps, b.eps) for _, b, c in trios), complete)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -495,11 +524,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4, help="partitions of every topic (default 4)")
     parser.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
     parser.add_argument("--run-deadline", type=float, default=240.0, help="seconds each of (a) (b) (c) may take")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat (a) (b) (c) this many times and report medians (default 1; 3 on a shared VM)")
     parser.add_argument("--profile", action="store_true",
                         help="record (b)'s worker with py-spy (pip install py-spy) and print the top 10 functions")
     args = parser.parse_args(argv)
-    if args.events < 1 or args.partitions < 1:
-        parser.error("--events and --partitions must be at least 1")
+    if args.events < 1 or args.partitions < 1 or args.rounds < 1:
+        parser.error("--events, --partitions and --rounds must be at least 1")
     console = Console(width=170)
     started = time.monotonic()
     runs: list[Run] = []
@@ -510,17 +541,16 @@ def main(argv: list[str] | None = None) -> int:
     except (Exception, SystemExit) as exc:  # still end with a RESULT line, saying output_ok=false
         failed = f"{type(exc).__name__}: {exc}"
         console.print(f"[red]benchmark failed:[/] {failed}", highlight=False)
-    by_label = {r.label: r for r in runs}
-    a, b, c = (by_label.get(k, Run(k, "", False, "", [], {}, "")) for k in "abc")
     if runs:
         report(console, runs)
-    output_ok = not failed and outputs_ok == [True, True] and all(r.complete for r in (a, b, c))
-    ratio_1, ratio_2x = ratio(b.eps, a.eps), ratio(c.eps, b.eps)
-    console.print(f"ratio (b)/(a) = {ratio_1:.2f} (target ≥ 0.5: {'met' if ratio_1 >= 0.5 else 'NOT met'}); "
+    route_eps, passthrough_eps, ratio_1, ratio_2x, complete = summary(runs, args.rounds)
+    output_ok = not failed and complete and outputs_ok == [True] * (2 * args.rounds)
+    medians = f"medians of {args.rounds} rounds: " if args.rounds > 1 else ""
+    console.print(f"{medians}ratio (b)/(a) = {ratio_1:.2f} (target ≥ 0.5: {'met' if ratio_1 >= 0.5 else 'NOT met'}); "
                   f"ratio_2x (c)/(b) = {ratio_2x:.2f} (target ≥ 1.8: {'met' if ratio_2x >= 1.8 else 'NOT met'}); "
                   f"whole run {time.monotonic() - started:.0f}s", highlight=False)
-    print(f"RESULT route_eps={b.eps:.0f} passthrough_eps={a.eps:.0f} ratio={ratio_1:.3f} ratio_2x={ratio_2x:.3f} "
-          f"output_ok={'true' if output_ok else 'false'}", flush=True)
+    print(f"RESULT route_eps={route_eps:.0f} passthrough_eps={passthrough_eps:.0f} ratio={ratio_1:.3f} "
+          f"ratio_2x={ratio_2x:.3f} output_ok={'true' if output_ok else 'false'}", flush=True)
     return 0 if output_ok else 1
 
 
