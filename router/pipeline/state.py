@@ -28,7 +28,12 @@ from router.pipeline.records import Claim, Decision
 
 
 class StateStore(Protocol):
-    """Answers every claim of a batch in one call, in order."""
+    """Answers every claim of a batch in one call, in order.
+
+    The route worker calls ``decide`` (and ``release`` for stale records) from its ``route-state``
+    thread and ``release`` for broker-refused records from ``route-io``: a store shared by a
+    worker must be safe to call from two threads (RedisState is: redis-py pools connections).
+    """
 
     def decide(self, claims: Sequence[Claim]) -> list[Decision]: ...
 
