@@ -205,7 +205,7 @@ def test_revocation_finishes_and_commits_the_batch_in_flight(settings: Settings,
     table = RoutingTable.build(topo.catalog.integrations, schema_ids, f"{name}:")
     # One batch holds every record; the next poll waits long enough for the second worker's join
     # to revoke partitions inside it, while that batch is held in flight by the gate.
-    first = _RevokeSeen(settings, table, state, SchemaRegistryClient({"url": registry_url}),  # type: ignore[arg-type]
+    first = _RevokeSeen(settings, table, state, SchemaRegistryClient({"url": registry_url}),
                         WorkerOptions(group=name, batch_size=len(events), poll_timeout_s=15))
     stop = threading.Event()
     errors: list[BaseException] = []
