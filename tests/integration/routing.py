@@ -80,6 +80,17 @@ def running_worker(settings: Settings, registry_url: str, topology: Topology, gr
     client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
     worker = RouteWorker(settings, table, RedisState(client), SchemaRegistryClient({"url": registry_url}),
                          WorkerOptions(group=group, batch_size=batch_size, backoff_initial_s=0.2, backoff_max_s=2))
+    try:
+        with worker_thread(worker, f"route-{group}"):
+            yield worker
+    finally:
+        client.close()
+
+
+@contextmanager
+def worker_thread(worker: RouteWorker, name: str, join_s: float = 30) -> Iterator[RouteWorker]:
+    """``worker.run`` on a thread for the duration of the block; on exit it is stopped (it finishes
+    its batch) and must neither hang nor have crashed."""
     stop = threading.Event()
     errors: list[BaseException] = []
 
@@ -89,16 +100,15 @@ def running_worker(settings: Settings, registry_url: str, topology: Topology, gr
         except BaseException as exc:
             errors.append(exc)
 
-    thread = threading.Thread(target=target, name=f"route-{group}", daemon=True)
+    thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
     try:
         yield worker
     finally:
         stop.set()
-        thread.join(30)
-        client.close()
-    assert not thread.is_alive(), "route worker did not stop within 30s"
-    assert not errors, f"route worker crashed: {errors[0]!r}"
+        thread.join(join_s)
+    assert not thread.is_alive(), f"route worker {name} did not stop within {join_s}s"
+    assert not errors, f"route worker {name} crashed: {errors[0]!r}"
 
 
 def zendesk_event(event_id: str, ticket: Any, sequence: int, *, title: Any = "Checkout down",

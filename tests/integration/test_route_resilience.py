@@ -26,6 +26,7 @@ from tests.integration.routing import (
     produce,
     read_all,
     running_worker,
+    worker_thread,
     zendesk_event,
     zendesk_spec,
 )
@@ -207,31 +208,19 @@ def test_revocation_finishes_and_commits_the_batch_in_flight(settings: Settings,
     # to revoke partitions inside it, while that batch is held in flight by the gate.
     first = _RevokeSeen(settings, table, state, SchemaRegistryClient({"url": registry_url}),
                         WorkerOptions(group=name, batch_size=len(events), poll_timeout_s=15))
-    stop = threading.Event()
-    errors: list[BaseException] = []
-
-    def run_first() -> None:
-        try:
-            first.run(stop)
-        except BaseException as exc:
-            errors.append(exc)
-
-    thread = threading.Thread(target=run_first, name="route-first", daemon=True)
-    thread.start()
     try:
-        assert state.entered.wait(60), "the first worker never took a batch"
-        with running_worker(settings, registry_url, topo, name, f"{name}:"):
-            assert first.revoking.wait(60), "the second worker's join never revoked a partition of the first"
-            state.gate.set()  # the batch in flight may finish now: inside the revocation, if it drains
-            wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, len(events), deadline_s=120)
-            out = read_all(bootstrap, f"delivery.{name}-pd", expect=len(events), deadline_s=60, settle_s=3.0)
+        with worker_thread(first, "route-first", join_s=40):
+            try:
+                assert state.entered.wait(60), "the first worker never took a batch"
+                with running_worker(settings, registry_url, topo, name, f"{name}:"):
+                    assert first.revoking.wait(60), "the second worker's join never revoked a partition of the first"
+                    state.gate.set()  # the batch in flight may finish now: inside the revocation, if it drains
+                    wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, len(events), deadline_s=120)
+                    out = read_all(bootstrap, f"delivery.{name}-pd", expect=len(events), deadline_s=60, settle_s=3.0)
+            finally:
+                state.gate.set()
     finally:
-        state.gate.set()
-        stop.set()
-        thread.join(40)
         client.close()
-    assert not thread.is_alive(), "the first worker did not stop within 40s"
-    assert not errors, f"the first worker crashed: {errors[0]!r}"
     assert first.after_revoke[0] == (False, 1), "the revocation returned before the batch in flight was finished"
     routed = [headers_of(m)["router-event-id"] for m in out]
     assert set(routed) == ids
