@@ -477,7 +477,7 @@ def bench(args: argparse.Namespace, console: Console, runs: list[Run], outputs_o
         stack.callback(service_cpu.close)
         for run in (run for trio in plan for run in trio):  # a, b, c of round 1, then of round 2, ...
             progress = GroupProgress(bootstrap, run.group, source, args.partitions)
-            profile = (workdir / "route-b.pyspy.txt" if args.profile and run is plan[0][1] else None)
+            profile = workdir / "route-b.pyspy.txt" if args.profile and run is plan[0][1] else None
             console.print(f"({run.label}) {run.title} …", highlight=False)
             runs.append(run)
             execute(run, workdir, progress, service_cpu, n, args.run_deadline, profile)

@@ -268,7 +268,7 @@ class RouteWorker:
         for (p, c), claim, decision in zip(staged.pairs, staged.claims, decisions, strict=True):
             if decision is not Decision.ROUTE and self._not_routed(p, c, claim, decision, now_ms):
                 continue
-            if c.headers[-1][0] == h.TRACEPARENT and self._traced(c):
+            if c.headers[-1][0] == h.TRACEPARENT and self._sampled(c):  # the name test first: no call per record
                 self._trace(c)
             send(c.integration.destination.topic, c.key, c.value, c.headers, (p, claim), False)
             routed[c.tenant, c.integration.name] += 1
@@ -307,9 +307,10 @@ class RouteWorker:
         return False
 
     @staticmethod
-    def _traced(candidate: Candidate) -> bool:
-        last = candidate.headers[-1]
-        return last[0] == h.TRACEPARENT and last[1] is not None and sampled(last[1].decode())
+    def _sampled(candidate: Candidate) -> bool:
+        """Is the traceparent in the candidate's last header sampled? (the caller checked the name)"""
+        value = candidate.headers[-1][1]
+        return value is not None and sampled(value.decode())
 
     def _trace(self, candidate: Candidate) -> None:
         """A span for routing this record; the output carries the span's traceparent."""
