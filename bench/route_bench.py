@@ -3,10 +3,11 @@
     .venv/bin/python -m bench.route_bench [--events N] [--partitions P]
 
 One run: generate N Zendesk-like escalations (bench.workload), produce them once to a fresh
-topic, then read that topic from the beginning three times, each with its own consumer group:
-(a) the passthrough ceiling (bench.passthrough), (b) one `router route` process, (c) two.
-Each figure is measured between the group's first commit and the commit of the N-th record,
-so process start-up and the group join are not counted. (b) and (c) write to their own
+topic, then read that topic from the beginning four times, each with its own consumer group:
+(a) the passthrough ceiling (bench.passthrough), (f) the floor (bench.floor: the same work as a
+route worker, hand-written for this one spec, with nothing else), (b) one `router route` process,
+(c) two. Each figure is measured between the group's first commit and the commit of the N-th record,
+so process start-up and the group join are not counted. (f), (b) and (c) write to their own
 delivery topics, which are read back and checked against the expected event ids.
 The last line printed is machine-readable (the RESULT line); see bench/README.md.
 """
@@ -54,7 +55,7 @@ class Run:
 
     label: str
     title: str
-    self_exits: bool  # the passthrough stops by itself at N records; route workers run until SIGTERM
+    self_exits: bool  # the passthrough and the floor stop by themselves at N records; route workers at SIGTERM
     group: str
     argvs: list[list[str]]
     env: dict[str, str]
@@ -70,6 +71,7 @@ class Run:
     complete: bool = False
     note: str = ""
     logs: list[Path] = field(default_factory=list)
+    baseline: bool = False  # (a): the runs after it, up to the next baseline, are compared with it
 
 
 class GroupProgress:
@@ -334,7 +336,7 @@ def report(console: Console, runs: list[Run]) -> None:
                  "redis µs/ev", "host cores", "other cores", "to 1st commit"):
         table.add_column(name, justify="left" if name == "run" else "right", no_wrap=name == "run")
     for r in runs:
-        if r.self_exits:  # each round's (b) and (c) are compared with that round's passthrough
+        if r.baseline:  # each round's (f), (b) and (c) are compared with that round's passthrough
             base = r
         rss = max(r.peak_rss_mb or [0.0])
         table.add_row(f"({r.label}) {r.title}" + ("" if r.complete else " [red]INCOMPLETE[/]"), f"{r.events:,}",
@@ -422,8 +424,24 @@ def route_run(label: str, title: str, processes: int, run_id: str, services: Ser
     return Run(label, title, False, name, [argv] * processes, env, topo.dest_topic(name)), topo
 
 
+def floor_run(label: str, run_id: str, services: Services, workdir: Path, partitions: int, events: int,
+              deadline_s: float) -> tuple[Run, Topology]:
+    """The floor (bench.floor): its own spec name, delivery topic, registered schema, group and prefix."""
+    name = f"{run_id}-{label}"
+    (workdir / label).mkdir()
+    topo = make_topology(workdir / label, name, {"bench": zendesk_spec(name, source=run_id, destination=name)})
+    schema_ids = prepare_services(services.settings, services.registry_url, topo, partitions)
+    integration = topo.catalog.by_name(name)
+    argv = [sys.executable, "-m", "bench.floor", "--bootstrap", services.bootstrap, "--redis-url", services.redis_url,
+            "--source", integration.source.topic, "--dest", topo.dest_topic(name), "--group", name,
+            "--prefix", f"{name}:", "--source-name", integration.source.name, "--integration", name,
+            "--schema-id", str(schema_ids[name]), "--events", str(events), "--deadline", str(deadline_s)]
+    return Run(label, "floor, 1 process", True, name, [argv], {**os.environ, "PYTHONPATH": str(ROOT)},
+               topo.dest_topic(name)), topo
+
+
 def bench(args: argparse.Namespace, console: Console, runs: list[Run], outputs_ok: list[bool]) -> None:
-    """Generate, start services, produce, run (a) (b) (c), check outputs; fills ``runs``/``outputs_ok``."""
+    """Generate, start services, produce, run (a) (f) (b) (c), check outputs; fills ``runs``/``outputs_ok``."""
     run_id = unique("bench")
     workdir = Path(tempfile.mkdtemp(prefix="route-bench-"))
     t0 = time.monotonic()
@@ -451,11 +469,11 @@ def bench(args: argparse.Namespace, console: Console, runs: list[Run], outputs_o
         source = f"ingest.{run_id}"
         passthrough_dest = f"{run_id}-a.out"
         rounds = [round_labels(r, args.rounds) for r in range(args.rounds)]
-        stack.callback(cleanup_redis, redis_url, [f"{run_id}-{label}:" for _, b_label, c_label in rounds
-                                                  for label in (b_label, c_label)])
-        plan: list[tuple[Run, Run, Run]] = []
+        stack.callback(cleanup_redis, redis_url, [f"{run_id}-{label}:" for labels in rounds for label in labels[1:]])
+        plan: list[tuple[Run, Run, Run, Run]] = []
         topics = {source, passthrough_dest}
-        for a_label, b_label, c_label in rounds:
+        for a_label, f_label, b_label, c_label in rounds:
+            f, topo_f = floor_run(f_label, run_id, services, workdir, args.partitions, n, args.run_deadline)
             b, topo_b = route_run(b_label, "route, 1 process", 1, run_id, services, workdir, args.partitions)
             c2, topo_c = route_run(c_label, "route, 2 processes", 2, run_id, services, workdir, args.partitions)
             group_a = f"{run_id}-{a_label}"
@@ -463,9 +481,9 @@ def bench(args: argparse.Namespace, console: Console, runs: list[Run], outputs_o
                     [[sys.executable, "-m", "bench.passthrough", "--bootstrap", bootstrap, "--source", source,
                       "--dest", passthrough_dest, "--group", group_a, "--events", str(n),
                       "--deadline", str(args.run_deadline)]],
-                    {**os.environ, "PYTHONPATH": str(ROOT)}, passthrough_dest)
-            plan.append((a, b, c2))
-            topics |= {*topo_b.catalog.all_topics(), *topo_c.catalog.all_topics()}
+                    {**os.environ, "PYTHONPATH": str(ROOT)}, passthrough_dest, baseline=True)
+            plan.append((a, f, b, c2))
+            topics |= {*topo_f.catalog.all_topics(), *topo_b.catalog.all_topics(), *topo_c.catalog.all_topics()}
         ensure_topics(admin_client(settings), [source, passthrough_dest], partitions=args.partitions)
         if external:  # the embedded broker keeps topics in memory and stops with the run
             stack.callback(lambda: admin_client(settings).delete_topics(sorted(topics), request_timeout=30))
@@ -475,9 +493,9 @@ def bench(args: argparse.Namespace, console: Console, runs: list[Run], outputs_o
 
         service_cpu = ServiceCpu(redis_url)
         stack.callback(service_cpu.close)
-        for run in (run for trio in plan for run in trio):  # a, b, c of round 1, then of round 2, ...
+        for run in (run for four in plan for run in four):  # a, f, b, c of round 1, then of round 2, ...
             progress = GroupProgress(bootstrap, run.group, source, args.partitions)
-            profile = workdir / "route-b.pyspy.txt" if args.profile and run is plan[0][1] else None
+            profile = workdir / "route-b.pyspy.txt" if args.profile and run is plan[0][2] else None
             console.print(f"({run.label}) {run.title} …", highlight=False)
             runs.append(run)
             execute(run, workdir, progress, service_cpu, n, args.run_deadline, profile)
@@ -488,7 +506,7 @@ def bench(args: argparse.Namespace, console: Console, runs: list[Run], outputs_o
                                   highlight=False, soft_wrap=True)
                     for frame, pct in rows:
                         console.print(f"  {pct:5.1f}%  {frame}", highlight=False, soft_wrap=True)
-        for run in (run for _, b, c2 in plan for run in (b, c2)):
+        for run in (run for _, f, b, c2 in plan for run in (f, b, c2)):
             records, ids = read_event_ids(bootstrap, run.dest, expected, deadline_s=120)
             ok = ids == expected
             outputs_ok.append(ok)
@@ -497,24 +515,40 @@ def bench(args: argparse.Namespace, console: Console, runs: list[Run], outputs_o
                           f"unexpected {len(ids - expected):,} → {'ok' if ok else 'WRONG'}", highlight=False)
 
 
-def round_labels(index: int, rounds: int) -> tuple[str, str, str]:
-    """Labels of one round's (a) (b) (c): plain letters for a single round, else a1, b1, c1, a2, ..."""
+def round_labels(index: int, rounds: int) -> tuple[str, str, str, str]:
+    """Labels of one round's (a) (f) (b) (c): plain letters for a single round, else a1, f1, b1, c1, a2, ..."""
     suffix = "" if rounds == 1 else str(index + 1)
-    return f"a{suffix}", f"b{suffix}", f"c{suffix}"
+    return f"a{suffix}", f"f{suffix}", f"b{suffix}", f"c{suffix}"
 
 
-def summary(runs: list[Run], rounds: int) -> tuple[float, float, float, float, bool]:
-    """(route eps, passthrough eps, ratio, ratio_2x, every run complete): medians over the rounds,
-    each ratio taken within its own round (a round's runs share the machine's state of the moment)."""
+@dataclass(frozen=True)
+class Summary:
+    """Medians over the rounds, each ratio taken within its own round (a round's runs share the
+    machine's state of the moment)."""
+
+    route_eps: float
+    passthrough_eps: float
+    ratio: float  # (b)/(a)
+    ratio_2x: float  # (c)/(b)
+    floor_ratio: float  # (f)/(a): the most one Python process doing this work reached
+    of_floor: float  # (b)/(f)
+    ceiling_2x: float  # cores / (b)'s host cores: the most (c)/(b) can be here if an event costs both the same
+    complete: bool  # every run finished
+
+
+def summary(runs: list[Run], rounds: int, cores: int) -> Summary:
     by_label = {r.label: r for r in runs}
-    trios = []
+    fours = []
     for index in range(rounds):
-        trios.append(tuple(by_label.get(label, Run(label, "", False, "", [], {}, ""))
+        fours.append(tuple(by_label.get(label, Run(label, "", False, "", [], {}, ""))
                            for label in round_labels(index, rounds)))
-    complete = all(r.complete for trio in trios for r in trio)
-    return (statistics.median(b.eps for _, b, _ in trios), statistics.median(a.eps for a, _, _ in trios),
-            statistics.median(ratio(b.eps, a.eps) for a, b, _ in trios),
-            statistics.median(ratio(c.eps, b.eps) for _, b, c in trios), complete)
+    return Summary(statistics.median(b.eps for _, _, b, _ in fours), statistics.median(a.eps for a, *_ in fours),
+                   statistics.median(ratio(b.eps, a.eps) for a, _, b, _ in fours),
+                   statistics.median(ratio(c.eps, b.eps) for _, _, b, c in fours),
+                   statistics.median(ratio(f.eps, a.eps) for a, f, _, _ in fours),
+                   statistics.median(ratio(b.eps, f.eps) for _, f, b, _ in fours),
+                   statistics.median(ratio(cores, b.host_cores) for _, _, b, _ in fours),
+                   all(r.complete for four in fours for r in four))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -523,9 +557,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200_000, help="records to produce (default 200000)")
     parser.add_argument("--partitions", type=int, default=4, help="partitions of every topic (default 4)")
     parser.add_argument("--seed", type=int, default=1, help="workload seed (default 1)")
-    parser.add_argument("--run-deadline", type=float, default=240.0, help="seconds each of (a) (b) (c) may take")
+    parser.add_argument("--run-deadline", type=float, default=240.0, help="seconds each of (a) (f) (b) (c) may take")
     parser.add_argument("--rounds", type=int, default=1,
-                        help="repeat (a) (b) (c) this many times and report medians (default 1; 3 on a shared VM)")
+                        help="repeat (a) (f) (b) (c) this many times and report medians (default 1; 3 on a shared VM)")
     parser.add_argument("--profile", action="store_true",
                         help="record (b)'s worker with py-spy (pip install py-spy) and print the top 10 functions")
     args = parser.parse_args(argv)
@@ -543,14 +577,20 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]benchmark failed:[/] {failed}", highlight=False)
     if runs:
         report(console, runs)
-    route_eps, passthrough_eps, ratio_1, ratio_2x, complete = summary(runs, args.rounds)
-    output_ok = not failed and complete and outputs_ok == [True] * (2 * args.rounds)
+    cores = psutil.cpu_count() or 1
+    s = summary(runs, args.rounds, cores)
+    output_ok = not failed and s.complete and outputs_ok == [True] * (3 * args.rounds)
     medians = f"medians of {args.rounds} rounds: " if args.rounds > 1 else ""
-    console.print(f"{medians}ratio (b)/(a) = {ratio_1:.2f} (target ≥ 0.5: {'met' if ratio_1 >= 0.5 else 'NOT met'}); "
-                  f"ratio_2x (c)/(b) = {ratio_2x:.2f} (target ≥ 1.8: {'met' if ratio_2x >= 1.8 else 'NOT met'}); "
+    console.print(f"{medians}floor (f)/(a) = {s.floor_ratio:.2f}: the hand-written loop that does only a route "
+                  f"worker's work; `router route` reaches (b)/(f) = {s.of_floor:.2f} of it. ceiling of (c)/(b) on "
+                  f"this {cores}-core machine ≈ {cores} / (b)'s host cores = {s.ceiling_2x:.2f}: two processes "
+                  "cannot use more than every core (exact if an event costs (c) what it costs (b))",
+                  highlight=False, soft_wrap=True)
+    console.print(f"{medians}ratio (b)/(a) = {s.ratio:.2f} (target ≥ 0.5: {'met' if s.ratio >= 0.5 else 'NOT met'}); "
+                  f"ratio_2x (c)/(b) = {s.ratio_2x:.2f} (target ≥ 1.8: {'met' if s.ratio_2x >= 1.8 else 'NOT met'}); "
                   f"whole run {time.monotonic() - started:.0f}s", highlight=False)
-    print(f"RESULT route_eps={route_eps:.0f} passthrough_eps={passthrough_eps:.0f} ratio={ratio_1:.3f} "
-          f"ratio_2x={ratio_2x:.3f} output_ok={'true' if output_ok else 'false'}", flush=True)
+    print(f"RESULT route_eps={s.route_eps:.0f} passthrough_eps={s.passthrough_eps:.0f} ratio={s.ratio:.3f} "
+          f"ratio_2x={s.ratio_2x:.3f} output_ok={'true' if output_ok else 'false'}", flush=True)
     return 0 if output_ok else 1
 
 
