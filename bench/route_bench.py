@@ -533,6 +533,7 @@ class Summary:
     floor_ratio: float  # (f)/(a): the most one Python process doing this work reached
     of_floor: float  # (b)/(f)
     ceiling_2x: float  # cores / (b)'s host cores: the most (c)/(b) can be here if an event costs both the same
+    cpu_2x: float  # (c)'s CPU per event / (b)'s: what a second process costs per event (1.0 = nothing)
     complete: bool  # every run finished
 
 
@@ -548,6 +549,7 @@ def summary(runs: list[Run], rounds: int, cores: int) -> Summary:
                    statistics.median(ratio(f.eps, a.eps) for a, f, _, _ in fours),
                    statistics.median(ratio(b.eps, f.eps) for _, f, b, _ in fours),
                    statistics.median(ratio(cores, b.host_cores) for _, _, b, _ in fours),
+                   statistics.median(ratio(c.cpu_us, b.cpu_us) for _, _, b, c in fours),
                    all(r.complete for four in fours for r in four))
 
 
@@ -584,7 +586,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"{medians}floor (f)/(a) = {s.floor_ratio:.2f}: the hand-written loop that does only a route "
                   f"worker's work; `router route` reaches (b)/(f) = {s.of_floor:.2f} of it. ceiling of (c)/(b) on "
                   f"this {cores}-core machine ≈ {cores} / (b)'s host cores = {s.ceiling_2x:.2f}: two processes "
-                  "cannot use more than every core (exact if an event costs (c) what it costs (b))",
+                  "cannot use more than every core (exact if an event costs (c) what it costs (b)); CPU per event "
+                  f"(c)/(b) = {s.cpu_2x:.2f}: what scaling out costs per event, whatever the core count",
                   highlight=False, soft_wrap=True)
     console.print(f"{medians}ratio (b)/(a) = {s.ratio:.2f} (target ≥ 0.5: {'met' if s.ratio >= 0.5 else 'NOT met'}); "
                   f"ratio_2x (c)/(b) = {s.ratio_2x:.2f} (target ≥ 1.8: {'met' if s.ratio_2x >= 1.8 else 'NOT met'}); "
