@@ -9,7 +9,8 @@ before N+1's produce starts, so commits stay in order. A batch that fails anywhe
 broker down, a DLQ write refused) is not committed: the consumer is rewound to the first
 uncommitted offsets and the batch is retried after a backoff. Redelivered records are recognised
 by their coordinates, so a retry (even of a batch whose decisions were already made) never
-double-counts.
+double-counts. The I/O half of a batch (produce, DLQ writes, outcome counts) is
+``consumers.route.finish``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import logging
 import random
 import threading
 import time
-from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,49 +30,23 @@ import orjson
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
-from opentelemetry import trace
 
-from consumers.route.sinks import PRODUCER_CONFIG, BatchSink, Pending, is_permanent
-from router import headers as h
-from router.errors import EncodeError, OrderError, RecordError, RouterError
-from router.health import HealthBatch, HealthWriter
-from router.kafka import consumer_config, dlq_topic, producer_config
-from router.outcomes import Outcomes
+from consumers.route.finish import BatchFailed, BatchFinisher, Staged
+from consumers.route.sinks import PRODUCER_CONFIG, BatchSink
+from router.kafka import consumer_config, producer_config
 from router.pipeline.records import Candidate, Claim, Decision, Inbound, Prepared
-from router.pipeline.stages import RoutingTable, claim_for, dlq_headers, prepare, schema_id_of
+from router.pipeline.stages import RoutingTable, claim_for, prepare, schema_id_of
 from router.pipeline.state import StateStore
 from router.settings import Settings
 from router.telemetry import Heartbeat
-from router.tracing import sampled, start_child
 
 log = logging.getLogger("router.route")
-_tracer = trace.get_tracer("router.route")
-
-
-class BatchFailed(RouterError):
-    """The batch could not be finished; it is retried, nothing is committed."""
-
-    code = "route.batch_failed"
-
 
 _TOPIC_PARTITION = attrgetter("topic", "partition")
 _OFFSET = attrgetter("offset")
 
 # Failures that mean "services unavailable": the batch is rewound and retried after a backoff.
 RETRYABLE = (redis.RedisError, KafkaException, BatchFailed, OSError)
-
-
-@dataclass
-class Staged:
-    """A batch whose pure stages ran and whose decisions are being made on ``route-state``; its
-    I/O half (produce → flush) comes next."""
-
-    batch: list[Inbound]
-    prepared: list[Prepared]
-    now_ms: int
-    pairs: list[tuple[Prepared, Candidate]]
-    claims: list[Claim]
-    decided: Future[list[Decision]] | None  # None: no candidates, nothing to decide
 
 
 @dataclass
@@ -103,19 +77,13 @@ class RouteWorker:
         self.state = state
         self.registry = registry
         self.options = options or WorkerOptions()
-        self.outcomes = Outcomes()
         self.avro_schemas: dict[int, Any] = {}
         self.consumer = Consumer(consumer_config(settings, self.options.group))
         self.producer = Producer(producer_config(settings, **PRODUCER_CONFIG))
-        self.sink = BatchSink(self.producer)
+        self.finisher = BatchFinisher(table, state, BatchSink(self.producer), self.options.group, health_client)
+        self.outcomes = self.finisher.outcomes
         self.batches_committed = 0
         self.heartbeat = Heartbeat()
-        self.health = HealthBatch()
-        self.health_client = health_client
-        self.health_writer = HealthWriter(table.key_prefix, success_field="last_routed_ms")
-        # Integrations with no delivery worker (no ``http``): routing a record is its success.
-        self._routing_is_success = frozenset(i.name for found in table.by_topic.values() for i in found
-                                             if not i.destination.http)
         self._avro_topics = frozenset(t for t, found in table.by_topic.items() if found[0].source.format == "avro")
         self._io = ThreadPoolExecutor(1, thread_name_prefix="route-io")
         self._state_io = ThreadPoolExecutor(1, thread_name_prefix="route-state")  # one batch at a time, in order
@@ -247,129 +215,20 @@ class RouteWorker:
 
         1. wait for the batch's decisions (``decide``, on ``route-state``);
         2. produce outputs and DLQ records; flush; a record the broker refused for good goes to
-           the DLQ (then flush again); any other failure raises BatchFailed: nothing committed;
+           the DLQ (then flush again); any other failure raises BatchFailed: nothing committed
+           (``BatchFinisher.finish``);
         3. publish the batch's outcome counts and health. The loop commits after this returns.
         """
+        finisher = self.finisher
         try:
-            self._finish(staged)
+            finisher.finish(staged)
         except RETRYABLE:
-            self.outcomes.drop_batch()
-            self.health.clear()
+            finisher.outcomes.drop_batch()
+            finisher.health.clear()
             raise
-        self.outcomes.commit_batch("route")
+        finisher.outcomes.commit_batch("route")
         self.batches_committed += 1
-        self._write_health()
-
-    def _finish(self, staged: Staged) -> None:
-        prepared, now_ms = staged.prepared, staged.now_ms
-        decisions = staged.decided.result() if staged.decided is not None else []
-        send = self.sink.send
-        routed: Counter[tuple[str, str]] = Counter()  # (tenant, integration): counted per batch, not per record
-        for (p, c), claim, decision in zip(staged.pairs, staged.claims, decisions, strict=True):
-            if decision is not Decision.ROUTE and self._not_routed(p, c, claim, decision, now_ms):
-                continue
-            if c.headers[-1][0] == h.TRACEPARENT and self._sampled(c):  # the name test first: no call per record
-                self._trace(c)
-            send(c.integration.destination.topic, c.key, c.value, c.headers, (p, claim), False)
-            routed[c.tenant, c.integration.name] += 1
-        for (tenant, name), n in routed.items():
-            self.outcomes.add("routed", tenant, name, n=n)
-            if name in self._routing_is_success:
-                self.health.ok(name, tenant, n)
-        for p in prepared:
-            tenant = p.tenant
-            for failure in p.failures:
-                send(*self._dlq(p.inbound, failure.error, failure.integration, now_ms, (p, None)))
-                self.outcomes.add("dlq", tenant, failure.integration or "", failure.error.code)
-                for name in ([failure.integration] if failure.integration else self._integrations_of(p.inbound)):
-                    self.health.fail(name, tenant, failure.error.code, failure.error.message, p.inbound.value)
-            if p.ignored:
-                self.outcomes.add("ignored", tenant)
-        self._settle(self.sink.flush(), now_ms)
-
-    def _not_routed(self, p: Prepared, c: Candidate, claim: Claim, decision: Decision, now_ms: int) -> bool:
-        """Count a duplicate or stale candidate; True when it is not delivered (dropped or DLQ'd)."""
-        name = c.integration.name
-        if decision is Decision.DUPLICATE:
-            self.outcomes.add("duplicate", c.tenant, name)
-            return True
-        policy = c.integration.on_stale
-        if policy == "drop":
-            self.outcomes.add("stale", c.tenant, name)
-            return True
-        if policy == "dlq":  # its claim was released by ``decide``
-            err = OrderError(f"version {c.version} is not newer than the entity's watermark", code="order.stale")
-            self.sink.send(*self._dlq(p.inbound, err, name, now_ms, (p, claim)))
-            self.outcomes.add("dlq", c.tenant, name, "order.stale")
-            self.health.fail(name, c.tenant, err.code, err.message, p.inbound.value)
-            return True
-        self.outcomes.add("stale_delivered", c.tenant, name)
-        return False
-
-    @staticmethod
-    def _sampled(candidate: Candidate) -> bool:
-        """Is the traceparent in the candidate's last header sampled? (the caller checked the name)"""
-        value = candidate.headers[-1][1]
-        return value is not None and sampled(value.decode())
-
-    def _trace(self, candidate: Candidate) -> None:
-        """A span for routing this record; the output carries the span's traceparent."""
-        incoming = (candidate.headers[-1][1] or b"").decode()
-        span, outgoing = start_child(_tracer, f"route {candidate.integration.name}", incoming, attributes={
-            "router.tenant": candidate.tenant, "router.integration": candidate.integration.name,
-            "router.event_id": candidate.event_id,
-            "messaging.destination.name": candidate.integration.destination.topic})
-        span.end()
-        candidate.headers[-1] = (h.TRACEPARENT, outgoing.encode())
-
-    def _write_health(self) -> None:
-        # Best effort, after the commit: health is for people, never a reason to redo a batch.
-        if self.health_client is None:
-            self.health.clear()
-            return
-        try:
-            self.health_writer.write(self.health_client, self.health)
-        except redis.RedisError as exc:
-            log.warning("health not recorded: %s", exc)
-            self.health.clear()
-
-    def _integrations_of(self, inbound: Inbound) -> list[str]:
-        """Every integration on the record's topic: a record that failed before selection concerns them all."""
-        return [i.name for i in self.table.by_topic.get(inbound.topic, ())]
-
-    def _dlq(self, inbound: Inbound, error: RecordError, integration: str | None, now_ms: int,
-             tag: object) -> tuple[str, Any, Any, Any, Any, bool]:
-        headers = dlq_headers(inbound, error, group=self.options.group, integration=integration, now_ms=now_ms)
-        return dlq_topic(inbound.topic), inbound.key, inbound.value, headers, tag, True
-
-    def _settle(self, failed: list[Pending], now_ms: int) -> None:
-        """Outputs refused for good go to the DLQ; anything else fails the batch."""
-        if not failed:
-            return
-        retry: list[Pending] = []
-        for item in failed:
-            if item.is_dlq or not is_permanent(item.error):
-                raise BatchFailed(f"{len(failed)} record(s) not acknowledged by the broker: {item.error}")
-            retry.append(item)
-        releases = []
-        for item in retry:
-            prepared: Prepared
-            claim: Claim | None
-            prepared, claim = item.tag  # type: ignore[misc]
-            err = EncodeError(f"the broker refused the output: {item.error}", code="encode.too_large")
-            topic, key, value, headers, tag, _ = self._dlq(prepared.inbound, err, claim.field if claim else None,
-                                                           now_ms, item.tag)
-            self.sink.send(topic, key, value, headers, tag, True)
-            if claim is not None:
-                releases.append(claim)
-            self.outcomes.add("dlq", prepared.tenant, claim.field if claim else "", "encode.too_large")
-            self.health.fail(claim.field if claim else "", prepared.tenant, err.code, err.message,
-                             prepared.inbound.value)
-        if releases:
-            self.state.release(releases)
-        still = self.sink.flush()
-        if still:
-            raise BatchFailed(f"{len(still)} DLQ record(s) not acknowledged by the broker: {still[0].error}")
+        finisher.write_health()
 
     def _commit(self, batch: Sequence[Inbound], *, asynchronous: bool) -> None:
         """Commit offset + 1 of the batch's last record per partition. Asynchronous between batches

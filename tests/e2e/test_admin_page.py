@@ -82,7 +82,7 @@ def test_failing_row_shows_its_code_and_pause_works(settings: Settings, registry
         })
         with running_worker(settings, registry_url, topo, group=f"{name}-route", prefix=prefix) as route, \
                 running_deliverer(settings, registry_url, topo, group=f"{name}-deliver"):
-            route.health_client = redis.Redis.from_url(settings.redis_url or "")
+            route.finisher.health_client = redis.Redis.from_url(settings.redis_url or "")
             events = [zendesk_event(f"evt-{i}", 100 + i, 1) for i in range(3)]
             produce(bootstrap, topo.source_topic, json_records(events, tenant="acme"))
             wait_for(lambda: client.hget(row_key(prefix, good, "acme"), "last_success_ms")

@@ -57,7 +57,7 @@ def test_a_known_run_shows_in_metrics_traces_and_health(spans: InMemorySpanExpor
         ]
         with running_worker(settings, registry_url, topo, group=name, prefix=settings.redis_key_prefix) as route, \
                 running_deliverer(settings, registry_url, topo, group=f"{name}-d"):
-            route.health_client = redis.Redis.from_url(settings.redis_url or "")
+            route.finisher.health_client = redis.Redis.from_url(settings.redis_url or "")
             produce(bootstrap, topo.source_topic, records)
             wait_for(lambda: _samples("router_records_total", integration=name, outcome="delivered") == 2
                      and _samples("router_records_total", integration=name, outcome="dlq", stage="deliver") == 1,

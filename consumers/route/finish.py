@@ -1,0 +1,186 @@
+"""The I/O half of a route batch, on the ``route-io`` thread: given the batch's decisions, produce
+what they route, write what fails to the DLQ, count every outcome, then flush.
+
+``BatchFinisher.finish`` raises (nothing committed, the loop rewinds and retries) when an output
+or a DLQ write is not acknowledged, except for an output the broker refuses for good: that one
+goes to the DLQ as ``encode.too_large`` and its claim is released, so a replay goes through.
+Outcome counts and health for a batch are published by the caller only once it has finished.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from opentelemetry import trace
+
+from consumers.route.sinks import BatchSink, Pending, is_permanent
+from router import headers as h
+from router.errors import EncodeError, OrderError, RecordError, RouterError
+from router.health import HealthBatch, HealthWriter
+from router.kafka import dlq_topic
+from router.outcomes import Outcomes
+from router.pipeline.records import Candidate, Claim, Decision, Inbound, Prepared
+from router.pipeline.stages import RoutingTable, dlq_headers
+from router.pipeline.state import StateStore
+from router.tracing import sampled, start_child
+
+log = logging.getLogger("router.route")
+_tracer = trace.get_tracer("router.route")
+
+
+class BatchFailed(RouterError):
+    """The batch could not be finished; it is retried, nothing is committed."""
+
+    code = "route.batch_failed"
+
+
+@dataclass
+class Staged:
+    """A batch whose pure stages ran and whose decisions are being made on ``route-state``; its
+    I/O half (produce → flush) comes next."""
+
+    batch: list[Inbound]
+    prepared: list[Prepared]
+    now_ms: int
+    pairs: list[tuple[Prepared, Candidate]]
+    claims: list[Claim]
+    decided: Future[list[Decision]] | None  # None: no candidates, nothing to decide
+
+
+class BatchFinisher:
+    """Produces, DLQs and counts one staged batch at a time (``finish``); owns the outcome counters
+    and the health batch the worker publishes after each commit."""
+
+    def __init__(self, table: RoutingTable, state: StateStore, sink: BatchSink, group: str,
+                 health_client: redis.Redis | None) -> None:
+        self.table = table
+        self.state = state
+        self.sink = sink
+        self.group = group
+        self.outcomes = Outcomes()
+        self.health = HealthBatch()
+        self.health_client = health_client
+        self.health_writer = HealthWriter(table.key_prefix, success_field="last_routed_ms")
+        # Integrations with no delivery worker (no ``http``): routing a record is its success.
+        self._routing_is_success = frozenset(i.name for found in table.by_topic.values() for i in found
+                                             if not i.destination.http)
+
+    def finish(self, staged: Staged) -> None:
+        """Wait for the batch's decisions (made on ``route-state``), produce outputs and DLQ records,
+        flush; a record the broker refused for good goes to the DLQ (then flush again); any other
+        failure raises BatchFailed."""
+        prepared, now_ms = staged.prepared, staged.now_ms
+        decisions = staged.decided.result() if staged.decided is not None else []
+        send = self.sink.send
+        routed: Counter[tuple[str, str]] = Counter()  # (tenant, integration): counted per batch, not per record
+        for (p, c), claim, decision in zip(staged.pairs, staged.claims, decisions, strict=True):
+            if decision is not Decision.ROUTE and self._not_routed(p, c, claim, decision, now_ms):
+                continue
+            if c.headers[-1][0] == h.TRACEPARENT and self._sampled(c):  # the name test first: no call per record
+                self._trace(c)
+            send(c.integration.destination.topic, c.key, c.value, c.headers, (p, claim), False)
+            routed[c.tenant, c.integration.name] += 1
+        for (tenant, name), n in routed.items():
+            self.outcomes.add("routed", tenant, name, n=n)
+            if name in self._routing_is_success:
+                self.health.ok(name, tenant, n)
+        for p in prepared:
+            tenant = p.tenant
+            for failure in p.failures:
+                send(*self._dlq(p.inbound, failure.error, failure.integration, now_ms, (p, None)))
+                self.outcomes.add("dlq", tenant, failure.integration or "", failure.error.code)
+                for name in ([failure.integration] if failure.integration else self._integrations_of(p.inbound)):
+                    self.health.fail(name, tenant, failure.error.code, failure.error.message, p.inbound.value)
+            if p.ignored:
+                self.outcomes.add("ignored", tenant)
+        self._settle(self.sink.flush(), now_ms)
+
+    def _not_routed(self, p: Prepared, c: Candidate, claim: Claim, decision: Decision, now_ms: int) -> bool:
+        """Count a duplicate or stale candidate; True when it is not delivered (dropped or DLQ'd)."""
+        name = c.integration.name
+        if decision is Decision.DUPLICATE:
+            self.outcomes.add("duplicate", c.tenant, name)
+            return True
+        policy = c.integration.on_stale
+        if policy == "drop":
+            self.outcomes.add("stale", c.tenant, name)
+            return True
+        if policy == "dlq":  # its claim was released by ``decide``
+            err = OrderError(f"version {c.version} is not newer than the entity's watermark", code="order.stale")
+            self.sink.send(*self._dlq(p.inbound, err, name, now_ms, (p, claim)))
+            self.outcomes.add("dlq", c.tenant, name, "order.stale")
+            self.health.fail(name, c.tenant, err.code, err.message, p.inbound.value)
+            return True
+        self.outcomes.add("stale_delivered", c.tenant, name)
+        return False
+
+    @staticmethod
+    def _sampled(candidate: Candidate) -> bool:
+        """Is the traceparent in the candidate's last header sampled? (the caller checked the name)"""
+        value = candidate.headers[-1][1]
+        return value is not None and sampled(value.decode())
+
+    def _trace(self, candidate: Candidate) -> None:
+        """A span for routing this record; the output carries the span's traceparent."""
+        incoming = (candidate.headers[-1][1] or b"").decode()
+        span, outgoing = start_child(_tracer, f"route {candidate.integration.name}", incoming, attributes={
+            "router.tenant": candidate.tenant, "router.integration": candidate.integration.name,
+            "router.event_id": candidate.event_id,
+            "messaging.destination.name": candidate.integration.destination.topic})
+        span.end()
+        candidate.headers[-1] = (h.TRACEPARENT, outgoing.encode())
+
+    def write_health(self) -> None:
+        """Publish the batch's health (best effort, after the commit: health is for people, never a
+        reason to redo a batch)."""
+        if self.health_client is None:
+            self.health.clear()
+            return
+        try:
+            self.health_writer.write(self.health_client, self.health)
+        except redis.RedisError as exc:
+            log.warning("health not recorded: %s", exc)
+            self.health.clear()
+
+    def _integrations_of(self, inbound: Inbound) -> list[str]:
+        """Every integration on the record's topic: a record that failed before selection concerns them all."""
+        return [i.name for i in self.table.by_topic.get(inbound.topic, ())]
+
+    def _dlq(self, inbound: Inbound, error: RecordError, integration: str | None, now_ms: int,
+             tag: object) -> tuple[str, Any, Any, Any, Any, bool]:
+        headers = dlq_headers(inbound, error, group=self.group, integration=integration, now_ms=now_ms)
+        return dlq_topic(inbound.topic), inbound.key, inbound.value, headers, tag, True
+
+    def _settle(self, failed: list[Pending], now_ms: int) -> None:
+        """Outputs refused for good go to the DLQ; anything else fails the batch."""
+        if not failed:
+            return
+        retry: list[Pending] = []
+        for item in failed:
+            if item.is_dlq or not is_permanent(item.error):
+                raise BatchFailed(f"{len(failed)} record(s) not acknowledged by the broker: {item.error}")
+            retry.append(item)
+        releases = []
+        for item in retry:
+            prepared: Prepared
+            claim: Claim | None
+            prepared, claim = item.tag  # type: ignore[misc]
+            err = EncodeError(f"the broker refused the output: {item.error}", code="encode.too_large")
+            topic, key, value, headers, tag, _ = self._dlq(prepared.inbound, err, claim.field if claim else None,
+                                                           now_ms, item.tag)
+            self.sink.send(topic, key, value, headers, tag, True)
+            if claim is not None:
+                releases.append(claim)
+            self.outcomes.add("dlq", prepared.tenant, claim.field if claim else "", "encode.too_large")
+            self.health.fail(claim.field if claim else "", prepared.tenant, err.code, err.message,
+                             prepared.inbound.value)
+        if releases:
+            self.state.release(releases)
+        still = self.sink.flush()
+        if still:
+            raise BatchFailed(f"{len(still)} DLQ record(s) not acknowledged by the broker: {still[0].error}")
