@@ -125,11 +125,26 @@ async def _read_limited(request: web.Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def _is_utf8(header_value: str) -> bool:
+    """Were this header's bytes UTF-8? aiohttp decodes with surrogateescape: other bytes become lone surrogates."""
+    if header_value.isascii():
+        return True
+    try:
+        header_value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _event_id(source: WebhookSource, doc: object, request: web.Request) -> str | web.Response:
     tenant = request.match_info["tenant"]
     value = source.get_event_id(doc) if source.get_event_id is not None else MISSING
     if (value is MISSING or value is None or value == "") and source.event_id_header:
         value = request.headers.get(source.event_id_header) or MISSING
+        if isinstance(value, str) and not _is_utf8(value):
+            # The event id becomes the router-event-id Kafka header, which is UTF-8 (DESIGN §2).
+            return _refuse(p.INVALID_EVENT_ID, f"header {source.event_id_header} must be UTF-8 text", source.name,
+                           tenant, verified=True, header=source.event_id_header)
     if value is MISSING or value is None or value == "":
         where = " or ".join(x for x in (source.event_id_path and f"body field {source.event_id_path}",
                                         source.event_id_header and f"header {source.event_id_header}") if x)
