@@ -45,8 +45,8 @@ DAY_MS = 86_400_000
 SEVERITY = {"low": 3, "med": 2, "high": 1}
 ROUTE = Decision.ROUTE
 
-# One batch: its outputs (key, value, headers), their claims, and the last offset per partition.
 Headers = list[tuple[str, str | bytes | None]]
+# One batch: its outputs (key, value, headers), their claims, and the last offset per partition.
 Batch = tuple[list[tuple[bytes, bytes, Headers]], list[Claim], dict[tuple[str, int], int]]
 
 
