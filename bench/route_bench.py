@@ -407,16 +407,21 @@ class Services:
     settings: Settings
 
 
-def route_run(label: str, title: str, processes: int, run_id: str, services: Services, workdir: Path,
-              partitions: int) -> tuple[Run, Topology]:
-    """A `router route` run: its own spec (unique name and destination), group and Redis prefix.
-
-    Every run's spec reads ``ingest.<run_id>``, so (b) and (c) route the same pre-produced input.
-    """
+def run_spec(label: str, run_id: str, services: Services, workdir: Path, partitions: int
+             ) -> tuple[str, Topology, dict[str, int]]:
+    """A run's own spec, named ``<run_id>-<label>`` (also its destination, group and Redis prefix),
+    reading ``ingest.<run_id>``: (f), (b) and (c) handle the same pre-produced input. Its topics
+    are created and its schema registered; returns (name, topology, schema ids by integration)."""
     name = f"{run_id}-{label}"
     (workdir / label).mkdir()
     topo = make_topology(workdir / label, name, {"bench": zendesk_spec(name, source=run_id, destination=name)})
-    prepare_services(services.settings, services.registry_url, topo, partitions)
+    return name, topo, prepare_services(services.settings, services.registry_url, topo, partitions)
+
+
+def route_run(label: str, title: str, processes: int, run_id: str, services: Services, workdir: Path,
+              partitions: int) -> tuple[Run, Topology]:
+    """A `router route` run with its own spec, group and Redis prefix (``run_spec``)."""
+    name, topo, _ = run_spec(label, run_id, services, workdir, partitions)
     env = {**worker_env(services.bootstrap, services.redis_url, services.registry_url, f"{name}:"),
            "ROUTER_TOPIC_PARTITIONS": str(partitions)}
     argv = [sys.executable, "-m", "router", "route", "--integrations", str(topo.integrations),
@@ -426,11 +431,8 @@ def route_run(label: str, title: str, processes: int, run_id: str, services: Ser
 
 def floor_run(label: str, run_id: str, services: Services, workdir: Path, partitions: int, events: int,
               deadline_s: float) -> tuple[Run, Topology]:
-    """The floor (bench.floor): its own spec name, delivery topic, registered schema, group and prefix."""
-    name = f"{run_id}-{label}"
-    (workdir / label).mkdir()
-    topo = make_topology(workdir / label, name, {"bench": zendesk_spec(name, source=run_id, destination=name)})
-    schema_ids = prepare_services(services.settings, services.registry_url, topo, partitions)
+    """The floor (bench.floor) with its own spec, group and Redis prefix (``run_spec``)."""
+    name, topo, schema_ids = run_spec(label, run_id, services, workdir, partitions)
     integration = topo.catalog.by_name(name)
     argv = [sys.executable, "-m", "bench.floor", "--bootstrap", services.bootstrap, "--redis-url", services.redis_url,
             "--source", integration.source.topic, "--dest", topo.dest_topic(name), "--group", name,
@@ -469,6 +471,7 @@ def bench(args: argparse.Namespace, console: Console, runs: list[Run], outputs_o
         source = f"ingest.{run_id}"
         passthrough_dest = f"{run_id}-a.out"
         rounds = [round_labels(r, args.rounds) for r in range(args.rounds)]
+        # Every run but the passthrough (first in a round) writes Redis keys under its own prefix.
         stack.callback(cleanup_redis, redis_url, [f"{run_id}-{label}:" for labels in rounds for label in labels[1:]])
         plan: list[tuple[Run, Run, Run, Run]] = []
         topics = {source, passthrough_dest}

@@ -4,7 +4,8 @@ what they route, write what fails to the DLQ, count every outcome, then flush.
 ``BatchFinisher.finish`` raises (nothing committed, the loop rewinds and retries) when an output
 or a DLQ write is not acknowledged, except for an output the broker refuses for good: that one
 goes to the DLQ as ``encode.too_large`` and its claim is released, so a replay goes through.
-Outcome counts and health for a batch are published by the caller only once it has finished.
+The caller publishes a batch's outcome counts and health (``publish``) once it has finished, or
+drops them (``discard``) when the batch is to be retried.
 """
 
 from __future__ import annotations
@@ -135,9 +136,18 @@ class BatchFinisher:
         span.end()
         candidate.headers[-1] = (h.TRACEPARENT, outgoing.encode())
 
-    def write_health(self) -> None:
-        """Publish the batch's health (best effort, after the commit: health is for people, never a
-        reason to redo a batch)."""
+    def discard(self) -> None:
+        """Forget the counts and health of a batch that failed: it is retried, and counted then."""
+        self.outcomes.drop_batch()
+        self.health.clear()
+
+    def publish(self) -> None:
+        """Publish the finished batch's outcome counts, then its health."""
+        self.outcomes.commit_batch("route")
+        self._write_health()
+
+    def _write_health(self) -> None:
+        # Best effort, after the commit: health is for people, never a reason to redo a batch.
         if self.health_client is None:
             self.health.clear()
             return

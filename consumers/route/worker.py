@@ -219,16 +219,13 @@ class RouteWorker:
            (``BatchFinisher.finish``);
         3. publish the batch's outcome counts and health. The loop commits after this returns.
         """
-        finisher = self.finisher
         try:
-            finisher.finish(staged)
+            self.finisher.finish(staged)
         except RETRYABLE:
-            finisher.outcomes.drop_batch()
-            finisher.health.clear()
+            self.finisher.discard()
             raise
-        finisher.outcomes.commit_batch("route")
         self.batches_committed += 1
-        finisher.write_health()
+        self.finisher.publish()
 
     def _commit(self, batch: Sequence[Inbound], *, asynchronous: bool) -> None:
         """Commit offset + 1 of the batch's last record per partition. Asynchronous between batches
