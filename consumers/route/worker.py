@@ -45,6 +45,14 @@ log = logging.getLogger("router.route")
 _TOPIC_PARTITION = attrgetter("topic", "partition")
 _OFFSET = attrgetter("offset")
 
+
+
+class DecisionsDiscarded(BatchFailed):
+    """A batch queued behind a failed decide: it is decided again, in offset order, after a rewind."""
+
+    code = "route.decisions_discarded"
+
+
 # Failures that mean "services unavailable": the batch is rewound and retried after a backoff.
 RETRYABLE = (redis.RedisError, KafkaException, BatchFailed, OSError)
 
@@ -89,6 +97,10 @@ class RouteWorker:
         self._state_io = ThreadPoolExecutor(1, thread_name_prefix="route-state")  # one batch at a time, in order
         self._inflight: tuple[Future[None], list[Inbound]] | None = None
         self._failed: tuple[BaseException, list[Inbound]] | None = None
+        # The decision fence (``decide``): batches are decided in the epoch they were staged in; a
+        # failed decide closes its epoch, and the loop opens the next one when it rewinds.
+        self._epoch = 0
+        self._closed_epoch = -1
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -117,6 +129,7 @@ class RouteWorker:
                 if failure is not None:
                     log.warning("batch failed, retrying after %.1fs: %s", backoff, failure)
                     self._rewind(batch)  # every record not committed; revoked partitions are skipped
+                    self._epoch += 1  # decisions staged from here on follow the rewound records
                     stop.wait(backoff * (0.5 + random.random() / 2))  # jittered, wakes on stop
                     backoff = min(backoff * 2, self.options.backoff_max_s)
                     continue
@@ -196,18 +209,33 @@ class RouteWorker:
         prefix = table.key_prefix
         pairs = [(p, c) for p in prepared for c in p.candidates]
         claims = [claim_for(c, p.inbound.coords, prefix) for p, c in pairs]
-        decided = self._state_io.submit(self.decide, pairs, claims) if claims else None
+        decided = self._state_io.submit(self.decide, pairs, claims, self._epoch) if claims else None
         return Staged(batch, prepared, now_ms, pairs, claims, decided)
 
-    def decide(self, pairs: Sequence[tuple[Prepared, Candidate]], claims: Sequence[Claim]) -> list[Decision]:
+    def decide(self, pairs: Sequence[tuple[Prepared, Candidate]], claims: Sequence[Claim], epoch: int
+               ) -> list[Decision]:
         """On ``route-state``: one Redis call for the batch's dedupe/ordering decisions, then the
         release of claims whose record goes to the DLQ as stale (so a replay goes through) —
-        before the next batch is decided, as if the batches ran one after the other."""
-        decisions = self.state.decide(claims)
-        releases = [claim for (_p, c), claim, decision in zip(pairs, claims, decisions, strict=True)
-                    if decision is Decision.STALE and c.integration.on_stale == "dlq"]
-        if releases:
-            self.state.release(releases)
+        before the next batch is decided, as if the batches ran one after the other.
+
+        Decisions are stored in offset order, always: no record is decided while an earlier record
+        of its partition is undecided. Batch N+1 is queued here while N may still be deciding; if
+        N's decide fails (Redis timed out), N+1 must not be decided before N is, or N's older
+        versions would be judged stale against watermarks N+1 raised, and that verdict, stored with
+        their coordinates, would repeat on every redelivery: events lost. So a failure closes the
+        epoch, every decide queued in it is refused without touching Redis (the batch fails and is
+        rewound with N), and the loop opens a new epoch when it rewinds."""
+        if epoch <= self._closed_epoch:
+            raise DecisionsDiscarded("an earlier batch's decisions failed; this batch is decided again after it")
+        try:
+            decisions = self.state.decide(claims)
+            releases = [claim for (_p, c), claim, decision in zip(pairs, claims, decisions, strict=True)
+                        if decision is Decision.STALE and c.integration.on_stale == "dlq"]
+            if releases:
+                self.state.release(releases)
+        except BaseException:
+            self._closed_epoch = max(self._closed_epoch, epoch)
+            raise
         return decisions
 
     def finish(self, staged: Staged) -> None:
