@@ -21,8 +21,9 @@ from typing import Any, TypeVar
 import aiohttp
 import fastavro
 import orjson
+import redis
 import redis.asyncio as aioredis
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -33,8 +34,10 @@ from consumers.deliver.lanes import TP, Item, Lanes, batches, now
 from consumers.deliver.payload import batch_body, batch_idempotency_key, idempotency_key, to_json
 from consumers.deliver.ratelimit import SharedRateLimiter
 from consumers.deliver.status import Answer, Verdict, backoff_s, classify_status, interpret
+from router import deadletters
 from router import headers as h
 from router.controls import parse, state_key
+from router.deadletters import DeadLetter
 from router.health import HealthBatch, HealthWriter
 from router.kafka import consumer_config, dlq_topic, producer_config
 from router.outcomes import Outcomes, delivery_request_seconds, end_to_end_seconds
@@ -48,6 +51,11 @@ _tracer = trace.get_tracer("router.deliver")
 T = TypeVar("T")
 
 RESPONSE_BODY_LIMIT = 1024
+# Redis being down or frozen: wait and try again, never exit (DESIGN §4: only slow a batch).
+RETRYABLE_REDIS = (redis.RedisError, OSError, TimeoutError)
+# Commit failures a rebalance causes: the partitions' next owner resumes from the last commit.
+REBALANCE_ERRORS = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
+                              KafkaError.UNKNOWN_MEMBER_ID, KafkaError._NO_OFFSET, KafkaError._STATE})
 DELIVERED_TTL_MIN_S = 7 * 24 * 3600
 
 
@@ -87,6 +95,7 @@ class DeliverWorker:
         self.heartbeat = Heartbeat()
         self.health = HealthBatch()
         self.health_writer = HealthWriter(self.prefix)
+        self._state_failures = 0
 
     async def _k(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._kafka, fn, *args)
@@ -99,7 +108,7 @@ class DeliverWorker:
         await self._k(lambda: self.consumer.subscribe(topics, on_revoke=self._on_revoke, on_lost=self._on_revoke))
         poll_producer = asyncio.create_task(self._poll_producer(stop))
         connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=30)
-        last_commit = last_state = 0.0
+        last_commit = next_state = 0.0
         async with aiohttp.ClientSession(connector=connector) as self.session:
             try:
                 while not stop.is_set():
@@ -108,9 +117,8 @@ class DeliverWorker:
                     messages = await self._k(self.consumer.consume, 500, 0.05 if busy else 0.2)
                     self._drop_revoked()
                     await self._accept(messages)
-                    if time.monotonic() - last_state >= self.options.state_interval_s:
-                        await self._refresh_states()
-                        last_state = time.monotonic()
+                    if time.monotonic() >= next_state:
+                        next_state = time.monotonic() + await self._refresh_states()
                     self._dispatch()
                     if time.monotonic() - last_commit >= self.options.commit_interval_s:
                         await self._commit()
@@ -135,10 +143,12 @@ class DeliverWorker:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Runs in the Kafka thread inside consume(): commit what is finished of these partitions
         # before they go; the rest is redone by the new owner (delivered keys prevent re-sends).
+        # Never raises (STYLE §3): a failed commit leaves the records to the next owner, which the
+        # delivered keys keep from sending twice.
         tps = {(p.topic, p.partition) for p in partitions}
         positions = self.lanes.commit_positions(only=tps)
         if positions:
-            consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()], asynchronous=False)
+            _commit_guarded(consumer, [TopicPartition(t, p, o) for (t, p), o in positions.items()])
         self.revoked.extend(tps)
 
     def _drop_revoked(self) -> None:
@@ -152,7 +162,7 @@ class DeliverWorker:
         positions = self.lanes.commit_positions()
         if positions:
             offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
-            await self._k(lambda: self.consumer.commit(offsets=offsets, asynchronous=False))
+            await self._k(_commit_guarded, self.consumer, offsets)
             self.outcomes.commit_batch("deliver")
         if self.health.rows:
             try:  # best effort: health is for people, never a reason to hold a commit
@@ -168,17 +178,31 @@ class DeliverWorker:
         limit = self.options.max_backlog
         for tp, track in list(self.lanes.tracks.items()):
             backlog = track.backlog()
-            if backlog > limit and tp not in self.paused_tps:
-                await self._k(self.consumer.pause, [TopicPartition(*tp)])
-                self.paused_tps.add(tp)
-            elif backlog < limit // 2 and tp in self.paused_tps:
-                await self._k(self.consumer.resume, [TopicPartition(*tp)])
-                self.paused_tps.discard(tp)
+            try:
+                if backlog > limit and tp not in self.paused_tps:
+                    await self._k(self.consumer.pause, [TopicPartition(*tp)])
+                    self.paused_tps.add(tp)
+                elif backlog < limit // 2 and tp in self.paused_tps:
+                    await self._k(self.consumer.resume, [TopicPartition(*tp)])
+                    self.paused_tps.discard(tp)
+            except KafkaException as exc:  # revoked meanwhile: dropped at the next pass
+                log.info("flow control skipped %s[%d]: %s", tp[0], tp[1], exc)
 
-    async def _refresh_states(self) -> None:
+    async def _refresh_states(self) -> float:
+        """Read every integration's state; return the seconds until the next read: the interval,
+        or a doubling backoff (to 15 s) while Redis does not answer — the last states stay."""
         names = list(self.targets)
-        raw = await self.redis.mget([state_key(self.prefix, n) for n in names])
+        try:
+            raw = await self.redis.mget([state_key(self.prefix, n) for n in names])
+        except RETRYABLE_REDIS as exc:
+            self._state_failures += 1
+            wait = min(self.options.state_interval_s * 2 ** self._state_failures, 15.0)
+            log.warning("integration states unavailable (%d in a row), next try in %.0fs: %s",
+                        self._state_failures, wait, exc)
+            return wait
+        self._state_failures = 0
         self.active = {n for n, v in zip(names, raw, strict=True) if parse(n, v).state == "active"}
+        return self.options.state_interval_s
 
     # ---- records in -------------------------------------------------------------------------
 
@@ -404,6 +428,20 @@ class DeliverWorker:
             extra[h.RESPONSE_BODY] = body[:RESPONSE_BODY_LIMIT].decode("utf-8", "replace")
         headers: list[tuple[str, str | bytes | None]] = [(k, v) for k, v in item.headers if k not in h.ERROR_HEADERS]
         headers += [(k, v.encode()) for k, v in extra.items()]
+        # One DLQ copy per record: a redelivery after a crash before the commit finds it recorded.
+        letter = deadletters.slot(self.prefix, self.options.group,
+                                  DeadLetter(item.topic, item.partition, item.offset, item.integration))
+        try:
+            [already] = await deadletters.written_async(self.redis, [letter])
+        except RETRYABLE_REDIS as exc:
+            log.warning("DLQ ledger unavailable, retrying the dead letter later: %s", exc)
+            item.not_before = now() + 1.0
+            item.in_flight = False
+            return
+        if already:
+            self.outcomes.add("dlq_already_written", item.tenant, item.integration, code)
+            self._finish(item, None)
+            return
         loop = asyncio.get_running_loop()
         acked: asyncio.Future[KafkaError | None] = loop.create_future()
 
@@ -425,6 +463,10 @@ class DeliverWorker:
             item.not_before = now() + 1.0
             item.in_flight = False
             return
+        try:
+            await deadletters.record_async(self.redis, [letter], [code])
+        except RETRYABLE_REDIS as exc:  # written once; only a crash before the commit could repeat it
+            log.warning("DLQ ledger not updated for %s[%d]@%d: %s", item.topic, item.partition, item.offset, exc)
         self.outcomes.add("dlq", item.tenant, item.integration, code)
         sample = to_json(item.record) if item.record is not None else item.value
         self.health.fail(item.integration, item.tenant, code, message, sample)
@@ -440,3 +482,18 @@ class DeliverWorker:
                                           {"integration": item.integration, "tenant": item.tenant})
         item.in_flight = False
         self.lanes.finish(item)
+
+
+def _commit_guarded(consumer: Consumer, offsets: list[TopicPartition]) -> bool:
+    """Commit synchronously; a failure is logged, never raised: what was not committed is redone
+    by the partition's owner from the last commit (delivered keys keep it from being sent twice).
+    Returns whether the commit went through."""
+    try:
+        consumer.commit(offsets=offsets, asynchronous=False)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        rebalance = err is not None and err.code() in REBALANCE_ERRORS
+        log.log(logging.INFO if rebalance else logging.WARNING, "commit failed%s; the records will be redelivered: %s",
+                " during a rebalance" if rebalance else "", exc)
+        return False
+    return True

@@ -14,13 +14,14 @@ import logging
 from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 from opentelemetry import trace
 
 from consumers.route.sinks import BatchSink, Pending, is_permanent
+from router import deadletters
 from router import headers as h
+from router.deadletters import DeadLetter
 from router.errors import EncodeError, OrderError, RecordError, RouterError
 from router.health import HealthBatch, HealthWriter
 from router.kafka import dlq_topic
@@ -74,13 +75,15 @@ class BatchFinisher:
     def finish(self, staged: Staged) -> None:
         """Wait for the batch's decisions (made on ``route-state``), produce outputs and DLQ records,
         flush; a record the broker refused for good goes to the DLQ (then flush again); any other
-        failure raises BatchFailed."""
+        failure raises BatchFailed. Dead letters are then recorded in the ledger, so a crash before
+        the commit does not write them twice (``router.deadletters``)."""
         prepared, now_ms = staged.prepared, staged.now_ms
         decisions = staged.decided.result() if staged.decided is not None else []
         send = self.sink.send
+        letters: list[_Letter] = []
         routed: Counter[tuple[str, str]] = Counter()  # (tenant, integration): counted per batch, not per record
         for (p, c), claim, decision in zip(staged.pairs, staged.claims, decisions, strict=True):
-            if decision is not Decision.ROUTE and self._not_routed(p, c, claim, decision, now_ms):
+            if decision is not Decision.ROUTE and self._not_routed(p, c, claim, decision, letters):
                 continue
             if c.headers[-1][0] == h.TRACEPARENT and self._sampled(c):  # the name test first: no call per record
                 self._trace(c)
@@ -91,18 +94,18 @@ class BatchFinisher:
             if name in self._routing_is_success:
                 self.health.ok(name, tenant, n)
         for p in prepared:
-            tenant = p.tenant
             for failure in p.failures:
-                send(*self._dlq(p.inbound, failure.error, failure.integration, now_ms, (p, None)))
-                self.outcomes.add("dlq", tenant, failure.integration or "", failure.error.code)
-                for name in ([failure.integration] if failure.integration else self._integrations_of(p.inbound)):
-                    self.health.fail(name, tenant, failure.error.code, failure.error.message, p.inbound.value)
+                letters.append(_Letter(p, failure.error, failure.integration, None))
             if p.ignored:
-                self.outcomes.add("ignored", tenant)
-        self._settle(self.sink.flush(), now_ms)
+                self.outcomes.add("ignored", p.tenant)
+        written = self._dead_letter(letters, now_ms)
+        written += self._settle(self.sink.flush(), now_ms)
+        self.state.record_dead_letters([w.slot for w in written], [w.error.code for w in written])
 
-    def _not_routed(self, p: Prepared, c: Candidate, claim: Claim, decision: Decision, now_ms: int) -> bool:
-        """Count a duplicate or stale candidate; True when it is not delivered (dropped or DLQ'd)."""
+    def _not_routed(self, p: Prepared, c: Candidate, claim: Claim, decision: Decision, letters: list[_Letter]
+                    ) -> bool:
+        """Count a duplicate or stale candidate; True when it is not delivered (dropped, or a dead
+        letter added to ``letters``)."""
         name = c.integration.name
         if decision is Decision.DUPLICATE:
             self.outcomes.add("duplicate", c.tenant, name)
@@ -113,9 +116,7 @@ class BatchFinisher:
             return True
         if policy == "dlq":  # its claim was released by ``decide``
             err = OrderError(f"version {c.version} is not newer than the entity's watermark", code="order.stale")
-            self.sink.send(*self._dlq(p.inbound, err, name, now_ms, (p, claim)))
-            self.outcomes.add("dlq", c.tenant, name, "order.stale")
-            self.health.fail(name, c.tenant, err.code, err.message, p.inbound.value)
+            letters.append(_Letter(p, err, name, claim))
             return True
         self.outcomes.add("stale_delivered", c.tenant, name)
         return False
@@ -161,36 +162,65 @@ class BatchFinisher:
         """Every integration on the record's topic: a record that failed before selection concerns them all."""
         return [i.name for i in self.table.by_topic.get(inbound.topic, ())]
 
-    def _dlq(self, inbound: Inbound, error: RecordError, integration: str | None, now_ms: int,
-             tag: object) -> tuple[str, Any, Any, Any, Any, bool]:
-        headers = dlq_headers(inbound, error, group=self.group, integration=integration, now_ms=now_ms)
-        return dlq_topic(inbound.topic), inbound.key, inbound.value, headers, tag, True
+    def _dead_letter(self, letters: list[_Letter], now_ms: int) -> list[_Letter]:
+        """Send each dead letter the ledger does not already hold; count it, and return those sent.
 
-    def _settle(self, failed: list[Pending], now_ms: int) -> None:
-        """Outputs refused for good go to the DLQ; anything else fails the batch."""
+        One already written belongs to a record redelivered after a crash before its commit: it
+        is in the DLQ once already, and counted as ``dlq_already_written``."""
+        if not letters:
+            return []
+        group, prefix = self.group, self.table.key_prefix
+        for letter in letters:
+            i = letter.prepared.inbound
+            letter.slot = deadletters.slot(prefix, group, DeadLetter(i.topic, i.partition, i.offset,
+                                                                     letter.integration or ""))
+        sent = []
+        for letter, done in zip(letters, self.state.dead_lettered([x.slot for x in letters]), strict=True):
+            p, err, name = letter.prepared, letter.error, letter.integration
+            if done:
+                self.outcomes.add("dlq_already_written", p.tenant, name or "", err.code)
+                continue
+            headers = dlq_headers(p.inbound, err, group=group, integration=name, now_ms=now_ms)
+            self.sink.send(dlq_topic(p.inbound.topic), p.inbound.key, p.inbound.value, headers,
+                           (p, letter.claim), True)
+            self.outcomes.add("dlq", p.tenant, name or "", err.code)
+            for each in ([name] if name else self._integrations_of(p.inbound)):
+                self.health.fail(each, p.tenant, err.code, err.message, p.inbound.value)
+            sent.append(letter)
+        return sent
+
+    def _settle(self, failed: list[Pending], now_ms: int) -> list[_Letter]:
+        """Outputs refused for good go to the DLQ (returned); anything else fails the batch."""
         if not failed:
-            return
+            return []
         retry: list[Pending] = []
         for item in failed:
             if item.is_dlq or not is_permanent(item.error):
                 raise BatchFailed(f"{len(failed)} record(s) not acknowledged by the broker: {item.error}")
             retry.append(item)
-        releases = []
+        letters = []
         for item in retry:
             prepared: Prepared
             claim: Claim | None
             prepared, claim = item.tag  # type: ignore[misc]
             err = EncodeError(f"the broker refused the output: {item.error}", code="encode.too_large")
-            topic, key, value, headers, tag, _ = self._dlq(prepared.inbound, err, claim.field if claim else None,
-                                                           now_ms, item.tag)
-            self.sink.send(topic, key, value, headers, tag, True)
-            if claim is not None:
-                releases.append(claim)
-            self.outcomes.add("dlq", prepared.tenant, claim.field if claim else "", "encode.too_large")
-            self.health.fail(claim.field if claim else "", prepared.tenant, err.code, err.message,
-                             prepared.inbound.value)
+            letters.append(_Letter(prepared, err, claim.field if claim else None, claim))
+        sent = self._dead_letter(letters, now_ms)
+        releases = [x.claim for x in letters if x.claim is not None]
         if releases:
             self.state.release(releases)
         still = self.sink.flush()
         if still:
             raise BatchFailed(f"{len(still)} DLQ record(s) not acknowledged by the broker: {still[0].error}")
+        return sent
+
+
+@dataclass(slots=True)
+class _Letter:
+    """A record (or one integration's share of it) on its way to the DLQ."""
+
+    prepared: Prepared
+    error: RecordError
+    integration: str | None
+    claim: Claim | None  # the claim released for it, if any
+    slot: deadletters.Slot = ("", "")

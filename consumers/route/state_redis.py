@@ -12,6 +12,8 @@ from collections.abc import Sequence
 import orjson
 import redis
 
+from router import deadletters
+from router.deadletters import Slot
 from router.pipeline.records import Claim, Decision
 
 # ARGV[1] is the batch as one JSON array (cheap to build with orjson, no per-argument packing);
@@ -125,6 +127,12 @@ class RedisState:
             for c in chunk:
                 argv += [_slot(c), c.coords, c.order_key or ""]
             self._release(args=argv)
+
+    def dead_lettered(self, slots: Sequence[Slot]) -> list[bool]:
+        return deadletters.written(self._client, slots)
+
+    def record_dead_letters(self, slots: Sequence[Slot], codes: Sequence[str]) -> None:
+        deadletters.record(self._client, slots, codes)
 
 
 def _slot(claim: Claim) -> str:

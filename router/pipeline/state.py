@@ -16,6 +16,9 @@ Semantics, shared by this in-memory store and the Redis/Lua store of the route w
 * A record that ends in the DLQ releases its claim (``release``), so a replay goes through;
   if it had raised the watermark and nothing has raised it since, the watermark goes back to
   what it was, so the replay of the same version is not judged stale.
+* A record's dead-lettering is recorded once its DLQ write is acknowledged
+  (``record_dead_letters``, slots from ``router.deadletters``); a redelivery of it finds it there
+  (``dead_lettered``) and is not written again.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from router.deadletters import Slot
 from router.pipeline.records import Claim, Decision
 
 
@@ -39,6 +43,10 @@ class StateStore(Protocol):
 
     def release(self, claims: Sequence[Claim]) -> None: ...
 
+    def dead_lettered(self, slots: Sequence[Slot]) -> list[bool]: ...
+
+    def record_dead_letters(self, slots: Sequence[Slot], codes: Sequence[str]) -> None: ...
+
 
 @dataclass
 class _Held:
@@ -53,6 +61,13 @@ class MemoryState:
     def __init__(self) -> None:
         self.claims: dict[tuple[str, str], _Held] = {}
         self.watermarks: dict[str, tuple[float, str]] = {}
+        self.dead_letters: dict[Slot, str] = {}
+
+    def dead_lettered(self, slots: Sequence[Slot]) -> list[bool]:
+        return [s in self.dead_letters for s in slots]
+
+    def record_dead_letters(self, slots: Sequence[Slot], codes: Sequence[str]) -> None:
+        self.dead_letters.update(zip(slots, codes, strict=True))
 
     def decide(self, claims: Sequence[Claim]) -> list[Decision]:
         return [self._one(c) for c in claims]

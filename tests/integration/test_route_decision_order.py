@@ -22,6 +22,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from consumers.route.finish import Staged
 from consumers.route.state_redis import RedisState
 from consumers.route.worker import RouteWorker, WorkerOptions
+from router.deadletters import Slot
 from router.pipeline.records import Claim, Decision, Inbound
 from router.pipeline.stages import RoutingTable
 from router.settings import Settings
@@ -75,6 +76,12 @@ class _FirstDecideTimesOut:
 
     def release(self, claims: Sequence[Claim]) -> None:
         self.inner.release(claims)
+
+    def dead_lettered(self, slots: Sequence[Slot]) -> list[bool]:
+        return self.inner.dead_lettered(slots)
+
+    def record_dead_letters(self, slots: Sequence[Slot], codes: Sequence[str]) -> None:
+        self.inner.record_dead_letters(slots, codes)
 
 
 def test_a_decide_that_times_out_is_not_overtaken_by_the_next_batch(settings: Settings, registry_url: str,

@@ -14,6 +14,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumers.route.state_redis import RedisState
 from consumers.route.worker import RouteWorker, WorkerOptions
+from router.deadletters import Slot
 from router.embedded.redis import start_redis
 from router.pipeline.records import Claim, Decision
 from router.pipeline.stages import RoutingTable
@@ -171,6 +172,12 @@ class _GatedState:
 
     def release(self, claims: Sequence[Claim]) -> None:
         self.inner.release(claims)
+
+    def dead_lettered(self, slots: Sequence[Slot]) -> list[bool]:
+        return self.inner.dead_lettered(slots)
+
+    def record_dead_letters(self, slots: Sequence[Slot], codes: Sequence[str]) -> None:
+        self.inner.record_dead_letters(slots, codes)
 
 
 class _RevokeSeen(RouteWorker):

@@ -1,0 +1,114 @@
+"""The dead-letter ledger: each record is dead-lettered once, whatever crashes (DESIGN §4).
+
+A worker writes a failed record to ``<topic>.dlq``, waits for the broker's acknowledgement,
+*then* records it here, and only then commits its offset. When the worker dies between the
+write and the commit, the record's next owner redelivers it and fails it again; the ledger says
+it is already dead-lettered, so it is not written a second time. The window left is between the
+broker's ack and this one Redis write (a round trip, not a batch): a kill exactly there still
+writes a second copy, which ``router dlq ls`` and replay recognise by its original coordinates.
+
+A ledger entry is (consumer group, topic, partition, offset, integration): the same record may
+fail for two integrations (each has its own DLQ record), and two groups reading one topic each
+report their own failures. Entries of one partition share a Redis hash whose key is hash-tagged
+on the partition, so one batch touches one slot per partition (Redis Cluster), and expire
+together after :data:`LEDGER_TTL_S` without new entries — far longer than any redelivery.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import redis
+import redis.asyncio as aioredis
+
+LEDGER_TTL_S = 7 * 24 * 3600
+
+
+class DeadLetter(NamedTuple):
+    """One record's failure for one integration ("" when it failed before an integration took it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    integration: str
+
+
+def ledger_key(prefix: str, group: str, topic: str, partition: int) -> str:
+    """The hash holding one partition's dead-lettered offsets (hash-tagged on the partition)."""
+    return f"{prefix}dlqw:{{{group}|{topic}|{partition}}}"
+
+
+Slot = tuple[str, str]  # (hash key, field)
+
+
+def slot(prefix: str, group: str, letter: DeadLetter) -> Slot:
+    """Where one dead letter is recorded: its partition's hash, and a field per offset and integration."""
+    return ledger_key(prefix, group, letter.topic, letter.partition), f"{letter.offset}|{letter.integration}"
+
+
+def _by_key(slots: Iterable[Slot]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = defaultdict(list)
+    for key, f in slots:
+        out[key].append(f)
+    return out
+
+
+def _found(slots: Sequence[Slot], grouped: dict[str, list[str]], replies: list[list[bytes | None]]) -> list[bool]:
+    """Which slots the HMGET replies (one per ``grouped`` key, in order) found."""
+    seen = {(key, f) for (key, fields), values in zip(grouped.items(), replies, strict=True)
+            for f, v in zip(fields, values, strict=True) if v is not None}
+    return [s in seen for s in slots]
+
+
+def written(client: redis.Redis, slots: Sequence[Slot]) -> list[bool]:
+    """For each slot, whether its dead letter was already written (one HMGET per partition)."""
+    if not slots:
+        return []
+    grouped = _by_key(slots)
+    pipe = client.pipeline(transaction=False)
+    for key, fields in grouped.items():
+        pipe.hmget(key, fields)
+    return _found(slots, grouped, pipe.execute())
+
+
+def record(client: redis.Redis, slots: Sequence[Slot], codes: Sequence[str]) -> None:
+    """Record dead letters the broker acknowledged (before their offsets are committed)."""
+    if not slots:
+        return
+    pipe = client.pipeline(transaction=False)
+    for key, mapping in _mappings(slots, codes).items():
+        pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+        pipe.expire(key, LEDGER_TTL_S)
+    pipe.execute()
+
+
+async def written_async(client: aioredis.Redis, slots: Sequence[Slot]) -> list[bool]:
+    """``written`` on an asyncio client (the delivery worker's)."""
+    if not slots:
+        return []
+    grouped = _by_key(slots)
+    async with client.pipeline(transaction=False) as pipe:
+        for key, fields in grouped.items():
+            pipe.hmget(key, fields)
+        replies = await pipe.execute()
+    return _found(slots, grouped, replies)
+
+
+async def record_async(client: aioredis.Redis, slots: Sequence[Slot], codes: Sequence[str]) -> None:
+    """``record`` on an asyncio client."""
+    if not slots:
+        return
+    async with client.pipeline(transaction=False) as pipe:
+        for key, mapping in _mappings(slots, codes).items():
+            pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
+            pipe.expire(key, LEDGER_TTL_S)
+        await pipe.execute()
+
+
+def _mappings(slots: Sequence[Slot], codes: Sequence[str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = defaultdict(dict)
+    for (key, f), code in zip(slots, codes, strict=True):
+        out[key][f] = code
+    return out
