@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 async def _main(settings: Settings, targets: dict[str, HttpTarget], args: argparse.Namespace) -> int:
     worker = DeliverWorker(settings, targets, SchemaRegistryClient({"url": settings.schema_registry_url}),
                            DeliverOptions(group=args.group, concurrency=args.concurrency))
-    telemetry.maybe_serve_metrics(worker.heartbeat.healthy)
+    telemetry.maybe_serve_metrics(worker.healthy)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -34,10 +34,11 @@ from consumers.deliver.lanes import TP, Item, Lanes, batches, now
 from consumers.deliver.payload import batch_body, batch_idempotency_key, idempotency_key, to_json
 from consumers.deliver.ratelimit import SharedRateLimiter
 from consumers.deliver.status import Answer, Verdict, backoff_s, classify_status, interpret
-from router import deadletters
+from router import deadletters, groupwatch
 from router import headers as h
 from router.controls import parse, state_key
 from router.deadletters import DeadLetter
+from router.groupwatch import GroupWatch, Throttle, group_progress
 from router.health import HealthBatch, HealthWriter
 from router.kafka import consumer_config, dlq_topic, producer_config
 from router.outcomes import Outcomes, delivery_request_seconds, end_to_end_seconds
@@ -96,6 +97,12 @@ class DeliverWorker:
         self.health = HealthBatch()
         self.health_writer = HealthWriter(self.prefix)
         self._state_failures = 0
+        self.watch = groupwatch.register(GroupWatch(self.options.group, settings.session_timeout_ms))
+        self._watch_due = Throttle()
+
+    def healthy(self) -> bool:
+        """``/healthz``: the loop is turning and its group is not stuck."""
+        return self.heartbeat.healthy() and not self.watch.stuck
 
     async def _k(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._kafka, fn, *args)
@@ -115,6 +122,9 @@ class DeliverWorker:
                     self.heartbeat.beat()
                     busy = self.lanes.size() > 0
                     messages = await self._k(self.consumer.consume, 500, 0.05 if busy else 0.2)
+                    if self._watch_due(time.monotonic()):
+                        changed = await self._k(self._observe_group, topics)
+                        await groupwatch.report_async(self.redis, self.prefix, self.watch, changed)
                     self._drop_revoked()
                     await self._accept(messages)
                     if time.monotonic() >= next_state:
@@ -134,6 +144,11 @@ class DeliverWorker:
                 await self._k(self.consumer.close)
                 await self.redis.aclose()
                 self._kafka.shutdown(wait=True)
+
+    def _observe_group(self, topics: list[str]) -> bool:
+        """On the Kafka thread: the stuck-group check (``router.groupwatch``)."""
+        return self.watch.observe(time.monotonic(), bool(self.consumer.assignment()),
+                                  lambda: group_progress(self.consumer, topics))
 
     async def _poll_producer(self, stop: asyncio.Event) -> None:
         # Delivery reports for DLQ writes are served here; their callbacks only resolve futures.

@@ -33,6 +33,8 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumers.route.finish import BatchFailed, BatchFinisher, Staged
 from consumers.route.sinks import PRODUCER_CONFIG, BatchSink
+from router import groupwatch
+from router.groupwatch import GroupWatch, Throttle, group_progress
 from router.kafka import consumer_config, producer_config
 from router.pipeline.records import Candidate, Claim, Decision, Inbound, Prepared
 from router.pipeline.stages import RoutingTable, claim_for, prepare, schema_id_of
@@ -101,6 +103,13 @@ class RouteWorker:
         # failed decide closes its epoch, and the loop opens the next one when it rewinds.
         self._epoch = 0
         self._closed_epoch = -1
+        self.watch = groupwatch.register(GroupWatch(self.options.group, settings.session_timeout_ms))
+        self._watch_due = Throttle()
+        self._health_client = health_client
+
+    def healthy(self) -> bool:
+        """``/healthz``: the loop is turning and its group is not stuck."""
+        return self.heartbeat.healthy() and not self.watch.stuck
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -114,6 +123,8 @@ class RouteWorker:
             while not stop.is_set():
                 self.heartbeat.beat()
                 messages = self.consumer.consume(self.options.batch_size, self.options.poll_timeout_s)
+                if self._watch_due(time.monotonic()):
+                    self._watch_group(topics)
                 batch = self._records(messages)
                 staged: Staged | None = None
                 failure: BaseException | None = None
@@ -163,6 +174,13 @@ class RouteWorker:
             return False
         self._commit(batch, asynchronous=asynchronous)
         return True
+
+    def _watch_group(self, topics: list[str]) -> None:
+        """The stuck-group check (``router.groupwatch``): the broker is asked only after a long
+        time without partitions."""
+        changed = self.watch.observe(time.monotonic(), bool(self.consumer.assignment()),
+                                     lambda: group_progress(self.consumer, topics))
+        groupwatch.report(self._health_client, self.table.key_prefix, self.watch, changed)
 
     def _records(self, messages: Sequence[Message]) -> list[Inbound]:
         batch = []

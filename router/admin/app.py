@@ -28,7 +28,7 @@ import redis
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from router import telemetry
+from router import groupwatch, telemetry
 from router.admin import auth
 from router.admin.page import STYLESHEET, PageContext, RowKafka, iso, render_login, render_message, render_page
 from router.admin.probe import KafkaProbe, KafkaSnapshot, dlq_topics_of, register_gauges
@@ -240,27 +240,29 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 # ---- the page and its JSON ---------------------------------------------------------------------
 
 
-async def _read(services: Services) -> tuple[int, list[HealthRow], KafkaSnapshot, dict[str, RowKafka]]:
+async def _read(services: Services) -> tuple[int, list[HealthRow], KafkaSnapshot, dict[str, RowKafka], list[str]]:
     now_ms = int(time.time() * 1000)
-    rows, snapshot = await asyncio.gather(
+    rows, snapshot, stuck = await asyncio.gather(
         read_rows(services.client, services.settings.redis_key_prefix, services.names, now_ms),
-        services.probe.current())
+        services.probe.current(),
+        services.client.hgetall(groupwatch.page_key(services.settings.redis_key_prefix)))
+
     kafka = {}
     for i in services.catalog.integrations:
         src, dest = i.source.topic, i.destination.topic
         kafka[i.name] = RowKafka(src, dest, snapshot.dlq_of(i.name) if snapshot.taken_ms else None,
                                  snapshot.lag_of(services.probe.route_group, src),
                                  snapshot.lag_of(services.probe.deliver_group, dest))
-    return now_ms, rows, snapshot, kafka
+    return now_ms, rows, snapshot, kafka, groupwatch.stuck_groups(stuck, now_ms)
 
 
 async def index(request: web.Request) -> web.Response:
     """The health page."""
     services = request.app[SERVICES]
-    now_ms, rows, snapshot, kafka = await _read(services)
+    now_ms, rows, snapshot, kafka, stuck = await _read(services)
     csrf = auth.csrf_token(request) or auth.new_csrf_token()
     flash = _read_flash(request)
-    ctx = PageContext(now_ms, csrf, services.probe.route_group, services.probe.deliver_group, flash)
+    ctx = PageContext(now_ms, csrf, services.probe.route_group, services.probe.deliver_group, flash, tuple(stuck))
     response = _html(render_page(rows, kafka, snapshot, ctx))
     if auth.csrf_token(request) is None:
         auth.set_csrf(response, request, csrf)
@@ -303,10 +305,10 @@ def row_json(row: HealthRow, kafka: RowKafka) -> dict[str, Any]:
 async def api_health(request: web.Request) -> web.Response:
     """Every row as JSON, with when Kafka was read and any Kafka problem."""
     services = request.app[SERVICES]
-    now_ms, rows, snapshot, kafka = await _read(services)
+    now_ms, rows, snapshot, kafka, stuck = await _read(services)
     return _json({
         "generated_at": iso(now_ms),
-        "kafka": {"read_at": _ms(snapshot.taken_ms), "error": snapshot.error,
+        "kafka": {"read_at": _ms(snapshot.taken_ms), "error": snapshot.error, "stuck_groups": stuck,
                   "route_group": services.probe.route_group, "deliver_group": services.probe.deliver_group},
         "rows": [row_json(r, kafka[r.integration]) for r in rows],
     })

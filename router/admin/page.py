@@ -61,6 +61,7 @@ class PageContext:
     route_group: str
     deliver_group: str
     flash: tuple[str, str] | None = None  # (ok | error, text)
+    stuck_groups: tuple[str, ...] = ()  # consumer groups a worker reported stuck (router.groupwatch)
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,10 @@ def render_page(rows: list[HealthRow], kafka: Mapping[str, RowKafka], snapshot: 
                   else "Kafka not read yet")
     problem = (f'<div class="flash flash-error" role="alert">{esc(snapshot.error)}; DLQ depth and lag are '
                f"from the last successful read.</div>" if snapshot.error else "")
+    problem += "".join(
+        f'<div class="flash flash-error" role="alert" data-testid="stuck-group">Consumer group <code>{esc(g)}</code> '
+        f"is stuck: its workers get no partitions, it commits nothing and it has lag. Restart its workers one at "
+        f"a time; see docs/embedded-broker.md.</div>" for g in ctx.stuck_groups)
     head = "".join(f'<th scope="col">{c}</th>' for c in COLUMNS)
     body = "".join(render_row(r, kafka[r.integration], snapshot, ctx) for r in rows) or (
         f'<tr><td colspan="{len(COLUMNS)}">No integrations in the catalog.</td></tr>')

@@ -100,13 +100,24 @@ class TopicStats:
     """What `router dlq ls` shows for one DLQ topic."""
 
     topic: str
-    depth: int = 0
+    depth: int = 0  # failed records, each counted once
+    records: int = 0  # DLQ records: more than depth when a worker died between a DLQ write and its commit
     oldest_ms: int = 0
     newest_ms: int = 0
     by_code: Counter[str] = field(default_factory=Counter)
     by_integration: Counter[str] = field(default_factory=Counter)
 
+    seen: set[tuple[str | None, ...]] = field(default_factory=set, repr=False)
+
     def add(self, record: DlqRecord) -> None:
+        self.records += 1
+        hdrs = record.headers
+        failure = (hdrs.get(h.ORIGINAL_TOPIC), hdrs.get(h.ORIGINAL_PARTITION), hdrs.get(h.ORIGINAL_OFFSET),
+                   hdrs.get(h.INTEGRATION), hdrs.get(h.CONSUMER_GROUP))
+        if None not in failure[:3]:  # a record without coordinates cannot be told apart: count it
+            if failure in self.seen:
+                return  # a second copy of a failure already counted
+            self.seen.add(failure)
         self.depth += 1
         ts = record.timestamp_ms
         if ts:
@@ -116,7 +127,7 @@ class TopicStats:
         self.by_integration[record.headers.get(h.INTEGRATION) or "-"] += 1
 
     def as_json(self) -> dict[str, Any]:
-        return {"topic": self.topic, "depth": self.depth,
+        return {"topic": self.topic, "depth": self.depth, "records": self.records,
                 "oldest": iso_ms(self.oldest_ms) if self.oldest_ms else None,
                 "newest": iso_ms(self.newest_ms) if self.newest_ms else None,
                 "by_code": dict(self.by_code.most_common()), "by_integration": dict(self.by_integration.most_common())}

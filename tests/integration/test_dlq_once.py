@@ -67,7 +67,8 @@ def test_a_worker_dying_between_dlq_write_and_commit_does_not_dead_letter_twice(
     try:
         first = _DiesBeforeCommit(settings, table, RedisState(client), registry, options)
         with worker_thread(first, "route-dies"):
-            wait_for(lambda: sum(first.finished) >= total, deadline_s=120, what="the first worker to finish every record")
+            wait_for(lambda: sum(first.finished) >= total, deadline_s=120,
+                     what="the first worker to finish every record")
         second = RouteWorker(settings, table, RedisState(client), registry, options)
         with worker_thread(second, "route-next-owner"):
             wait_committed(bootstrap, name, topo.source_topic, 3, total, deadline_s=120)
