@@ -18,7 +18,8 @@ Tree::
         ├── OrderError         order.*       stale
         ├── MappingError       map.*         required_missing, type_error
         ├── EncodeError        encode.*      schema_mismatch
-        └── DeliverError       deliver.*     http_4xx, retries_exhausted
+        ├── DeliverError       deliver.*     http_4xx, retries_exhausted
+        └── InternalError      internal.*    <stage>: an unforeseen exception on one record
 """
 
 from __future__ import annotations
@@ -116,3 +117,11 @@ class EncodeError(RecordError):
 class DeliverError(RecordError):
     stage = "deliver"
     code = "deliver.http_4xx"
+
+
+class InternalError(RecordError):
+    """An exception no stage foresaw, raised on one record: that record goes to the DLQ with
+    ``internal.<stage>`` and the worker goes on (a record is the unit of failure)."""
+
+    stage: Stage = "map"  # type: ignore[misc]
+    code = "internal.map"

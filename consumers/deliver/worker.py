@@ -242,7 +242,8 @@ class DeliverWorker:
                     idempotency_key(tenant, name, event_id), None, (ts / 1000) if ts_type and ts > 0 else time.time())
         item.traceparent = hdrs.get(h.TRACEPARENT)
         received = hdrs.get(h.RECEIVED_AT, "")
-        item.received_at_ms = int(received) if received.isascii() and received.isdigit() else None
+        item.received_at_ms = (int(received) if received.isascii() and received.isdigit() and len(received) <= 16
+                               else None)
         if name not in self.targets:
             why = f"no loaded integration {name!r} delivers this record"
             item.dlq = ("deliver.unknown_integration", why, None, b"")
@@ -253,6 +254,8 @@ class DeliverWorker:
                 item.record = await self._decode(item.value)
             except ValueError as exc:
                 item.dlq = ("deliver.decode", str(exc)[:500], None, b"")
+            except Exception as exc:  # a record is the unit of failure, never the worker's
+                item.dlq = ("internal.decode", f"decode failed unexpectedly: {type(exc).__name__}", None, b"")
         return item
 
     async def _decode(self, value: bytes | None) -> Any:

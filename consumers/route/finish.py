@@ -154,8 +154,8 @@ class BatchFinisher:
             return
         try:
             self.health_writer.write(self.health_client, self.health)
-        except redis.RedisError as exc:
-            log.warning("health not recorded: %s", exc)
+        except Exception as exc:  # Redis down, or a sample nobody foresaw: never the batch's problem
+            log.warning("health not recorded: %s", type(exc).__name__ if not isinstance(exc, redis.RedisError) else exc)
             self.health.clear()
 
     def _integrations_of(self, inbound: Inbound) -> list[str]:

@@ -30,6 +30,8 @@ DEFAULT_FIELDS = frozenset({"email", "phone", "phone_number", "ssn", "password",
 ENV_NAME = "ROUTER_REDACT_FIELDS"
 MASK = "***"
 TEXT_LIMIT = 500
+MAX_DEPTH = 64  # containers shown; deeper ones become TOO_DEEP
+TOO_DEEP = "… (nested deeper than 64 levels)"
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
@@ -52,13 +54,18 @@ def is_sensitive(key: str, fields: frozenset[str]) -> bool:
     return any(name == f or name.endswith("_" + f) for f in fields)
 
 
-def redact(doc: Any, fields: frozenset[str]) -> Any:
-    """A copy of ``doc`` with the value of every sensitive key replaced by ``"***"``."""
+def redact(doc: Any, fields: frozenset[str], depth: int = 0) -> Any:
+    """A copy of ``doc`` with the value of every sensitive key replaced by ``"***"``; containers
+    nested deeper than :data:`MAX_DEPTH` are shown as :data:`TOO_DEEP` (hostile input is normal)."""
     if isinstance(doc, dict):
-        return {k: MASK if isinstance(k, str) and is_sensitive(k, fields) else redact(v, fields)
+        if depth >= MAX_DEPTH:
+            return TOO_DEEP
+        return {k: MASK if isinstance(k, str) and is_sensitive(k, fields) else redact(v, fields, depth + 1)
                 for k, v in doc.items()}
     if isinstance(doc, list | tuple):
-        return [redact(v, fields) for v in doc]
+        if depth >= MAX_DEPTH:
+            return TOO_DEEP
+        return [redact(v, fields, depth + 1) for v in doc]
     return doc
 
 
@@ -103,12 +110,14 @@ def truncate(text: str, limit: int) -> str:
     return f"{text[:limit]}… (+{len(text) - limit} chars)"
 
 
-def jsonable(value: Any) -> Any:
-    """Avro-decoded values (datetimes, decimals, bytes) as JSON-friendly ones."""
+def jsonable(value: Any, depth: int = 0) -> Any:
+    """Avro-decoded values (datetimes, decimals, bytes) as JSON-friendly ones (depth-bounded)."""
+    if isinstance(value, dict | list | tuple) and depth >= MAX_DEPTH:
+        return TOO_DEEP
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, depth + 1) for v in value]
     if isinstance(value, bytes):
         return "base64:" + base64.b64encode(value).decode()  # marked: a person reads this
     try:

@@ -18,7 +18,7 @@ import fastavro
 import orjson
 
 from router import headers as h
-from router.errors import DecodeError, EncodeError, MappingError, RecordError, ValidateError
+from router.errors import DecodeError, EncodeError, InternalError, MappingError, RecordError, Stage, ValidateError
 from router.pipeline.records import Candidate, Claim, Failure, Inbound, Prepared
 from router.spec.avro_writer import Writer
 from router.spec.coerce import version_number
@@ -93,6 +93,15 @@ def decode_avro(value: bytes | None, max_bytes: int, schemas: Mapping[int, Any])
     return doc
 
 
+def internal_error(stage: Stage, exc: BaseException) -> RecordError:
+    """An unforeseen exception on one record, as that record's error: ``internal.<stage>``, with
+    the exception's type in the message (its text is cut: it may quote the record)."""
+    error = InternalError(f"{stage} failed unexpectedly: {type(exc).__name__}: {str(exc)[:200]}",
+                          code=f"internal.{stage}")
+    error.stage = stage
+    return error
+
+
 def encode_avro(record: dict[str, Any], schema_id: int, write: Writer) -> bytes:
     """Confluent wire format: magic 0, 4-byte big-endian schema id, Avro binary (``write`` comes
     from router.spec.avro_writer: fastavro's bytes, compiled per schema)."""
@@ -122,12 +131,15 @@ def prepare(inbound: Inbound, table: RoutingTable, avro_schemas: Mapping[int, An
         tenant = result.tenant
         if not tenant:
             raise ValidateError(f"header {h.TENANT} is missing; the gateway sets it", code="validate.missing_tenant")
+        received_at = _received_at(hdrs, inbound, now_ms)
     except RecordError as exc:
         result.failures.append(Failure(exc))
         return result
+    except Exception as exc:  # a record is the unit of failure: never the worker's
+        result.failures.append(Failure(internal_error("decode", exc)))
+        return result
     # A replayed record that names its integration goes back to that one only.
     only = hdrs.get(h.INTEGRATION) if h.REPLAY_COUNT in hdrs else None
-    received_at = _received_at(hdrs, inbound, now_ms)
     for integration in integrations:
         if only and integration.name != only:
             continue
@@ -139,6 +151,8 @@ def prepare(inbound: Inbound, table: RoutingTable, avro_schemas: Mapping[int, An
             result.candidates.append(_candidate(integration, event, inbound, hdrs, tenant, received_at, table))
         except RecordError as exc:
             result.failures.append(Failure(exc, integration.name))
+        except Exception as exc:  # unforeseen (e.g. RecursionError on hostile nesting): this record's DLQ entry
+            result.failures.append(Failure(internal_error("map", exc), integration.name))
     result.ignored = not result.candidates and not result.failures
     return result
 
@@ -173,7 +187,12 @@ def _candidate(integration: Integration, event: dict[str, Any], inbound: Inbound
             raise ValidateError(f"entity key missing at {src.entity_key_path}; ordering needs it",
                                 code="validate.missing_entity_key")
     record = integration.mapper(event, Meta(tenant, src.name, event_id, integration.name, received_at))
-    value = encode_avro(record, table.schema_ids.get(integration.name, 0), integration.schema.writer)
+    try:
+        value = encode_avro(record, table.schema_ids.get(integration.name, 0), integration.schema.writer)
+    except RecordError:
+        raise
+    except Exception as exc:
+        raise internal_error("encode", exc) from None
     out_headers = [
         (h.TENANT, tenant.encode()),
         (h.SOURCE, src.name_bytes),
@@ -188,12 +207,16 @@ def _candidate(integration: Integration, event: dict[str, Any], inbound: Inbound
     return Candidate(integration, tenant, event_id, entity_key, version, key, value, out_headers, record)
 
 
+_EPOCH_MS_DIGITS = 16  # epoch ms fit in 13 digits until the year 2286
 _CONTAINERS = (dict, list)  # a tuple: ``dict | list`` in isinstance builds a union object per call
 
 
 def _received_at(hdrs: dict[str, str], inbound: Inbound, now_ms: int | None) -> int:
     raw = hdrs.get(h.RECEIVED_AT)
-    if raw and raw.isascii() and raw.isdigit():
+    if raw is not None:
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= _EPOCH_MS_DIGITS):
+            raise ValidateError(f"header {h.RECEIVED_AT} is not epoch milliseconds: {raw[:40]!r}",
+                                code="validate.bad_header")
         return int(raw)
     if inbound.timestamp > 0:
         return inbound.timestamp
@@ -217,7 +240,10 @@ def dlq_headers(inbound: Inbound, error: RecordError, *, group: str, integration
     """Original headers untouched, then the DESIGN §2 error headers (replacing older ones)."""
     original = [(k, v) for k, v in inbound.headers if k not in h.ERROR_HEADERS]
     prev = h.to_dict(inbound.headers)
-    attempts = int(prev.get(h.ATTEMPTS, "0") or 0) + 1
+    raw_attempts = prev.get(h.ATTEMPTS, "")
+    # Parsed defensively: a record already failing must reach the DLQ whatever its headers say.
+    attempts = (int(raw_attempts) if raw_attempts.isascii() and raw_attempts.isdigit() and len(raw_attempts) < 10
+                else 0) + 1
     extra = {
         h.ERROR_CODE: error.code,
         h.ERROR_MESSAGE: error.message[:1000],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import decimal
 import math
+import reprlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,11 +17,25 @@ Coercion = Callable[[Any], Any]
 _SECONDS_LIMIT = 100_000_000_000
 
 
+_SHOW = reprlib.Repr()
+_SHOW.maxlevel, _SHOW.maxstring, _SHOW.maxother, _SHOW.maxlong = 3, 50, 50, 50
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """A short repr of a record's value for an error message: bounded in depth and length, and
+    safe for any input (a 5,000-digit int or 1,000 nested lists would make ``repr`` raise)."""
+    if type(value) is int and value.bit_length() > 160:
+        return f"<int of {value.bit_length()} bits>"
+    try:
+        text = _SHOW.repr(value)
+    except (ValueError, RecursionError):
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _fail(value: Any, target: str) -> MappingError:
-    shown = repr(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return MappingError(f"cannot convert {shown} ({type(value).__name__}) to {target}", code="map.type_error")
+    shown_value = shown(value)
+    return MappingError(f"cannot convert {shown_value} ({type(value).__name__}) to {target}", code="map.type_error")
 
 
 def to_string(value: Any) -> str:
@@ -161,17 +176,31 @@ SIMPLE: dict[str, Coercion] = {
 }
 
 
+_INT64 = 2**63 - 1
+_VERSION_CHARS = 64
+
+
 def version_number(value: Any) -> float:
-    """An event's ``version`` as a comparable number: numbers as they are, ISO times as epoch ms."""
+    """An event's ``version`` as a comparable number: numbers as they are, ISO times as epoch ms.
+
+    Only finite numbers within the int64 range are versions: ``Infinity`` would set an entity's
+    watermark beyond every later event for ever, and ``NaN`` compares with nothing."""
     if type(value) is int or type(value) is float:  # the hot case first (bool is not int here)
-        return float(value)
-    if isinstance(value, bool):
+        number = float(value) if -_INT64 <= value <= _INT64 else math.inf
+    elif isinstance(value, bool):
         raise _fail(value, "a version (number or ISO-8601 time)")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+    elif isinstance(value, int | float):
+        number = float(value) if -_INT64 <= value <= _INT64 else math.inf
+    elif isinstance(value, str):
+        if len(value) > _VERSION_CHARS:
+            raise _fail(value[:40], f"a version of at most {_VERSION_CHARS} characters")
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             return float(to_timestamp_ms(value))
-    raise _fail(value, "a version (number or ISO-8601 time)")
+    else:
+        raise _fail(value, "a version (number or ISO-8601 time)")
+    if not math.isfinite(number) or not -_INT64 <= number <= _INT64:
+        raise _fail(value if not isinstance(value, str) else value[:40],
+                    "a finite version within the int64 range")
+    return number

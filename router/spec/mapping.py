@@ -153,9 +153,9 @@ def plan_field(
         return fallback
 
     def wrong(v: Any) -> MappingError:
-        shown = repr(v)[:60]
-        return MappingError(f"{where}: {shown} ({type(v).__name__}) does not fit Avro type {ftype.describe()}",
-                            code="map.type_error")
+        return MappingError(
+            f"{where}: {coerce.shown(v)} ({type(v).__name__}) does not fit Avro type {ftype.describe()}",
+            code="map.type_error")
 
     def closure(item: Any, root: Any, meta: Meta) -> Any:
         v = value(item, root, meta)
