@@ -133,7 +133,8 @@ def create_app(settings: Settings, sources: Mapping[str, WebhookSource],
     """The gateway application for ``sources`` on the Kafka cluster of ``settings``."""
     options = options or GatewayOptions()
     producer = DurableProducer(settings, deadline_s=options.ack_deadline_s, linger_ms=options.linger_ms,
-                               queue_max_messages=options.queue_max_messages)
+                               queue_max_messages=options.queue_max_messages,
+                               max_record_bytes=options.max_record_bytes)
     # Bodies are read by the handler up to each source's max_bytes; aiohttp's own cap only must not be lower.
     max_bytes = max((s.max_bytes for s in sources.values()), default=1)
     app = web.Application(middlewares=[problem_details], client_max_size=max_bytes + 1)

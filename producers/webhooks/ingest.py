@@ -3,8 +3,10 @@
 The order of checks is the contract (docs/gateway.md): source and tenant (404), content type
 (415) and declared size (413) before a byte of the body is read — also in the answer to
 ``Expect: 100-continue`` — then the body, read up to the limit (413), the signature (401),
-JSON and event id (400), and only then one produce whose broker ack is awaited (202, or 503
-with Retry-After). Every refusal happens before the produce, so nothing is half-written.
+JSON, nesting depth, event id and entity key (400), the size of the Kafka record (413), and
+only then one produce whose broker ack is awaited (202, or 503 with Retry-After). Every refusal
+happens before the produce, so nothing is half-written, and nothing a worker could choke on
+(``limits``) is ever answered 202.
 """
 
 from __future__ import annotations
@@ -26,15 +28,28 @@ from opentelemetry import metrics, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from producers.webhooks import problems as p
+from producers.webhooks.limits import (
+    HEADER_FRAMING_BYTES,
+    MAX_ENTITY_KEY_CHARS,
+    MAX_EVENT_ID_CHARS,
+    PARSER_DEPTH_MESSAGE,
+    nesting_exceeds,
+    record_size,
+)
 from producers.webhooks.options import GatewayOptions
-from producers.webhooks.produce import DurableProducer, Unavailable
+from producers.webhooks.produce import DurableProducer, TooLarge, Unavailable
 from producers.webhooks.tracing import Tracing
 from producers.webhooks.verify import verify
 from router import headers as h
 from router.spec.paths import MISSING
-from router.spec.sources import WebhookSource
+from router.spec.sources import TENANT_PATTERN, WebhookSource, body_digest_event_id, is_tenant_name
 
 log = logging.getLogger("router.gateway")
+
+# github sources: the partner's (unsigned) delivery id, kept beside the body-digest event id.
+DELIVERY_ID = "router-delivery-id"
+# A traceparent (W3C, version 00) is always 55 characters: its header's size is known before it is made.
+_TRACEPARENT_BYTES = HEADER_FRAMING_BYTES + len(h.TRACEPARENT) + 55
 
 # Requests by (source, tenant, status, code), counted in a plain dict on the hot path (an SDK
 # counter add costs ~10 µs, this ~0.2 µs) and read by an observable counter when metrics are
@@ -87,6 +102,10 @@ def precheck(request: web.Request) -> WebhookSource | web.Response:
     source = gateway.sources.get(name)
     if source is None:
         return _refuse(p.UNKNOWN_SOURCE, f"no webhook source named {name!r}", close=True)
+    if not is_tenant_name(tenant):
+        # Not echoed (answer, log or metric): it is whatever a stranger put in the URL.
+        return _refuse(p.INVALID_TENANT, f"the tenant in the URL is not a tenant name: tenant names match "
+                       f"^{TENANT_PATTERN}$", name, close=True)
     if not source.allows_tenant(tenant):
         return _refuse(p.UNKNOWN_TENANT, f"tenant {tenant!r} may not post to source {name!r}", name, close=True)
     if request.content_type not in source.content_types:
@@ -94,14 +113,20 @@ def precheck(request: web.Request) -> WebhookSource | web.Response:
         return _refuse(p.UNSUPPORTED_MEDIA_TYPE, f"Content-Type {sent!r} is not accepted by source {name!r}; "
                        f"send one of: {', '.join(sorted(source.content_types))}", name, tenant, close=True)
     length = request.content_length
-    if length is not None and length > source.max_bytes:
-        return _too_large(source, tenant)
+    if length is not None and length > body_limit(source, gateway.options):
+        return _too_large(source, tenant, gateway.options)
     return source
 
 
-def _too_large(source: WebhookSource, tenant: str) -> web.Response:
-    return _refuse(p.TOO_LARGE, f"source {source.name!r} accepts bodies of at most {source.max_bytes} bytes",
-                   source.name, tenant, close=True, max_bytes=source.max_bytes)
+def body_limit(source: WebhookSource, options: GatewayOptions) -> int:
+    """The largest body worth reading: the source's max_bytes, and no body alone may outgrow a Kafka record."""
+    return min(source.max_bytes, options.max_record_bytes)
+
+
+def _too_large(source: WebhookSource, tenant: str, options: GatewayOptions) -> web.Response:
+    limit = body_limit(source, options)
+    return _refuse(p.TOO_LARGE, f"source {source.name!r} accepts bodies of at most {limit} bytes", source.name,
+                   tenant, close=True, max_bytes=limit, max_record_bytes=options.max_record_bytes)
 
 
 async def expect_continue(request: web.Request) -> web.StreamResponse | None:
@@ -136,15 +161,20 @@ def _is_utf8(header_value: str) -> bool:
     return True
 
 
-def _event_id(source: WebhookSource, doc: object, request: web.Request) -> str | web.Response:
+def _event_id(source: WebhookSource, doc: object, body: bytes, request: web.Request) -> str | web.Response:
     tenant = request.match_info["tenant"]
     value = source.get_event_id(doc) if source.get_event_id is not None else MISSING
+    header: str | None = None
     if (value is MISSING or value is None or value == "") and source.event_id_header:
-        value = request.headers.get(source.event_id_header) or MISSING
+        header = source.event_id_header
+        value = request.headers.get(header) or MISSING
         if isinstance(value, str) and not _is_utf8(value):
             # The event id becomes the router-event-id Kafka header, which is UTF-8 (DESIGN §2).
-            return _refuse(p.INVALID_EVENT_ID, f"header {source.event_id_header} must be UTF-8 text", source.name,
-                           tenant, verified=True, header=source.event_id_header)
+            return _refuse(p.INVALID_EVENT_ID, f"header {header} must be UTF-8 text", source.name,
+                           tenant, verified=True, header=header)
+    if (value is MISSING or value is None or value == "") and source.digest_event_id:
+        # The scheme signs no id and no time: only the body is authentic, so it is the identity.
+        return body_digest_event_id(body)
     if value is MISSING or value is None or value == "":
         where = " or ".join(x for x in (source.event_id_path and f"body field {source.event_id_path}",
                                         source.event_id_header and f"header {source.event_id_header}") if x)
@@ -154,7 +184,13 @@ def _event_id(source: WebhookSource, doc: object, request: web.Request) -> str |
     if isinstance(value, bool) or not isinstance(value, str | int):
         return _refuse(p.INVALID_EVENT_ID, f"body field {source.event_id_path} must be a string or an integer, "
                        f"not {type(value).__name__}", source.name, tenant, verified=True, field=source.event_id_path)
-    return str(value)
+    text = str(value)
+    if len(text) > MAX_EVENT_ID_CHARS:
+        where = f"header {header}" if header else f"body field {source.event_id_path}"
+        return _refuse(p.EVENT_ID_TOO_LONG, f"the event id ({where}) is {len(text)} characters; at most "
+                       f"{MAX_EVENT_ID_CHARS} are accepted", source.name, tenant, verified=True,
+                       header=header, field=None if header else source.event_id_path, max_length=MAX_EVENT_ID_CHARS)
+    return text
 
 
 def _entity_key(source: WebhookSource, doc: object, tenant: str) -> bytes | web.Response | None:
@@ -167,7 +203,23 @@ def _entity_key(source: WebhookSource, doc: object, tenant: str) -> bytes | web.
         return _refuse(p.INVALID_ENTITY_KEY, f"body field {source.entity_key_path} must be a string or a number, "
                        f"not {type(value).__name__}", source.name, tenant, verified=True,
                        field=source.entity_key_path)
-    return str(value).encode()
+    text = str(value)
+    if len(text) > MAX_ENTITY_KEY_CHARS:
+        return _refuse(p.ENTITY_KEY_TOO_LONG, f"the entity key (body field {source.entity_key_path}) is {len(text)} "
+                       f"characters; at most {MAX_ENTITY_KEY_CHARS} are accepted", source.name, tenant,
+                       verified=True, field=source.entity_key_path, max_length=MAX_ENTITY_KEY_CHARS)
+    return text.encode()
+
+
+def _delivery_id(source: WebhookSource, request: web.Request) -> bytes | None:
+    """github: the delivery header's value for router-delivery-id, when it is short UTF-8 text (else left out:
+    it is unsigned metadata, not the event's identity)."""
+    if source.delivery_id_header is None:
+        return None
+    value = request.headers.get(source.delivery_id_header)
+    if not value or len(value) > MAX_EVENT_ID_CHARS or not _is_utf8(value):
+        return None
+    return value.encode()
 
 
 async def receive(request: web.Request) -> web.Response:
@@ -179,12 +231,12 @@ async def receive(request: web.Request) -> web.Response:
     tenant = request.match_info["tenant"]
     received_ms = time.time_ns() // 1_000_000
     try:
-        body = await _read_limited(request, source.max_bytes)
+        body = await _read_limited(request, body_limit(source, gateway.options))
     except (ConnectionError, asyncio.IncompleteReadError, HttpProcessingError) as exc:
         return _refuse(p.INCOMPLETE_BODY, f"the body could not be read: {type(exc).__name__}", source.name, tenant,
                        close=True)
     if body is None:
-        return _too_large(source, tenant)
+        return _too_large(source, tenant, gateway.options)
     rejection = verify(source.scheme, source.keys, request.headers, body, now=received_ms / 1000,
                        tolerance_s=source.tolerance_s)
     if rejection is not None:
@@ -192,28 +244,56 @@ async def receive(request: web.Request) -> web.Response:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if PARSER_DEPTH_MESSAGE in str(exc):
+            return _too_deep(source, tenant)
         return _refuse(p.INVALID_JSON, f"the body is not valid JSON: {exc}", source.name, tenant, verified=True)
-    event_id = _event_id(source, doc, request)
+    if nesting_exceeds(doc, source.max_depth, body):
+        return _too_deep(source, tenant)
+    event_id = _event_id(source, doc, body, request)
     if isinstance(event_id, web.Response):
         return event_id
     key = _entity_key(source, doc, tenant)
     if isinstance(key, web.Response):
         return key
-    return await _produce(gateway, request, source, tenant, event_id, key, body, received_ms, doc)
+    headers = [(h.TENANT, tenant.encode()), (h.SOURCE, source.name.encode()), (h.EVENT_ID, event_id.encode()),
+               (h.RECEIVED_AT, str(received_ms).encode())]
+    delivery_id = _delivery_id(source, request)
+    if delivery_id is not None:
+        headers.append((DELIVERY_ID, delivery_id))
+    size = record_size(key, body, headers) + _TRACEPARENT_BYTES
+    if size > gateway.options.max_record_bytes:
+        return _record_too_large(source, tenant, gateway.options, f"the Kafka record (body, key and headers) would "
+                                 f"be {size} bytes; topics take at most {gateway.options.max_record_bytes}")
+    return await _produce(gateway, request, source, tenant, event_id, key, body, headers, doc)
+
+
+def _too_deep(source: WebhookSource, tenant: str) -> web.Response:
+    return _refuse(p.TOO_DEEP, f"the body nests objects and arrays more than {source.max_depth} levels deep; "
+                   f"source {source.name!r} accepts at most {source.max_depth}", source.name, tenant, verified=True,
+                   max_depth=source.max_depth)
+
+
+def _record_too_large(source: WebhookSource, tenant: str, options: GatewayOptions, detail: str) -> web.Response:
+    return _refuse(p.TOO_LARGE, detail, source.name, tenant, verified=True,
+                   max_bytes=body_limit(source, options), max_record_bytes=options.max_record_bytes)
 
 
 async def _produce(gateway: Gateway, request: web.Request, source: WebhookSource, tenant: str, event_id: str,
-                   key: bytes | None, body: bytes, received_ms: int, doc: object) -> web.Response:
+                   key: bytes | None, body: bytes, headers: list[tuple[str, bytes]], doc: object) -> web.Response:
     traceparent, span = gateway.tracing.start(request.headers.get(h.TRACEPARENT), f"webhook {source.name}", {
         "router.tenant": tenant, "router.source": source.name, "router.event_id": event_id})
     if span is not None and source.get_event_type is not None:
         event_type = source.get_event_type(doc)
         if isinstance(event_type, str):
             span.set_attribute("router.event_type", event_type)
-    headers = [(h.TENANT, tenant.encode()), (h.SOURCE, source.name.encode()), (h.EVENT_ID, event_id.encode()),
-               (h.RECEIVED_AT, str(received_ms).encode()), (h.TRACEPARENT, traceparent.encode())]
+    headers = [*headers, (h.TRACEPARENT, traceparent.encode())]
     try:
         outcome = await gateway.producer.send(source.topic, key, body, headers)
+        if isinstance(outcome, TooLarge):
+            if span is not None:
+                span.set_status(trace.StatusCode.ERROR, outcome.reason)
+            return _record_too_large(source, tenant, gateway.options, f"{outcome.reason}; the topic takes smaller "
+                                     "records than the gateway was told (ROUTER_GATEWAY_MAX_RECORD_BYTES)")
         if isinstance(outcome, Unavailable):
             if span is not None:
                 span.set_status(trace.StatusCode.ERROR, outcome.reason)

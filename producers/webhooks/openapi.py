@@ -13,7 +13,7 @@ from producers.webhooks.verify import (
     STANDARD_TIMESTAMP,
     STRIPE_SIGNATURE,
 )
-from router.spec.sources import WebhookSource
+from router.spec.sources import TENANT_PATTERN, WebhookSource
 
 _SIGNATURE_HEADERS = {
     STANDARD_ID: "Standard Webhooks message id (also the event id when the body has none).",
@@ -48,11 +48,13 @@ def openapi_document(sources: Mapping[str, WebhookSource], *, version: str = "0.
             "summary": "Receive one partner webhook",
             "description": (
                 "Checks source and tenant, content type and size before reading the body, then the signature "
-                "(the source's scheme), JSON and event id; answers 202 only after the broker acknowledged the "
-                "record on ingest.<source>. Configured sources: " + (", ".join(names) or "none") + "."
+                "(the source's scheme), JSON, nesting depth, event id, entity key and the Kafka record's size; "
+                "answers 202 only after the broker acknowledged the record on ingest.<source>. Configured "
+                "sources: " + (", ".join(names) or "none") + "."
             ),
             "parameters": [
-                {"name": "tenant", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}},
+                {"name": "tenant", "in": "path", "required": True, "description": "Tenant name; others are 404.",
+                 "schema": {"type": "string", "pattern": f"^{TENANT_PATTERN}$"}},
                 {"name": "source", "in": "path", "required": True, "schema": source_schema},
                 *({"name": name, "in": "header", "required": False, "description": text, "schema": {"type": "string"}}
                   for name, text in _SIGNATURE_HEADERS.items()),
@@ -65,16 +67,20 @@ def openapi_document(sources: Mapping[str, WebhookSource], *, version: str = "0.
             "responses": {
                 "202": {"description": "Stored durably.",
                         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}}},
-                "400": _problem_response("Not JSON, or no usable event id / entity key.",
-                                         [p.INVALID_JSON, p.MISSING_EVENT_ID, p.INVALID_EVENT_ID,
-                                          p.INVALID_ENTITY_KEY, p.INCOMPLETE_BODY]),
+                "400": _problem_response("Not JSON, nested deeper than the source's max_depth, or no usable "
+                                         "event id / entity key (missing, wrong type, too long).",
+                                         [p.INVALID_JSON, p.TOO_DEEP, p.MISSING_EVENT_ID, p.INVALID_EVENT_ID,
+                                          p.EVENT_ID_TOO_LONG, p.INVALID_ENTITY_KEY, p.ENTITY_KEY_TOO_LONG,
+                                          p.INCOMPLETE_BODY]),
                 "401": _problem_response("Signature missing, malformed, wrong, or timestamp out of tolerance.",
                                          [p.BAD_SIGNATURE, p.STALE_TIMESTAMP]),
-                "404": _problem_response("Unknown source, or a tenant the source does not allow.",
-                                         [p.UNKNOWN_SOURCE, p.UNKNOWN_TENANT]),
+                "404": _problem_response("Unknown source, a tenant name outside the pattern, or a tenant the "
+                                         "source does not allow.",
+                                         [p.UNKNOWN_SOURCE, p.INVALID_TENANT, p.UNKNOWN_TENANT]),
                 "405": _problem_response("Only POST is allowed.", [p.METHOD_NOT_ALLOWED]),
-                "413": _problem_response("Body over the source's max_bytes (refused before it is read).",
-                                         [p.TOO_LARGE]),
+                "413": _problem_response("Body over the source's max_bytes or the topics' record size (refused "
+                                         "before it is read when declared), or a Kafka record (body, key and "
+                                         "headers) over the topics' maximum message size.", [p.TOO_LARGE]),
                 "415": _problem_response("Content type not accepted by the source.", [p.UNSUPPORTED_MEDIA_TYPE]),
                 "503": _problem_response(
                     "The broker did not acknowledge in time, or the producer queue is full: send again later.",
@@ -116,7 +122,9 @@ def openapi_document(sources: Mapping[str, WebhookSource], *, version: str = "0.
                 "properties": {"type": {"type": "string"}, "title": {"type": "string"},
                                "status": {"type": "integer"}, "detail": {"type": "string"},
                                "code": {"type": "string"}, "field": {"type": "string"},
-                               "header": {"type": "string"}, "max_bytes": {"type": "integer"}},
+                               "header": {"type": "string"}, "max_bytes": {"type": "integer"},
+                               "max_record_bytes": {"type": "integer"}, "max_depth": {"type": "integer"},
+                               "max_length": {"type": "integer"}},
             },
             "Status": {"type": "object", "required": ["status"],
                        "properties": {"status": {"type": "string"}, "detail": {"type": "string"}}},

@@ -11,8 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from producers.webhooks.limits import DEFAULT_MAX_RECORD_BYTES
 from router.errors import ConfigError
 from router.spec.durations import parse_duration
+
+MIN_RECORD_BYTES = 4096  # room for the headers and a small body; anything less refuses every webhook
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class GatewayOptions:
     ready_timeout_s: float = 1.0  # /readyz's metadata request
     shutdown_timeout_s: float = 10.0  # in-flight requests get this long after SIGTERM
     flush_timeout_s: float = 10.0  # then the producer gets this long to deliver what is queued
+    # The largest Kafka record (value, key, headers, framing) produced: the topics' max.message.bytes.
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
     dev_secrets: bool = False  # accept the published development secrets (router dev only)
 
     @classmethod
@@ -55,6 +60,12 @@ class GatewayOptions:
                 raise ConfigError(f"{name}={raw!r} is not a whole number; e.g. {fallback}")
             return int(raw)
 
+        def record_bytes(value: int) -> int:
+            if value < MIN_RECORD_BYTES:
+                raise ConfigError(f"ROUTER_GATEWAY_MAX_RECORD_BYTES must be at least {MIN_RECORD_BYTES} "
+                                  f"(the topics' max.message.bytes; Kafka's default is {DEFAULT_MAX_RECORD_BYTES})")
+            return value
+
         return cls(
             sources_dir=Path(env.get("ROUTER_GATEWAY_SOURCES") or default.sources_dir),
             ack_deadline_s=seconds("ROUTER_GATEWAY_ACK_DEADLINE", default.ack_deadline_s),
@@ -64,4 +75,5 @@ class GatewayOptions:
             ready_timeout_s=seconds("ROUTER_GATEWAY_READY_TIMEOUT", default.ready_timeout_s),
             shutdown_timeout_s=seconds("ROUTER_GATEWAY_SHUTDOWN_TIMEOUT", default.shutdown_timeout_s),
             flush_timeout_s=seconds("ROUTER_GATEWAY_FLUSH_TIMEOUT", default.flush_timeout_s),
+            max_record_bytes=record_bytes(whole("ROUTER_GATEWAY_MAX_RECORD_BYTES", default.max_record_bytes)),
         )

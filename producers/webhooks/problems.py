@@ -22,11 +22,15 @@ INVALID_JSON = "gateway.invalid_json"
 MISSING_EVENT_ID = "gateway.missing_event_id"
 INVALID_EVENT_ID = "gateway.invalid_event_id"
 INVALID_ENTITY_KEY = "gateway.invalid_entity_key"
+TOO_DEEP = "gateway.too_deep"
+EVENT_ID_TOO_LONG = "gateway.event_id_too_long"
+ENTITY_KEY_TOO_LONG = "gateway.entity_key_too_long"
 INCOMPLETE_BODY = "gateway.incomplete_body"
 BAD_SIGNATURE = "gateway.bad_signature"
 STALE_TIMESTAMP = "gateway.stale_timestamp"
 UNKNOWN_SOURCE = "gateway.unknown_source"
 UNKNOWN_TENANT = "gateway.unknown_tenant"
+INVALID_TENANT = "gateway.invalid_tenant"
 NOT_FOUND = "gateway.not_found"
 METHOD_NOT_ALLOWED = "gateway.method_not_allowed"
 TOO_LARGE = "gateway.too_large"
@@ -40,14 +44,18 @@ CODES: dict[str, tuple[int, str]] = {
     MISSING_EVENT_ID: (400, "The event has no event id"),
     INVALID_EVENT_ID: (400, "The event id is not a string or an integer"),
     INVALID_ENTITY_KEY: (400, "The entity key is not a string or a number"),
+    TOO_DEEP: (400, "The body is nested deeper than this source accepts"),
+    EVENT_ID_TOO_LONG: (400, "The event id is too long"),
+    ENTITY_KEY_TOO_LONG: (400, "The entity key is too long"),
     INCOMPLETE_BODY: (400, "The body ended before its declared end"),
     BAD_SIGNATURE: (401, "The signature does not verify"),
     STALE_TIMESTAMP: (401, "The signed timestamp is too far from now"),
     UNKNOWN_SOURCE: (404, "No such webhook source"),
     UNKNOWN_TENANT: (404, "This tenant may not post to this source"),
+    INVALID_TENANT: (404, "No such tenant: the name is not a tenant name"),
     NOT_FOUND: (404, "Not found"),
     METHOD_NOT_ALLOWED: (405, "Method not allowed"),
-    TOO_LARGE: (413, "The body is larger than this source accepts"),
+    TOO_LARGE: (413, "The body, or the record it makes, is larger than this source accepts"),
     UNSUPPORTED_MEDIA_TYPE: (415, "Unsupported content type"),
     UNAVAILABLE: (503, "The event could not be stored durably right now; retry later"),
     INTERNAL: (500, "Internal error"),

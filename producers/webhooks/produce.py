@@ -11,6 +11,10 @@ task polls every millisecond while records are in flight and sleeps when none ar
 A record whose request got 503 may still be delivered later (librdkafka retries until
 ``message.timeout.ms``): the sender retries and the route worker's dedupe by event id absorbs
 the duplicate. What can never happen is a 202 without an ack.
+
+A record the producer or the broker refuses for its size is :class:`TooLarge` (413): sending it
+again would not help. The gateway checks the size itself first (``limits.record_size``); this
+covers a topic whose ``max.message.bytes`` is lower than the gateway was told.
 """
 
 from __future__ import annotations
@@ -49,14 +53,27 @@ class Unavailable:
     reason: str
 
 
-Outcome = Delivered | Unavailable
+@dataclass(frozen=True, slots=True)
+class TooLarge:
+    """The producer or the broker refused the record for its size: answer 413, a retry would fail the same."""
+
+    reason: str
+
+
+Outcome = Delivered | Unavailable | TooLarge
+
+# librdkafka's local check, and the broker's answers for a record (batch) over max.message.bytes.
+_SIZE_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
+# The producer's own limit sits above the gateway's record limit, so the gateway's check (a 413 that
+# names the limit) is what refuses, and the producer never sees a record the gateway meant to refuse.
+_PRODUCER_HEADROOM_BYTES = 64 * 1024
 
 
 class DurableProducer:
     """An idempotent producer whose ``send`` resolves only on the broker's ack, or gives up at a deadline."""
 
     def __init__(self, settings: Settings, *, deadline_s: float, linger_ms: int = 5,
-                 queue_max_messages: int = 100_000) -> None:
+                 queue_max_messages: int = 100_000, max_record_bytes: int = 1024 * 1024) -> None:
         self.deadline_s = deadline_s
         # A record not acked within this fails for good; its request was answered 503 long before.
         timeout_ms = max(int(deadline_s * 1000) * 6, 30_000)
@@ -65,6 +82,8 @@ class DurableProducer:
             "message.timeout.ms": timeout_ms,
             "queue.buffering.max.messages": queue_max_messages,
         })
+        self._conf["message.max.bytes"] = max(int(self._conf.get("message.max.bytes", 0)),
+                                              max_record_bytes + _PRODUCER_HEADROOM_BYTES)
         self._producer: Producer | None = None
         # (deadline, future) in send order: every request has the same deadline, so this FIFO is
         # also deadline order and one check of its head replaces a timer per request.
@@ -128,7 +147,9 @@ class DurableProducer:
         try:
             if future.done():  # the deadline answered 503 already
                 return
-            if error is not None:
+            if error is not None and error.code() in _SIZE_ERRORS:
+                future.set_result(TooLarge(f"the broker refused the record for its size: {error.str()}"))
+            elif error is not None:
                 future.set_result(Unavailable(f"broker did not accept the record: {error.str()}"))
             else:
                 future.set_result(Delivered(message.topic() or "", message.partition() or 0, message.offset() or 0))
@@ -137,7 +158,7 @@ class DurableProducer:
 
     async def send(self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]]
                    ) -> Outcome:
-        """Produce one record; return once the broker acked it, or Unavailable after the deadline."""
+        """Produce one record; return once the broker acked it, Unavailable after the deadline, or TooLarge."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
         try:
@@ -146,7 +167,10 @@ class DurableProducer:
         except BufferError:
             return Unavailable("the producer queue is full")
         except KafkaException as exc:
-            return Unavailable(f"the producer refused the record: {exc.args[0]}")
+            error = exc.args[0]
+            if isinstance(error, KafkaError) and error.code() in _SIZE_ERRORS:
+                return TooLarge(f"the producer refused the record for its size: {error.str()}")
+            return Unavailable(f"the producer refused the record: {error}")
         self._pending.append((loop.time() + self.deadline_s, future))
         self._work.set()
         return await future

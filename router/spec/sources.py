@@ -11,14 +11,23 @@ Secret formats: ``standard_webhooks`` secrets are ``whsec_<base64>`` (the prefix
 and the HMAC key is the decoded bytes, as the Standard Webhooks libraries do; ``stripe`` and
 ``github`` secrets are used as their UTF-8 bytes, as those partners do (Stripe's own secrets
 also start with ``whsec_``, but are not decoded).
+
+Event ids come from signed bytes: the body's ``event_id`` path, or a header the scheme signs
+(``webhook-id`` of Standard Webhooks), or — Stripe and ``none`` — a header the spec names. The
+``github`` scheme signs neither an id nor a time, so its delivery header (``X-GitHub-Delivery``)
+is not trusted as the event id: a body without ``event_id`` gets ``sha256:<hex>`` of the raw body
+(:func:`body_digest_event_id`), and the header travels beside it as the delivery id. A replay of a
+signed body under a new delivery id is then the same event, which downstream dedupe drops.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -39,6 +48,25 @@ DEFAULT_TOLERANCE_S = 300.0
 DEFAULT_CONTENT_TYPES = ("application/json",)
 STANDARD_WEBHOOKS_ID_HEADER = "webhook-id"
 _TIMED_SCHEMES = ("standard_webhooks", "stripe")
+# Schemes whose signature covers neither an id nor a time: the event id defaults to a digest of the body.
+_DIGEST_SCHEMES = ("github",)
+
+DEFAULT_MAX_DEPTH = 64  # containers (objects, arrays) nested in a body; deeper bodies are refused
+MAX_MAX_DEPTH = 1024  # the JSON parser (orjson) refuses anything deeper whatever the spec says
+# What a tenant name is (from the URL, and in a spec's ``tenants``): lowercase letters, digits, '_' and
+# '-', starting with a letter or digit, at most 63 characters. Anything else is not a tenant (404).
+TENANT_PATTERN = r"[a-z0-9][a-z0-9_-]{0,62}"
+_TENANT = re.compile(TENANT_PATTERN)
+
+
+def is_tenant_name(name: str) -> bool:
+    """Does ``name`` match :data:`TENANT_PATTERN` (whole string; a trailing newline does not pass)?"""
+    return _TENANT.fullmatch(name) is not None
+
+
+def body_digest_event_id(body: bytes) -> str:
+    """The event id of a body that carries none, for schemes that sign no id: ``sha256:<hex>`` of its bytes."""
+    return "sha256:" + hashlib.sha256(body).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -54,13 +82,20 @@ class WebhookSource:
     tolerance_s: float
     event_id_path: str | None
     get_event_id: Getter | None
-    event_id_header: str | None
+    event_id_header: str | None  # a header trusted as the event id when the body has none
+    delivery_id_header: str | None  # github: the unsigned delivery id, carried as router-delivery-id
     event_type_path: str | None
     get_event_type: Getter | None
     entity_key_path: str | None
     get_entity_key: Getter | None
     max_bytes: int
     content_types: frozenset[str]
+    max_depth: int = DEFAULT_MAX_DEPTH
+
+    @property
+    def digest_event_id(self) -> bool:
+        """Does a body without an event id get :func:`body_digest_event_id` (schemes that sign no id, no time)?"""
+        return self.scheme in _DIGEST_SCHEMES
 
     @property
     def topic(self) -> str:
@@ -134,7 +169,7 @@ def compile_source(doc: SourceDoc, file: Path, env: Mapping[str, str]) -> tuple[
         for i, ref in enumerate(refs):
             keys.extend(_resolve_secret(doc, ("signature", "secrets", i), ref, scheme, file.parent, env, errors))
     id_header = spec.get("event_id_header") or (STANDARD_WEBHOOKS_ID_HEADER if scheme == "standard_webhooks" else None)
-    if spec.get("event_id") is None and id_header is None:
+    if spec.get("event_id") is None and id_header is None and scheme not in _DIGEST_SCHEMES:
         errors.append(doc.error((), "missing required key: 'event_id' (the path of the event id in the body; "
                                 "or event_id_header, the header that carries it)", "spec.missing_key"))
     getters: dict[str, Getter | None] = {}
@@ -143,9 +178,16 @@ def compile_source(doc: SourceDoc, file: Path, env: Mapping[str, str]) -> tuple[
             getters[key] = compile_getter(spec[key]) if key in spec else None
         except ValueError as exc:
             errors.append(doc.error((key,), str(exc)))
+    tenants = spec.get("tenants", ["*"])
+    for i, tenant in enumerate(tenants):
+        if tenant != "*" and not is_tenant_name(tenant):
+            errors.append(doc.error(("tenants", i), f"{tenant!r} is not a tenant name (^{TENANT_PATTERN}$: lowercase "
+                                    "letters, digits, _ and -, at most 63 characters), or \"*\" for any",
+                                    "spec.invalid_value"))
     if errors:
         return None, errors
-    tenants = spec.get("tenants", ["*"])
+    # github's delivery header is unsigned: it is the delivery id, not the event id (see the module docstring).
+    trusted_header = None if scheme in _DIGEST_SCHEMES else id_header
     return WebhookSource(
         name=name,
         file=file,
@@ -156,13 +198,15 @@ def compile_source(doc: SourceDoc, file: Path, env: Mapping[str, str]) -> tuple[
         tolerance_s=tolerance_s,
         event_id_path=spec.get("event_id"),
         get_event_id=getters["event_id"],
-        event_id_header=id_header.lower() if id_header else None,
+        event_id_header=trusted_header.lower() if trusted_header else None,
+        delivery_id_header=id_header.lower() if id_header and scheme in _DIGEST_SCHEMES else None,
         event_type_path=spec.get("event_type"),
         get_event_type=getters["event_type"],
         entity_key_path=spec.get("entity_key"),
         get_entity_key=getters["entity_key"],
         max_bytes=int(spec.get("max_bytes", DEFAULT_MAX_BYTES)),
         content_types=frozenset(spec.get("content_types", DEFAULT_CONTENT_TYPES)),
+        max_depth=int(spec.get("max_depth", DEFAULT_MAX_DEPTH)),
     ), []
 
 
@@ -201,4 +245,5 @@ def _resolve_secret(doc: SourceDoc, path: tuple[str | int, ...], ref: str, schem
     return keys
 
 
-__all__ = ["WebhookSource", "decode_standard_webhooks_secret", "load_sources", "source_json_schema"]
+__all__ = ["DEFAULT_MAX_DEPTH", "TENANT_PATTERN", "WebhookSource", "body_digest_event_id",
+           "decode_standard_webhooks_secret", "is_tenant_name", "load_sources", "source_json_schema"]

@@ -64,8 +64,33 @@ def test_rotation_in_the_environment_and_files(tmp_path: Path) -> None:
             "event_id_header: X-GitHub-Delivery\ntenants: [acme]\n")
     source = load(tmp_path, text, {"GH": "third"}, stem="gh")["gh"]
     assert source.keys == (b"first", b"second", b"third")
-    assert source.event_id_header == "x-github-delivery" and source.get_event_id is None
+    # github signs no id: its delivery header is the delivery id, not the event id (that is the body's digest).
+    assert source.event_id_header is None and source.get_event_id is None
+    assert source.delivery_id_header == "x-github-delivery" and source.digest_event_id
     assert source.allows_tenant("acme") and not source.allows_tenant("other")
+
+
+def test_github_needs_no_event_id_and_others_keep_theirs(tmp_path: Path) -> None:
+    source = load(tmp_path, "name: gh\nsignature: {scheme: github, secrets: ['env:GH']}\n", {"GH": "k"}, "gh")["gh"]
+    assert source.digest_event_id and source.delivery_id_header is None and source.event_id_header is None
+    stripe = load(tmp_path, "name: st\nsignature: {scheme: stripe, secrets: ['env:S']}\nevent_id_header: X-Id\n",
+                  {"S": "k", "GH": "k"}, "st")["st"]
+    assert not stripe.digest_event_id and stripe.event_id_header == "x-id" and stripe.delivery_id_header is None
+
+
+def test_max_depth_default_and_per_source(tmp_path: Path) -> None:
+    assert load(tmp_path, VALID)["demo"].max_depth == 64
+    assert load(tmp_path, VALID + "max_depth: 8\n")["demo"].max_depth == 8
+    for bad, code in (("0", "spec.invalid_value"), ("1025", "spec.invalid_value"), ("deep", "spec.wrong_type")):
+        errors = errors_of(tmp_path, VALID + f"max_depth: {bad}\n")
+        assert [(e.line, e.path, e.code) for e in errors] == [(7, "max_depth", code)], bad
+
+
+def test_tenants_in_a_spec_must_be_tenant_names(tmp_path: Path) -> None:
+    assert load(tmp_path, VALID + "tenants: [acme, t_1, globex-eu]\n")["demo"].tenants == {"acme", "t_1", "globex-eu"}
+    errors = errors_of(tmp_path, VALID + "tenants: [acme, Acme, '../x']\n")
+    assert [(e.line, e.path, e.code) for e in errors] == [
+        (7, "tenants[1]", "spec.invalid_value"), (7, "tenants[2]", "spec.invalid_value")]
 
 
 def test_missing_env_var_and_file_are_named_with_line(tmp_path: Path) -> None:
