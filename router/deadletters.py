@@ -16,6 +16,7 @@ together after :data:`LEDGER_TTL_S` without new entries — far longer than any 
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
@@ -23,7 +24,37 @@ from typing import NamedTuple
 import redis
 import redis.asyncio as aioredis
 
+from router import headers as h
+
 LEDGER_TTL_S = 7 * 24 * 3600
+# A stub (DESIGN §2) fits any broker that takes a 128 KiB record.
+STUB_VALUE_BYTES = 64 * 1024
+STUB_KEY_BYTES = 1024
+STUB_HEADER_BYTES = 1024
+STUB_HEADERS = 64
+
+
+StubHeaders = list[tuple[str, str | bytes | None]]
+
+
+def stub(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, str | bytes | None]]
+         ) -> tuple[bytes | None, bytes, StubHeaders]:
+    """A dead letter the broker refused as too large, cut to fit (DESIGN §2): the value's first
+    :data:`STUB_VALUE_BYTES`, its size and SHA-256 (``router-original-size``, ``-sha256``), the
+    headers (error headers first: they say why; each value cut to :data:`STUB_HEADER_BYTES`, at most
+    :data:`STUB_HEADERS` of the others), and the key cut to :data:`STUB_KEY_BYTES`. A stub cannot be
+    replayed: the rest of the value is gone (``router dlq replay`` says so)."""
+    original = value or b""
+
+    def cut(v: str | bytes | None) -> str | bytes | None:
+        return v[:STUB_HEADER_BYTES] if v is not None and len(v) > STUB_HEADER_BYTES else v
+
+    errors = [(k, cut(v)) for k, v in headers if k in h.ERROR_HEADERS]
+    others = [(k, cut(v)) for k, v in headers if k not in h.ERROR_HEADERS][:STUB_HEADERS]
+    marks: StubHeaders = [(h.ORIGINAL_SIZE, str(len(original)).encode()),
+                          (h.ORIGINAL_SHA256, hashlib.sha256(original).hexdigest().encode())]
+    short_key = key[:STUB_KEY_BYTES] if key is not None else None
+    return short_key, original[:STUB_VALUE_BYTES], others + errors + marks
 
 
 class DeadLetter(NamedTuple):

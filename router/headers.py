@@ -24,6 +24,8 @@ ATTEMPTS = "router-attempts"
 FIRST_FAILED_AT = "router-first-failed-at"
 HTTP_STATUS = "router-http-status"
 RESPONSE_BODY = "router-response-body"
+ORIGINAL_SIZE = "router-original-size"  # on a stub: the value was too large to dead-letter as it was
+ORIGINAL_SHA256 = "router-original-sha256"
 
 ERROR_HEADERS = frozenset(
     {
@@ -39,6 +41,8 @@ ERROR_HEADERS = frozenset(
         FIRST_FAILED_AT,
         HTTP_STATUS,
         RESPONSE_BODY,
+        ORIGINAL_SIZE,
+        ORIGINAL_SHA256,
     }
 )
 

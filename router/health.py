@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from router.dlq.redact import fields_from_env, readable
+from router.dlq.redact import fields_from_env, readable, redact_text
 
 BUCKET_TTL_S = 2 * 3600
 SAMPLE_LIMIT = 500
@@ -78,6 +78,7 @@ class HealthWriter:
             if tally.last_error is not None:
                 code, message, value = tally.last_error
                 sample = readable(value, self.redact_fields).short(SAMPLE_LIMIT)
+                message = redact_text(message[:2000], self.redact_fields)  # messages quote values too
                 pipe.hset(row, mapping={"last_error_code": code, "last_error_message": message[:500],
                                         "last_error_ms": now_ms, "last_error_sample": sample})
         batch.clear()

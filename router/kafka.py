@@ -50,6 +50,16 @@ def consumer_config(
     return conf
 
 
+def member_config(settings: Settings, group: str, **overrides: str | int | bool
+                  ) -> dict[str, str | int | float | bool]:
+    """``consumer_config`` for a worker that joins ``group``: with static membership when
+    ``ROUTER_KAFKA_GROUP_INSTANCE_ID`` names this replica's slot (docs/embedded-broker.md)."""
+    conf = consumer_config(settings, group, **overrides)
+    if settings.group_instance_id:
+        conf["group.instance.id"] = settings.group_instance_id
+    return conf
+
+
 def admin_client(settings: Settings) -> AdminClient:
     """An AdminClient for the configured cluster."""
     return AdminClient(dict(settings.kafka_common()))

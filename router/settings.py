@@ -75,6 +75,7 @@ class Settings:
     route_group: str = "router.route"
     redis_key_prefix: str = "router:"
     session_timeout_ms: int = 10_000
+    group_instance_id: str | None = None  # static membership (KIP-345): one stable id per replica slot
     topic_partitions: int = 3
     replication_factor: int = 1
     admin_token: Secret | None = None
@@ -100,6 +101,7 @@ class Settings:
             route_group=env.get("ROUTER_ROUTE_GROUP") or "router.route",
             redis_key_prefix=env.get("ROUTER_REDIS_KEY_PREFIX") or "router:",
             session_timeout_ms=_int(env, "ROUTER_KAFKA_SESSION_TIMEOUT_MS", 10_000),
+            group_instance_id=_opt(env, "ROUTER_KAFKA_GROUP_INSTANCE_ID"),
             topic_partitions=_int(env, "ROUTER_TOPIC_PARTITIONS", 3),
             replication_factor=_int(env, "ROUTER_REPLICATION_FACTOR", 1),
             admin_token=Secret(token) if token else None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,9 +39,10 @@ from router import deadletters, groupwatch
 from router import headers as h
 from router.controls import parse, state_key
 from router.deadletters import DeadLetter
+from router.dlq.redact import fields_from_env, redact_text
 from router.groupwatch import GroupWatch, Throttle, group_progress
 from router.health import HealthBatch, HealthWriter
-from router.kafka import consumer_config, dlq_topic, producer_config
+from router.kafka import dlq_topic, member_config, producer_config
 from router.outcomes import Outcomes, delivery_request_seconds, end_to_end_seconds
 from router.pipeline.stages import schema_id_of
 from router.settings import Settings
@@ -86,7 +88,7 @@ class DeliverWorker:
         self.revoked: list[TP] = []
         self.schemas: dict[int, Any] = {}
         self._kafka = ThreadPoolExecutor(1, thread_name_prefix="kafka")
-        self.consumer = Consumer(consumer_config(settings, self.options.group))
+        self.consumer = Consumer(member_config(settings, self.options.group))
         self.producer = Producer(producer_config(settings))
         self.redis = aioredis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
         self.limiter = SharedRateLimiter(self.redis, self.prefix)
@@ -96,6 +98,7 @@ class DeliverWorker:
         self.heartbeat = Heartbeat()
         self.health = HealthBatch()
         self.health_writer = HealthWriter(self.prefix)
+        self.redact_fields = fields_from_env(os.environ)
         self._state_failures = 0
         self.watch = groupwatch.register(GroupWatch(self.options.group, settings.session_timeout_ms))
         self._watch_due = Throttle()
@@ -424,7 +427,9 @@ class DeliverWorker:
 
     async def _needs_reconnect(self, target: HttpTarget, items: list[Item], body: bytes) -> None:
         """Credentials refused after a refresh: pause the integration; its records wait, nothing is lost."""
-        reason = f"the partner refused credentials after a refresh: {body[:200].decode('utf-8', 'replace')}"
+        # The partner's answer may echo the credential it refused: masked before it is stored or logged.
+        answer = redact_text(body[:400].decode("utf-8", "replace"), self.redact_fields)[:200]
+        reason = f"the partner refused credentials after a refresh: {answer}"
         await self.redis.set(state_key(self.prefix, target.integration), orjson.dumps(
             {"state": "needs_reconnect", "reason": reason, "since_ms": int(time.time() * 1000)}))
         self.active.discard(target.integration)

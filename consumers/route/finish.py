@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
+from confluent_kafka import KafkaError
 from opentelemetry import trace
 
 from consumers.route.sinks import BatchSink, Pending, is_permanent
@@ -32,6 +33,7 @@ from router.pipeline.state import StateStore
 from router.tracing import sampled, start_child
 
 log = logging.getLogger("router.route")
+ACKED_LIMIT = 1_000_000
 _tracer = trace.get_tracer("router.route")
 
 
@@ -71,6 +73,9 @@ class BatchFinisher:
         # Integrations with no delivery worker (no ``http``): routing a record is its success.
         self._routing_is_success = frozenset(i.name for found in table.by_topic.values() for i in found
                                              if not i.destination.http)
+        # (source coords, integration) of outputs the broker acknowledged in a try of a batch that
+        # then failed: the retry counts them routed without producing them again.
+        self.acked: set[tuple[str, str]] = set()
 
     def finish(self, staged: Staged) -> None:
         """Wait for the batch's decisions (made on ``route-state``), produce outputs and DLQ records,
@@ -79,11 +84,14 @@ class BatchFinisher:
         the commit does not write them twice (``router.deadletters``)."""
         prepared, now_ms = staged.prepared, staged.now_ms
         decisions = staged.decided.result() if staged.decided is not None else []
-        send = self.sink.send
+        send, acked = self.sink.send, self.acked
         letters: list[_Letter] = []
         routed: Counter[tuple[str, str]] = Counter()  # (tenant, integration): counted per batch, not per record
         for (p, c), claim, decision in zip(staged.pairs, staged.claims, decisions, strict=True):
             if decision is not Decision.ROUTE and self._not_routed(p, c, claim, decision, letters):
+                continue
+            if acked and (p.inbound.coords, claim.field) in acked:
+                routed[c.tenant, c.integration.name] += 1  # produced and acknowledged by an earlier try
                 continue
             if c.headers[-1][0] == h.TRACEPARENT and self._sampled(c):  # the name test first: no call per record
                 self._trace(c)
@@ -99,8 +107,29 @@ class BatchFinisher:
             if p.ignored:
                 self.outcomes.add("ignored", p.tenant)
         written = self._dead_letter(letters, now_ms)
-        written += self._settle(self.sink.flush(), now_ms)
+        failed = self.sink.flush()
+        try:
+            written += self._settle(failed, now_ms)
+        except BatchFailed:
+            self._remember_acked(self.sink.last_sends, failed)
+            raise
         self.state.record_dead_letters([w.slot for w in written], [w.error.code for w in written])
+        if acked:
+            acked.difference_update((p.inbound.coords, c.integration.name) for p, c in staged.pairs)
+
+    def _remember_acked(self, sends: list[tuple[str, bytes | None, bytes | None, object, bool]],
+                        failed: list[Pending]) -> None:
+        """Keep the outputs the broker acknowledged before the batch failed (none are known after a
+        flush timeout), so the retry does not produce them again."""
+        if any(item.error is not None and item.error.code() == KafkaError._TIMED_OUT for item in failed):
+            return
+        if len(self.acked) > ACKED_LIMIT:  # partitions revoked meanwhile left theirs: start afresh
+            self.acked.clear()
+        refused = {id(item.tag) for item in failed}
+        for _topic, _key, _value, tag, is_dlq in sends:
+            if not is_dlq and id(tag) not in refused:
+                output: tuple[Prepared, Claim] = tag  # type: ignore[assignment]
+                self.acked.add((output[0].inbound.coords, output[1].field))
 
     def _not_routed(self, p: Prepared, c: Candidate, claim: Claim, decision: Decision, letters: list[_Letter]
                     ) -> bool:
@@ -180,9 +209,8 @@ class BatchFinisher:
             if done:
                 self.outcomes.add("dlq_already_written", p.tenant, name or "", err.code)
                 continue
-            headers = dlq_headers(p.inbound, err, group=group, integration=name, now_ms=now_ms)
-            self.sink.send(dlq_topic(p.inbound.topic), p.inbound.key, p.inbound.value, headers,
-                           (p, letter.claim), True)
+            letter.headers = dlq_headers(p.inbound, err, group=group, integration=name, now_ms=now_ms)
+            self.sink.send(dlq_topic(p.inbound.topic), p.inbound.key, p.inbound.value, letter.headers, letter, True)
             self.outcomes.add("dlq", p.tenant, name or "", err.code)
             for each in ([name] if name else self._integrations_of(p.inbound)):
                 self.health.fail(each, p.tenant, err.code, err.message, p.inbound.value)
@@ -190,29 +218,40 @@ class BatchFinisher:
         return sent
 
     def _settle(self, failed: list[Pending], now_ms: int) -> list[_Letter]:
-        """Outputs refused for good go to the DLQ (returned); anything else fails the batch."""
-        if not failed:
-            return []
-        retry: list[Pending] = []
-        for item in failed:
-            if item.is_dlq or not is_permanent(item.error):
-                raise BatchFailed(f"{len(failed)} record(s) not acknowledged by the broker: {item.error}")
-            retry.append(item)
-        letters = []
-        for item in retry:
-            prepared: Prepared
-            claim: Claim | None
-            prepared, claim = item.tag  # type: ignore[misc]
-            err = EncodeError(f"the broker refused the output: {item.error}", code="encode.too_large")
-            letters.append(_Letter(prepared, err, claim.field if claim else None, claim))
-        sent = self._dead_letter(letters, now_ms)
-        releases = [x.claim for x in letters if x.claim is not None]
-        if releases:
-            self.state.release(releases)
-        still = self.sink.flush()
-        if still:
-            raise BatchFailed(f"{len(still)} DLQ record(s) not acknowledged by the broker: {still[0].error}")
-        return sent
+        """What the broker refused for good: an output goes to the DLQ (``encode.too_large``, its
+        claim released), a dead letter goes again as a stub (``router.deadletters.stub``), so no
+        record can stall its partition. Anything else (a timeout, a broker down, a stub refused)
+        fails the batch. Returns the dead letters this added."""
+        sent: list[_Letter] = []
+        for _round in range(3):  # outputs → their dead letters → stubs of those
+            if not failed:
+                return sent
+            letters = []
+            for item in failed:
+                if not is_permanent(item.error) or (item.is_dlq and getattr(item.tag, "stubbed", True)):
+                    raise BatchFailed(f"{len(failed)} record(s) not acknowledged by the broker: {item.error}")
+                if item.is_dlq:
+                    self._send_stub(item.tag)  # type: ignore[arg-type]
+                    continue
+                prepared: Prepared
+                claim: Claim | None
+                prepared, claim = item.tag  # type: ignore[misc]
+                err = EncodeError(f"the broker refused the output: {item.error}", code="encode.too_large")
+                letters.append(_Letter(prepared, err, claim.field if claim else None, claim))
+            sent += self._dead_letter(letters, now_ms)
+            releases = [x.claim for x in letters if x.claim is not None]
+            if releases:
+                self.state.release(releases)
+            failed = self.sink.flush()
+        raise BatchFailed(f"{len(failed)} record(s) not acknowledged by the broker: {failed[0].error}")
+
+    def _send_stub(self, letter: _Letter) -> None:
+        inbound = letter.prepared.inbound
+        key, value, headers = deadletters.stub(inbound.key, inbound.value, letter.headers)
+        letter.stubbed = True
+        self.sink.send(dlq_topic(inbound.topic), key, value, headers, letter, True)
+        log.warning("dead letter of %s too large for the broker: written as a stub (%d of %d bytes)",
+                    inbound.coords, len(value), len(inbound.value or b""))
 
 
 @dataclass(slots=True)
@@ -224,3 +263,5 @@ class _Letter:
     integration: str | None
     claim: Claim | None  # the claim released for it, if any
     slot: deadletters.Slot = ("", "")
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)  # as sent
+    stubbed: bool = False  # sent again cut to fit: a refusal now fails the batch

@@ -45,6 +45,7 @@ class BatchSink:
     sends: list[tuple[str, bytes | None, bytes | None, object, bool]] = field(default_factory=list)
     failures: list[tuple[KafkaError, str, bytes | None, bytes | None]] = field(default_factory=list)
     refused: list[Pending] = field(default_factory=list)
+    last_sends: list[tuple[str, bytes | None, bytes | None, object, bool]] = field(default_factory=list)
 
     def _report(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -83,6 +84,7 @@ class BatchSink:
                 matches = by_content.get((topic, key, value))
                 tag, is_dlq = matches.pop() if matches else (None, True)  # unknown: treat as a DLQ loss
                 failed.append(Pending(tag, is_dlq, err))
+        self.last_sends = self.sends  # what this flush covered (the caller may need the acknowledged ones)
         self.sends, self.failures, self.refused = [], [], []
         return failed
 

@@ -35,7 +35,7 @@ from consumers.route.finish import BatchFailed, BatchFinisher, Staged
 from consumers.route.sinks import PRODUCER_CONFIG, BatchSink
 from router import groupwatch
 from router.groupwatch import GroupWatch, Throttle, group_progress
-from router.kafka import consumer_config, producer_config
+from router.kafka import member_config, producer_config
 from router.pipeline.records import Candidate, Claim, Decision, Inbound, Prepared
 from router.pipeline.stages import RoutingTable, claim_for, prepare, schema_id_of
 from router.pipeline.state import StateStore
@@ -88,7 +88,7 @@ class RouteWorker:
         self.registry = registry
         self.options = options or WorkerOptions()
         self.avro_schemas: dict[int, Any] = {}
-        self.consumer = Consumer(consumer_config(settings, self.options.group))
+        self.consumer = Consumer(member_config(settings, self.options.group))
         self.producer = Producer(producer_config(settings, **PRODUCER_CONFIG))
         self.finisher = BatchFinisher(table, state, BatchSink(self.producer), self.options.group, health_client)
         self.outcomes = self.finisher.outcomes

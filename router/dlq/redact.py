@@ -66,6 +66,8 @@ def redact(doc: Any, fields: frozenset[str], depth: int = 0) -> Any:
         if depth >= MAX_DEPTH:
             return TOO_DEEP
         return [redact(v, fields, depth + 1) for v in doc]
+    if isinstance(doc, str):
+        return mask_credentials(doc)
     return doc
 
 
@@ -81,8 +83,42 @@ def _text_pattern(fields: frozenset[str]) -> re.Pattern[str]:
     )
 
 
+# Credential shapes masked whole wherever free text is shown, whatever key (if any) they sit
+# under: an Authorization header's whole value (scheme and credentials), a scheme followed by a
+# credential, provider-style secret keys (sk_live_…, rk_test_…, tok_live_…, whsec_…), JWTs, and
+# secret=value pairs in query strings and forms.
+_CREDENTIALS = re.compile(
+    r"""(?P<auth>(?<![\w-])(?:proxy-)?authorization["']?\s*[:=]\s*)(?:"[^"\r\n]*"?|'[^'\r\n]*'?|[^\r\n,;&}\]]+)"""
+    r"""|(?P<scheme>\b(?:bearer|basic|token|digest)\s+)(?=[A-Za-z._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{6,}"""
+    r"""|\b(?:sk|pk|rk|tok|key|whsec|secret)_(?:live|test|prod)?_?[A-Za-z0-9]{6,}"""
+    r"""|\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"""
+    r"""|(?P<pair>(?<![\w-])(?:client_secret|password|passwd|api_key|apikey|access_token|refresh_token|token)"""
+    r"""\s*=\s*)[^\s&,;]+""",
+    re.IGNORECASE,
+)
+
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+
+
+def _mask_credential(m: re.Match[str]) -> str:
+    prefix = m.group("auth") or m.group("scheme") or m.group("pair") or ""
+    return prefix + MASK
+
+
+def mask_credentials(text: str) -> str:
+    """``text`` with every known credential shape replaced by ``***`` (see ``_CREDENTIALS``)."""
+    return _CREDENTIALS.sub(_mask_credential, text)
+
+
 def redact_text(text: str, fields: frozenset[str]) -> str:
-    """Mask ``"field": value`` and ``field=value`` pairs in text that is not valid JSON."""
+    """Mask credential shapes, then ``"field": value`` and ``field=value`` pairs, in free text
+    (a value that is not valid JSON, an error message, a partner's answer): the one redaction
+    of text for every surface that shows it (health page and its JSON, state reasons, logs,
+    ``router dlq show``)."""
+    text = mask_credentials(text)
+    if "email" in fields:
+        text = _EMAIL.sub(MASK, text)
     if not fields:
         return text
     return _text_pattern(fields).sub(lambda m: m.group("key") + (f'"{MASK}"' if m.group("value")[:1] in "\"'"

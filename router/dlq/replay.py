@@ -262,6 +262,9 @@ class _Replay:
         destination = destination_of(record.headers, request.to)
         problem = (f"no {h.ORIGINAL_TOPIC} header; replay it with --to TOPIC" if destination is None
                    else self._unusable(destination))
+        if h.ORIGINAL_SHA256 in record.headers:
+            problem = (f"a stub: the record ({record.headers.get(h.ORIGINAL_SIZE, '?')} bytes) was too large to "
+                       f"dead-letter and was cut; find the original by {h.ORIGINAL_SHA256}")
         if destination is None or problem is not None:
             summary.failed += 1
             summary.failures.append((record.coords, problem or ""))

@@ -59,9 +59,10 @@ def _spaced(rng: random.Random, n: int, start: float, end: float, gap: float) ->
 
 
 def plan_faults(seed: int, duration_s: float, kills: int, kinds: Sequence[str],
-                members: Mapping[str, Sequence[str]]) -> list[Fault]:
-    """The faults of one run, from the seed: kills of each kind spaced out, a partner 503 window,
-    then one Redis freeze, then a partner 429 window."""
+                members: Mapping[str, Sequence[str]], load_s: float | None = None) -> list[Fault]:
+    """The faults of one run, from the seed: kills of each kind spaced out over the phase, a
+    partner 503 window, then one Redis freeze, then a partner 429 window — the windows while the
+    load runs (``load_s``; a longer phase only makes room for many kills)."""
     rng = random.Random(seed ^ 0xFA17)
     plan: list[Fault] = []
     end = max(duration_s - 2.0, FIRST_FAULT_S)
@@ -71,14 +72,15 @@ def plan_faults(seed: int, duration_s: float, kills: int, kinds: Sequence[str],
             plan.append(Fault(at, "kill", rng.choice(list(members[kind]))))
     # The three windows do not overlap (on the default 60 s phase): a partner window while Redis
     # is frozen would see no request at all.
+    span = min(duration_s, load_s) if load_s else duration_s
     if "partner" in kinds:
-        at = rng.uniform(0.15, 0.3) * duration_s
+        at = rng.uniform(0.15, 0.3) * span
         plan += [Fault(at, "partner-503"), Fault(at + PARTNER_WINDOW_S, "partner-ok")]
     if "redis" in kinds:
-        at = rng.uniform(0.4, 0.55) * duration_s
+        at = rng.uniform(0.4, 0.55) * span
         plan += [Fault(at, "redis-stop"), Fault(at + REDIS_FREEZE_S, "redis-cont")]
     if "partner" in kinds:
-        at = rng.uniform(0.72, 0.85) * duration_s
+        at = rng.uniform(0.72, 0.85) * span
         plan += [Fault(at, "partner-429"), Fault(at + PARTNER_WINDOW_S, "partner-ok")]
     return sorted(plan, key=lambda f: f.at_s)
 

@@ -178,7 +178,7 @@ def test_pipeline_keeps_its_delivery_guarantee_under_faults(kafka_bootstrap: str
                 partner.rules({"destination": destination, "match": {}, "status": status,
                                **({"retry_after": "1"} if status == 429 else {})})
 
-        plan = plan_faults(cfg.seed, cfg.duration_s, cfg.kills, cfg.kinds, groups)
+        plan = plan_faults(cfg.seed, cfg.duration_s, cfg.kills, cfg.kinds, groups, load_s=cfg.events / cfg.rate)
         print("fault plan:\n  " + ("\n  ".join(f.describe() for f in plan) or "(none)"), flush=True)
         runner = FaultRunner(plan, services, groups, supervisor, redis_child.pid, set_partner_rule)
         stack.callback(runner.resume_redis)

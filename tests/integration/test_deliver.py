@@ -177,10 +177,14 @@ def test_oauth2_refreshes_once_then_needs_reconnect(settings: Settings, registry
                 publish(settings, registry_url, topo, [zendesk_event("e2", 2, 1)])
                 wait_for(lambda: len(_accepted(partner, f"{name}-d")) == 2, deadline_s=60, what="refresh on 401")
                 assert partner.ledger()["tokens_issued"] == 2
-                partner.rules({"destination": f"{name}-d", "match": {}, "status": 401})  # credentials revoked
+                # Credentials revoked; the partner echoes the credential it refused (some do).
+                echoed = {"error": "invalid_token", "detail": "Authorization: Bearer sk_live_9f8e7d6c5b"}
+                partner.rules({"destination": f"{name}-d", "match": {}, "status": 401, "body": echoed})
                 publish(settings, registry_url, topo, [zendesk_event("e3", 3, 1)])
                 wait_for(lambda: read_states(client, settings.redis_key_prefix, [name])[name].state
                          == "needs_reconnect", deadline_s=60, what="needs_reconnect")
+                reason = read_states(client, settings.redis_key_prefix, [name])[name].reason
+                assert "invalid_token" in reason and "sk_live" not in reason and "***" in reason, reason
                 assert worker.lanes.size() == 1, "the record waits, it is not lost"
                 partner.call("DELETE", "/_control/rules")
                 set_state(client, settings.redis_key_prefix, name, "active")  # the reconnect action

@@ -68,3 +68,15 @@ def test_throttle_and_the_page_entries() -> None:
     assert [due(t) for t in (0.0, 1.0, 2.0, 2.5, 4.1)] == [True, False, True, False, True]
     entries = {b"route": b'{"until_ms": 2000}', b"old": b'{"until_ms": 500}', b"junk": b"[", "deliver": b'{}'}
     assert stuck_groups(entries, now_ms=1000) == ["route"]
+
+
+def test_static_membership_only_when_a_slot_id_is_set() -> None:
+    from router.kafka import consumer_config, member_config
+    from router.settings import Settings
+
+    plain = Settings.from_env({}).replace(kafka_bootstrap_servers="127.0.0.1:9092")
+    assert "group.instance.id" not in member_config(plain, "router.route")
+    static = Settings.from_env({"ROUTER_KAFKA_GROUP_INSTANCE_ID": "router.route-0",
+                                "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9092"})
+    assert member_config(static, "router.route")["group.instance.id"] == "router.route-0"
+    assert "group.instance.id" not in consumer_config(static, "router.dlq-reader"), "readers never join"
