@@ -20,7 +20,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -64,6 +64,9 @@ class AdminOptions:
 
     deliver_group: str = "router.deliver"
     cache_ttl_s: float = 5.0
+    login_limits: auth.LoginLimits = field(default_factory=auth.LoginLimits)
+    development: bool = False  # `--dev-token`: a ROUTER_ADMIN_TOKEN shorter than 32 characters is accepted
+    clock: Callable[[], float] = time.time  # seconds since the epoch: sessions and the login throttle
 
 
 class Services:
@@ -77,7 +80,10 @@ class Services:
         if not settings.admin_token:
             raise ConfigError("ROUTER_ADMIN_TOKEN is not set; set it to a long random value "
                               "(or pass --dev-token on a development machine)")
+        if not options.development:
+            auth.require_strong_token(settings.admin_token)
         self.token: Secret = settings.admin_token
+        self.throttle = auth.LoginThrottle(settings.redis_key_prefix, options.login_limits)
         self.settings = settings
         self.catalog = catalog
         self.options = options
@@ -157,11 +163,28 @@ def wants_json(request: web.Request) -> bool:
             or ("application/json" in accept and "text/html" not in accept))
 
 
-def problem(request: web.Request, status: int, title: str, message: str) -> web.Response:
-    """An error the user can act on, as JSON or as a small page."""
+def problem(request: web.Request, status: int, title: str, message: str, code: str | None = None,
+            headers: dict[str, str] | None = None) -> web.Response:
+    """An error the user can act on, as JSON or as a small page; ``code`` is a stable machine code."""
     if wants_json(request):
-        return _json({"error": title, "message": message}, status)
-    return _html(render_message(title, message), status)
+        return _json({"error": title, "message": message} | ({"code": code} if code else {}), status, headers)
+    response = _html(render_message(title, f"{message} [{code}]" if code else message), status)
+    response.headers.update(headers or {})
+    return response
+
+
+def _throttled(request: web.Request, retry_after_s: int) -> web.Response:
+    return problem(request, 429, "Too many wrong tokens",
+                   f"too many wrong admin tokens from this address (or from everywhere); "
+                   f"try again in {retry_after_s} s", code="admin.login_throttled",
+                   headers={"Retry-After": str(retry_after_s)})
+
+
+async def _check_token(request: web.Request, given: str | None) -> auth.TokenVerdict:
+    """Compare a presented token, throttled per client address and globally."""
+    services = request.app[SERVICES]
+    return await services.throttle.check(services.client, auth.client_address(request), services.token, given,
+                                         services.options.clock())
 
 
 def _flash(response: web.StreamResponse, request: web.Request, kind: str, text: str) -> None:
@@ -218,14 +241,29 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def _authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Everything but the public paths needs the token (Bearer) or a session cookie."""
+    """State changes only from this origin; everything but the public paths needs the token or a session.
+
+    A Bearer token is a guess until it matches: it goes through the login throttle. A session
+    cookie is an HMAC nobody can guess, so it does not.
+    """
+    if request.method not in auth.SAFE_METHODS and not auth.same_origin(request):
+        return problem(request, 403, "Cross-origin request refused",
+                       "state-changing requests must come from this page's own origin", code="admin.cross_origin")
     if request.path in PUBLIC_PATHS:
         return await handler(request)
-    token = request.app[SERVICES].token
-    if auth.authenticated(request, token):
+    services = request.app[SERVICES]
+    given = auth.bearer(request)
+    if given is not None:
+        verdict = await _check_token(request, given)
+        if verdict.retry_after_s:
+            return _throttled(request, verdict.retry_after_s)
+        if verdict.accepted:
+            return await handler(request)
+    elif auth.session_id(request, services.token, services.options.clock()) is not None:
         return await handler(request)
     if wants_json(request):
-        return _json({"error": "unauthorized", "message": "send Authorization: Bearer <ROUTER_ADMIN_TOKEN>"}, 401,
+        return _json({"error": "unauthorized", "code": "admin.unauthorized",
+                      "message": "send Authorization: Bearer <ROUTER_ADMIN_TOKEN>"}, 401,
                      headers={"WWW-Authenticate": 'Bearer realm="router-admin"'})
     if request.method in ("GET", "HEAD"):
         return _redirect("/login")
@@ -260,12 +298,11 @@ async def index(request: web.Request) -> web.Response:
     """The health page."""
     services = request.app[SERVICES]
     now_ms, rows, snapshot, kafka, stuck = await _read(services)
-    csrf = auth.csrf_token(request) or auth.new_csrf_token()
+    sid = auth.session_id(request, services.token, services.options.clock())
+    csrf = auth.csrf_token(services.token, sid) if sid else ""  # a Bearer client's forms cannot be posted
     flash = _read_flash(request)
     ctx = PageContext(now_ms, csrf, services.probe.route_group, services.probe.deliver_group, flash, tuple(stuck))
     response = _html(render_page(rows, kafka, snapshot, ctx))
-    if auth.csrf_token(request) is None:
-        auth.set_csrf(response, request, csrf)
     if flash is not None:
         response.del_cookie(FLASH_COOKIE, path="/")
     return response
@@ -321,8 +358,8 @@ async def _checked(request: web.Request) -> tuple[Integration, dict[str, str]] |
     """The named integration and the submitted form, or the answer refusing the request."""
     services = request.app[SERVICES]
     form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
-    if auth.bearer(request) is None and not auth.csrf_matches(request, form.get(auth.CSRF_FIELD)):
-        return problem(request, 403, "Form expired", "This form is out of date; reload the page and try again.")
+    if auth.bearer(request) is None and not _csrf_ok(request, form.get(auth.CSRF_FIELD)):
+        return _csrf_refused(request)
     name = request.match_info["name"]
     integration = services.integration(name)
     if integration is None:
@@ -413,27 +450,46 @@ def _replayed(request: web.Request, name: str, code: str,
 # ---- login, health, metrics ------------------------------------------------------------------
 
 
+def _csrf_ok(request: web.Request, submitted: object) -> bool:
+    services = request.app[SERVICES]
+    return auth.csrf_matches(request, services.token, submitted if isinstance(submitted, str) else None,
+                             services.options.clock())
+
+
+def _csrf_refused(request: web.Request) -> web.Response:
+    return problem(request, 403, "Form expired", "This form is out of date; reload the page and try again.",
+                   code="admin.csrf_invalid")
+
+
 async def login(request: web.Request) -> web.Response:
-    """``GET /login?token=`` or the posted form: set the session cookie and go to the page."""
-    token = request.app[SERVICES].token
+    """``GET /login?token=`` or the posted form: set the session cookie and go to the page (throttled)."""
+    services = request.app[SERVICES]
     given = request.query.get("token")
     if request.method == "POST":
         value = (await request.post()).get("token")
         given = value if isinstance(value, str) else None
     if given is None:
         return _html(render_login())
-    if not auth.token_matches(token, given):
+    verdict = await _check_token(request, given)
+    if verdict.retry_after_s:
+        if wants_json(request):
+            return _throttled(request, verdict.retry_after_s)
+        response = _html(render_login(f"Too many wrong tokens; try again in {verdict.retry_after_s} s "
+                                      "[admin.login_throttled]"), 429)
+        response.headers["Retry-After"] = str(verdict.retry_after_s)
+        return response
+    if not verdict.accepted:
         return _html(render_login("That is not the admin token."), 401)
     response = _redirect("/")
-    auth.start_session(response, request, token)
+    auth.start_session(response, request, services.token, services.options.clock())
     return response
 
 
 async def logout(request: web.Request) -> web.Response:
+    """End the browser's session (the form's CSRF token is required)."""
     form = await request.post()
-    value = form.get(auth.CSRF_FIELD)
-    if not auth.csrf_matches(request, value if isinstance(value, str) else None):
-        return problem(request, 403, "Form expired", "This form is out of date; reload the page and try again.")
+    if not _csrf_ok(request, form.get(auth.CSRF_FIELD)):
+        return _csrf_refused(request)
     response = _redirect("/login")
     auth.end_session(response)
     return response

@@ -2,8 +2,10 @@
 
 Once listening it prints exactly one line to stdout, ``READY admin=http://HOST:PORT`` (with
 ``--dev-token`` and no ``ROUTER_ADMIN_TOKEN``: ``READY admin=http://HOST:PORT admin_token=<t>``,
-a random token for this run only); logs go to stderr as JSON. SIGTERM/SIGINT stop it cleanly:
-requests in flight finish, a replay in progress stops after its current chunk, clients close.
+a random 32-hex-digit token for this run only); logs go to stderr as JSON. Outside ``--dev-token``
+(which `router dev` passes) an admin token shorter than 32 characters is refused: exit 2, one line.
+SIGTERM/SIGINT stop it cleanly: requests in flight finish, a replay in progress stops after its
+current chunk, clients close.
 """
 
 from __future__ import annotations
@@ -42,8 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def admin_settings(args: argparse.Namespace, settings: Settings) -> tuple[Settings, str | None]:
-    """Settings with the command's options applied, and the dev token when one was made up."""
-    from router.admin.auth import dev_token
+    """Settings with the command's options applied, and the dev token when one was made up.
+
+    ConfigError when there is no token, or (without ``--dev-token``) one shorter than 32 characters.
+    """
+    from router.admin.auth import dev_token, require_strong_token
 
     made_up = None
     if not settings.admin_token:
@@ -53,6 +58,8 @@ def admin_settings(args: argparse.Namespace, settings: Settings) -> tuple[Settin
                               "or pass --dev-token on a development machine")
         made_up = dev_token()
         settings = settings.replace(admin_token=Secret(made_up))
+    elif not args.dev_token:
+        require_strong_token(settings.admin_token)
     changes: dict[str, object] = {}
     if args.integrations is not None:
         changes["integrations_dir"] = args.integrations
@@ -71,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     settings, made_up = admin_settings(args, Settings.from_env())
     telemetry.setup("admin", log_level=settings.log_level)
     catalog = load_catalog(settings.integrations_dir, settings.schemas_dir)  # a bad spec stops us here
-    app = create_app(settings, catalog=catalog, options=AdminOptions(deliver_group=args.deliver_group))
+    app = create_app(settings, catalog=catalog, options=AdminOptions(deliver_group=args.deliver_group,
+                                                                       development=args.dev_token))
     extra = {"admin_token": made_up} if made_up else {}
     asyncio.run(serve(app, host=args.host, port=args.port, ready_extra=extra))
     return 0

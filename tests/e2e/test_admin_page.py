@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-TOKEN = "e2e-admin-token-5f0c2a"
+TOKEN = "e2e-admin-token-5f0c2a-0123456789abcdef"
 EXPECT_S = 30_000  # ms, for Playwright's expect
 
 
@@ -140,6 +140,14 @@ def test_without_a_token_it_refuses_to_start_unless_dev_token(settings: Settings
     assert refused.returncode == 2 and refused.stdout == ""
     assert "router: error [config.invalid]: ROUTER_ADMIN_TOKEN is not set" in refused.stderr
     assert "Traceback" not in refused.stderr
+    # A token shorter than 32 characters is refused too, in one line, without printing it.
+    short = subprocess.run([sys.executable, "-m", "router", "admin", "--port", "0"], cwd=ROOT, check=False,
+                           env={**env, "ROUTER_ADMIN_TOKEN": "guessable-0123456789"}, capture_output=True, text=True,
+                           timeout=60)
+    assert short.returncode == 2 and short.stdout == ""
+    assert short.stderr.splitlines() == ["router: error [config.invalid]: ROUTER_ADMIN_TOKEN is 20 characters long; "
+                                         "it must be at least 32 characters (`python -c 'import secrets; "
+                                         "print(secrets.token_hex(16))'`)"]
 
     out = tmp_path / "dev.out"
     with open(out, "wb") as stdout:
@@ -152,7 +160,7 @@ def test_without_a_token_it_refuses_to_start_unless_dev_token(settings: Settings
         fields = dict(part.split("=", 1) for part in line.split()[1:])
         assert line.startswith("READY admin=http://127.0.0.1:") and set(fields) == {"admin", "admin_token"}
         token = fields["admin_token"]
-        assert len(token) == 16 and int(token, 16) >= 0
+        assert len(token) == 32 and int(token, 16) >= 0
         req = urllib.request.Request(f"{fields['admin']}/api/health", headers={"Authorization": f"Bearer {token}"})
         with urllib.request.urlopen(req, timeout=10) as resp:
             rows = orjson.loads(resp.read())["rows"]

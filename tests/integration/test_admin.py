@@ -24,7 +24,7 @@ from router.kafka import admin_client, ensure_topics
 from router.settings import Secret, Settings
 from tests.integration.routing import Topology, make_topology, produce, read_all, zendesk_spec
 
-TOKEN = "test-admin-token-0123456789"
+TOKEN = "test-admin-token-0123456789abcdef"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 Scenario = Callable[[TestClient], Awaitable[None]]
 
