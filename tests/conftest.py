@@ -13,7 +13,7 @@ from tests.services import kafka_service, redis_service, unique
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test with its tier from its folder, so `-m unit` etc. select a tier."""
     for item in items:
-        for tier in ("unit", "integration", "e2e", "fault"):
+        for tier in ("unit", "integration", "e2e", "fault", "fuzz"):
             if f"/tests/{tier}/" in str(item.fspath):
                 item.add_marker(getattr(pytest.mark, tier))
 
