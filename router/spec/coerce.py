@@ -186,10 +186,12 @@ def version_number(value: Any) -> float:
     Only finite numbers within the int64 range are versions: ``Infinity`` would set an entity's
     watermark beyond every later event for ever, and ``NaN`` compares with nothing."""
     if type(value) is int or type(value) is float:  # the hot case first (bool is not int here)
-        number = float(value) if -_INT64 <= value <= _INT64 else math.inf
-    elif isinstance(value, bool):
+        if -_INT64 <= value <= _INT64:  # False for NaN and the infinities too
+            return float(value)
+        raise _fail(value, "a finite version within the int64 range")
+    if isinstance(value, bool):
         raise _fail(value, "a version (number or ISO-8601 time)")
-    elif isinstance(value, int | float):
+    if isinstance(value, int | float):
         number = float(value) if -_INT64 <= value <= _INT64 else math.inf
     elif isinstance(value, str):
         if len(value) > _VERSION_CHARS:
