@@ -56,6 +56,8 @@ T = TypeVar("T")
 RESPONSE_BODY_LIMIT = 1024
 # Redis being down or frozen: wait and try again, never exit (DESIGN §4: only slow a batch).
 RETRYABLE_REDIS = (redis.RedisError, OSError, TimeoutError)
+# What may fail a request before the partner answers and passes by itself: retried, not dead-lettered.
+TRANSIENT = (*RETRYABLE_REDIS, aiohttp.ClientError, AuthFailed, ConnectionError, asyncio.TimeoutError)
 # Commit failures a rebalance causes: the partitions' next owner resumes from the last commit.
 REBALANCE_ERRORS = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
                               KafkaError.UNKNOWN_MEMBER_ID, KafkaError._NO_OFFSET, KafkaError._STATE})
@@ -310,9 +312,16 @@ class DeliverWorker:
         try:
             async with self.slots[target.integration]:
                 await self._send(target, items)
-        except Exception as exc:  # Redis down, auth endpoint down...: retry later, never lose the record
+        except TRANSIENT as exc:  # Redis down, auth endpoint down...: retry later, never lose the record
             log.warning("delivery to %s failed before an answer: %r", target.integration, exc)
             self._retry(target, items, Answer(Verdict.RETRY, None), str(exc))
+        except Exception as exc:  # a record is the unit of failure: what nothing foresaw dead-letters it
+            log.error("delivery to %s raised %s: dead-lettering %d record(s)", target.integration,
+                      type(exc).__name__, len(items))
+            for item in items:
+                item.dlq = ("internal.deliver", f"deliver failed unexpectedly: {type(exc).__name__}: {str(exc)[:200]}",
+                            None, b"")
+                self._spawn(self._dead_letter(item))
 
     async def _send(self, target: HttpTarget, items: list[Item]) -> None:
         keys = [f"{self.prefix}delivered:{target.destination}:{i.idempotency_key}" for i in items]
