@@ -13,10 +13,12 @@ import asyncio
 import io
 import logging
 import os
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
@@ -70,7 +72,8 @@ class DeliverOptions:
     concurrency: int = 8  # requests in flight per integration
     max_backlog: int = 5000  # records held per partition before it is paused
     commit_interval_s: float = 0.5
-    state_interval_s: float = 1.0
+    state_interval_s: float = 0.5  # pause and needs_reconnect stop new requests within this (+ one request)
+    revoke_wait_s: float = 10.0  # how long a revocation waits for the revoked partitions' requests in flight
 
 
 class DeliverWorker:
@@ -87,9 +90,13 @@ class DeliverWorker:
         self.lanes = Lanes()
         self.active: set[str] = set(targets)
         self.paused_tps: set[TP] = set()
-        self.revoked: list[TP] = []
+        self.revoked: list[TP] = []  # from the Kafka thread: partitions to drop at the next pass
+        self.revoking: set[TP] = set()  # partitions going away: no request starts for their records
+        self.in_flight: Counter[TP] = Counter()  # records in an HTTP request, by partition
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.schemas: dict[int, Any] = {}
-        self._kafka = ThreadPoolExecutor(1, thread_name_prefix="kafka")
+        self._kafka = ThreadPoolExecutor(1, thread_name_prefix="kafka")  # every consumer call
+        self._producing = ThreadPoolExecutor(1, thread_name_prefix="kafka-producer")  # produce, poll, flush
         self.consumer = Consumer(member_config(settings, self.options.group))
         self.producer = Producer(producer_config(settings))
         self.redis = aioredis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
@@ -110,14 +117,21 @@ class DeliverWorker:
         return self.heartbeat.healthy() and not self.watch.stuck
 
     async def _k(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a consumer call on the Kafka thread (librdkafka's consumer is touched from there only)."""
         return await asyncio.get_running_loop().run_in_executor(self._kafka, fn, *args)
+
+    async def _p(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a producer call on its own thread, so consumer calls never wait behind a poll."""
+        return await asyncio.get_running_loop().run_in_executor(self._producing, fn, *args)
 
     # ---- the loop ---------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop``; then wait for requests in flight, commit what finished, leave."""
         topics = sorted({f"delivery.{t.destination}" for t in self.targets.values()})
-        await self._k(lambda: self.consumer.subscribe(topics, on_revoke=self._on_revoke, on_lost=self._on_revoke))
+        self._loop = asyncio.get_running_loop()
+        await self._k(lambda: self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                                      on_lost=self._on_lost))
         poll_producer = asyncio.create_task(self._poll_producer(stop))
         connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=30)
         last_commit = next_state = 0.0
@@ -145,10 +159,11 @@ class DeliverWorker:
                 await self._commit()
                 stop.set()
                 await poll_producer
-                await self._k(self.producer.flush, 10)
+                await self._p(self.producer.flush, 10)
                 await self._k(self.consumer.close)
                 await self.redis.aclose()
                 self._kafka.shutdown(wait=True)
+                self._producing.shutdown(wait=True)
 
     def _observe_group(self, topics: list[str]) -> bool:
         """On the Kafka thread: the stuck-group check (``router.groupwatch``)."""
@@ -158,18 +173,53 @@ class DeliverWorker:
     async def _poll_producer(self, stop: asyncio.Event) -> None:
         # Delivery reports for DLQ writes are served here; their callbacks only resolve futures.
         while not stop.is_set():
-            await self._k(self.producer.poll, 0.1)
+            await self._p(self.producer.poll, 0.1)
+
+    # ---- rebalances: callbacks run on the Kafka thread inside consume(), the event loop is free --------
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Runs in the Kafka thread inside consume(): commit what is finished of these partitions
-        # before they go; the rest is redone by the new owner (delivered keys prevent re-sends).
-        # Never raises (STYLE §3): a failed commit leaves the records to the next owner, which the
-        # delivered keys keep from sending twice.
+        """Partitions go to another member. In this order, so that no record is sent by both:
+        1. the loop stops starting requests for their records (``revoking``);
+        2. requests in flight for them finish (or ``revoke_wait_s`` passes): their delivered keys
+           are written, so the new owner skips them;
+        3. what finished is committed (a failure is logged: the new owner redoes it, delivered keys
+           keep it from being sent twice); then they are released, and dropped at the next pass.
+        Never raises (STYLE §3)."""
         tps = {(p.topic, p.partition) for p in partitions}
-        positions = self.lanes.commit_positions(only=tps)
-        if positions:
-            _commit_guarded(consumer, [TopicPartition(t, p, o) for (t, p), o in positions.items()])
+        handoff = _Revocation(tps)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._revocation_started, handoff)
+            if not handoff.done.wait(self.options.revoke_wait_s + 5):
+                log.warning("revocation of %d partition(s) did not drain in time", len(tps))
+        if handoff.positions:
+            _commit_guarded(consumer, [TopicPartition(t, p, o) for (t, p), o in handoff.positions.items()])
         self.revoked.extend(tps)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions already belong to someone else: stop their requests, commit nothing, drop them."""
+        tps = {(p.topic, p.partition) for p in partitions}
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.revoking.update, tps)
+        self.revoked.extend(tps)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = {(p.topic, p.partition) for p in partitions}
+        if tps and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.revoking.difference_update, tps)
+
+    def _revocation_started(self, handoff: _Revocation) -> None:
+        self.revoking |= handoff.tps
+        self._spawn(self._drain_revoked(handoff))
+
+    async def _drain_revoked(self, handoff: _Revocation) -> None:
+        deadline = time.monotonic() + self.options.revoke_wait_s
+        try:
+            while any(self.in_flight[tp] for tp in handoff.tps) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            handoff.positions = self.lanes.commit_positions(only=handoff.tps)
+        finally:
+            handoff.done.set()
 
     def _drop_revoked(self) -> None:
         if self.revoked:
@@ -177,6 +227,8 @@ class DeliverWorker:
             self.revoked.clear()
             self.lanes.drop_partitions(tps)
             self.paused_tps -= tps
+            for tp in tps:
+                self.in_flight.pop(tp, None)
 
     async def _commit(self) -> None:
         positions = self.lanes.commit_positions()
@@ -330,11 +382,36 @@ class DeliverWorker:
         for item, d in zip(items, done, strict=True):
             if d:
                 self._finish(item, "already_delivered")
+        if target.rate_limit is not None:
+            while (fresh := self._sendable(fresh)) and (
+                    wait := await self.limiter.wait_ms(target.destination, fresh[0].tenant, target.rate_limit)) > 0:
+                await asyncio.sleep(min(wait / 1000, self.options.state_interval_s))
+        # Stop means stop: a pause, needs_reconnect or revocation seen while this task waited
+        # (for a slot, the rate limit, Redis) holds its records; they are sent after a resume.
+        fresh = self._sendable(fresh)
         if not fresh:
             return
-        if target.rate_limit is not None:
-            while (wait := await self.limiter.wait_ms(target.destination, fresh[0].tenant, target.rate_limit)) > 0:
-                await asyncio.sleep(wait / 1000)
+        tps = [i.tp for i in fresh]
+        self.in_flight.update(tps)
+        try:
+            await self._request_and_apply(target, fresh)
+        finally:
+            self.in_flight.subtract(tps)
+
+    def _sendable(self, items: list[Item]) -> list[Item]:
+        """The items that may be sent now; the others go back to their lane heads, unsent."""
+        name = items[0].integration if items else ""
+        if name in self.active and not self.revoking:
+            return items
+        out = []
+        for item in items:
+            if name in self.active and item.tp not in self.revoking:
+                out.append(item)
+            else:
+                item.in_flight = False
+        return out
+
+    async def _request_and_apply(self, target: HttpTarget, fresh: list[Item]) -> None:
         single = target.max_records == 1
         ikeys = [i.idempotency_key for i in fresh]
         body = to_json(fresh[0].record) if single else batch_body([i.record for i in fresh], ikeys, target.batch_key,
@@ -485,7 +562,7 @@ class DeliverWorker:
             loop.call_soon_threadsafe(settle, err)
 
         try:
-            await self._k(lambda: self.producer.produce(dlq_topic(item.topic), key=item.key, value=item.value,
+            await self._p(lambda: self.producer.produce(dlq_topic(item.topic), key=item.key, value=item.value,
                                                         headers=headers, on_delivery=report))
             err = await asyncio.wait_for(acked, 30)
         except Exception as exc:
@@ -514,6 +591,15 @@ class DeliverWorker:
                                           {"integration": item.integration, "tenant": item.tenant})
         item.in_flight = False
         self.lanes.finish(item)
+
+
+@dataclass
+class _Revocation:
+    """A revocation handed from the Kafka thread to the loop and back (``_on_revoke``)."""
+
+    tps: set[TP]
+    done: threading.Event = field(default_factory=threading.Event)
+    positions: dict[TP, int] = field(default_factory=dict)
 
 
 def _commit_guarded(consumer: Consumer, offsets: list[TopicPartition]) -> bool:
