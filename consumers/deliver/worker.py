@@ -35,7 +35,7 @@ from consumers.deliver.auth import Auth, AuthFailed, build_auth
 from consumers.deliver.config import HttpTarget
 from consumers.deliver.lanes import TP, Item, Lanes, batches, now
 from consumers.deliver.payload import batch_body, batch_idempotency_key, idempotency_key, to_json
-from consumers.deliver.ratelimit import SharedRateLimiter
+from consumers.deliver.ratelimit import SharedRateLimiter, hold_key
 from consumers.deliver.status import Answer, Verdict, backoff_s, classify_status, interpret
 from router import deadletters, groupwatch
 from router import headers as h
@@ -56,6 +56,7 @@ _tracer = trace.get_tracer("router.deliver")
 T = TypeVar("T")
 
 RESPONSE_BODY_LIMIT = 1024
+HOLD_CAP_S = 3600.0  # a Retry-After further out than this is taken as this
 # Redis being down or frozen: wait and try again, never exit (DESIGN §4: only slow a batch).
 RETRYABLE_REDIS = (redis.RedisError, OSError, TimeoutError)
 # What may fail a request before the partner answers and passes by itself: retried, not dead-lettered.
@@ -109,6 +110,7 @@ class DeliverWorker:
         self.health_writer = HealthWriter(self.prefix)
         self.redact_fields = fields_from_env(os.environ)
         self._state_failures = 0
+        self.holds: dict[str, float] = {}  # hold key -> epoch seconds before which nothing is sent
         self.watch = groupwatch.register(GroupWatch(self.options.group, settings.session_timeout_ms))
         self._watch_due = Throttle()
 
@@ -264,8 +266,12 @@ class DeliverWorker:
         """Read every integration's state; return the seconds until the next read: the interval,
         or a doubling backoff (to 15 s) while Redis does not answer — the last states stay."""
         names = list(self.targets)
+        holds = sorted({hold_key(self.prefix, t.destination, None) for t in self.targets.values()})
         try:
             raw = await self.redis.mget([state_key(self.prefix, n) for n in names])
+            for key, until_ms in zip(holds, await self.limiter.holds(holds), strict=True):
+                if until_ms:
+                    self.holds[key] = max(self.holds.get(key, 0.0), until_ms / 1000)
         except RETRYABLE_REDIS as exc:
             self._state_failures += 1
             wait = min(self.options.state_interval_s * 2 ** self._state_failures, 15.0)
@@ -274,6 +280,8 @@ class DeliverWorker:
             return wait
         self._state_failures = 0
         self.active = {n for n, v in zip(names, raw, strict=True) if parse(n, v).state == "active"}
+        now_s = time.time()
+        self.holds = {k: v for k, v in self.holds.items() if v > now_s}
         return self.options.state_interval_s
 
     # ---- records in -------------------------------------------------------------------------
@@ -382,6 +390,8 @@ class DeliverWorker:
         for item, d in zip(items, done, strict=True):
             if d:
                 self._finish(item, "already_delivered")
+        while (fresh := self._sendable(fresh)) and (held := self._held_for(target, fresh[0].tenant)) > 0:
+            await asyncio.sleep(min(held, self.options.state_interval_s))
         if target.rate_limit is not None:
             while (fresh := self._sendable(fresh)) and (
                     wait := await self.limiter.wait_ms(target.destination, fresh[0].tenant, target.rate_limit)) > 0:
@@ -397,6 +407,25 @@ class DeliverWorker:
             await self._request_and_apply(target, fresh)
         finally:
             self.in_flight.subtract(tps)
+
+    def _hold_key(self, target: HttpTarget, tenant: str) -> str:
+        per_tenant = target.rate_limit is not None and target.rate_limit.scope == "tenant"
+        return hold_key(self.prefix, target.destination, tenant if per_tenant else None)
+
+    async def _hold(self, target: HttpTarget, tenant: str, seconds: float) -> None:
+        """The partner said "not before": hold every request of the destination (or of this tenant's
+        share of it), here at once and on every replica through Redis (best effort)."""
+        key = self._hold_key(target, tenant)
+        until = time.time() + min(seconds, HOLD_CAP_S)
+        self.holds[key] = max(self.holds.get(key, 0.0), until)
+        try:
+            await self.limiter.hold(key, int(until * 1000))
+        except RETRYABLE_REDIS as exc:
+            log.info("hold of %s not shared: %s", target.destination, exc)
+
+    def _held_for(self, target: HttpTarget, tenant: str) -> float:
+        """Seconds until requests to ``target`` may go again (0: now)."""
+        return max(0.0, self.holds.get(self._hold_key(target, tenant), 0.0) - time.time()) if self.holds else 0.0
 
     def _sendable(self, items: list[Item]) -> list[Item]:
         """The items that may be sent now; the others go back to their lane heads, unsent."""
@@ -477,6 +506,11 @@ class DeliverWorker:
         elif verdict is Verdict.RETRY:
             if answer.status == 429 and target.rate_limit is not None:
                 await self.limiter.penalize(target.destination, items[0].tenant, target.rate_limit)
+            hold_s = answer.retry_after_s
+            if hold_s is None and answer.status == 503:  # unavailable without a time: back off the whole destination
+                hold_s = backoff_s(items[0].attempts, target.retry.base_s, target.retry.cap_s)
+            if hold_s:
+                await self._hold(target, items[0].tenant, hold_s)
             self._retry(target, items, answer, body.decode("utf-8", "replace"))
         elif verdict is Verdict.UNAUTHORIZED:
             await self._needs_reconnect(target, items, body)
