@@ -6,8 +6,10 @@ import asyncio
 import base64
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
+import orjson
 from standardwebhooks.webhooks import Webhook
 
 from router.errors import DeliverError
@@ -25,9 +27,12 @@ class Auth:
     async def headers(self, session: aiohttp.ClientSession, body: bytes, msg_id: str) -> dict[str, str]:
         return {}
 
-    async def refresh(self, session: aiohttp.ClientSession) -> bool:
-        """Get new credentials; False when there is nothing to refresh (a 401 is then final)."""
+    async def refresh(self, session: aiohttp.ClientSession, seen: int | None = None) -> bool:
+        """Get new credentials; False when there is nothing to refresh (a 401 is then final).
+        ``seen``: the credentials' ``version`` the refused request carried."""
         return False
+
+    version = 0
 
 
 class StaticHeader(Auth):
@@ -38,36 +43,86 @@ class StaticHeader(Auth):
         return {self._name: self._value}
 
 
+class TokenUnavailable(DeliverError):
+    """The token endpoint failed in a way that passes (5xx, 429, unreachable, unreadable): retried
+    with a backoff, never a reason to reconnect."""
+
+    code = "deliver.token_unavailable"
+
+
+# Token endpoint answers that mean the credentials themselves are refused (RFC 6749 §5.2).
+REFUSED = frozenset({"invalid_client", "invalid_grant", "unauthorized_client", "unsupported_grant_type",
+                     "invalid_scope"})
+TOKEN_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+
+
 class OAuth2ClientCredentials(Auth):
-    """Token cached until shortly before expiry; one refresh per 401."""
+    """Token cached until shortly before expiry; one refresh per 401, one fetch at a time.
+
+    Only the token endpoint refusing the credentials (``invalid_client``, ``invalid_grant``, …)
+    is final (AuthFailed: reconnect). A failure that passes (5xx, 429, a network error) is
+    ``TokenUnavailable``: the request is retried, and the endpoint is not asked again before a
+    doubling backoff (1 s to 60 s) — a backlog does not hammer it. Requests that saw the same
+    expired token and queue for a refresh share one fetch (``version``)."""
 
     def __init__(self, token_url: str, client_id: str, client_secret: str, scope: str | None = None) -> None:
         self._url, self._id, self._secret, self._scope = token_url, client_id, client_secret, scope
         self._token: str | None = None
         self._expires_at = 0.0
         self._lock = asyncio.Lock()
+        self.version = 0  # bumped by every fetched token
+        self._failures = 0
+        self._not_before = 0.0
 
     async def headers(self, session: aiohttp.ClientSession, body: bytes, msg_id: str) -> dict[str, str]:
         if self._token is None or time.monotonic() >= self._expires_at:
             await self.refresh(session)
         return {"Authorization": f"Bearer {self._token}"}
 
-    async def refresh(self, session: aiohttp.ClientSession) -> bool:
+    async def refresh(self, session: aiohttp.ClientSession, seen: int | None = None) -> bool:
+        """Fetch a token, unless one newer than ``seen`` (the version a 401 was answered with) was
+        fetched meanwhile or the cached one is still good (``seen`` None: expiry-driven)."""
         async with self._lock:
-            form = {"grant_type": "client_credentials", "client_id": self._id, "client_secret": self._secret}
-            if self._scope:
-                form["scope"] = self._scope
+            if seen is not None and self.version != seen:
+                return True  # another request refreshed while this one waited
+            if seen is None and self._token is not None and time.monotonic() < self._expires_at:
+                return True
+            if time.monotonic() < self._not_before:
+                raise TokenUnavailable("token endpoint backing off after a failure", code="deliver.token_unavailable")
             try:
-                async with session.post(self._url, data=form, timeout=aiohttp.ClientTimeout(total=10)) as resp:
-                    if resp.status != 200:
-                        raise AuthFailed(f"token endpoint answered {resp.status}", code="deliver.auth_failed")
-                    doc = await resp.json(content_type=None)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise AuthFailed(f"token endpoint unreachable: {exc}", code="deliver.auth_unreachable") from None
+                doc = await self._fetch(session)
+            except TokenUnavailable:
+                self._not_before = time.monotonic() + TOKEN_BACKOFF_S[min(self._failures, len(TOKEN_BACKOFF_S) - 1)]
+                self._failures += 1
+                raise
+            self._failures, self._not_before = 0, 0.0
             self._token = str(doc["access_token"])
+            self.version += 1
             # Refresh a little early so a token never expires in flight.
             self._expires_at = time.monotonic() + max(1.0, float(doc.get("expires_in", 3600)) * 0.9)
             return True
+
+    async def _fetch(self, session: aiohttp.ClientSession) -> dict[str, Any]:
+        form = {"grant_type": "client_credentials", "client_id": self._id, "client_secret": self._secret}
+        if self._scope:
+            form["scope"] = self._scope
+        try:
+            async with session.post(self._url, data=form, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TokenUnavailable(f"token endpoint unreachable: {exc}", code="deliver.token_unavailable") from None
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None
+        error = doc.get("error") if isinstance(doc, dict) else None
+        if status == 200 and isinstance(doc, dict) and isinstance(doc.get("access_token"), str):
+            return doc
+        if status in (400, 401, 403) and error in REFUSED:
+            raise AuthFailed(f"token endpoint refused the credentials: {error}", code="deliver.auth_failed")
+        raise TokenUnavailable(f"token endpoint answered {status}" + (f" ({error})" if isinstance(error, str) else ""),
+                               code="deliver.token_unavailable")
 
 
 class StandardWebhooksSigner(Auth):

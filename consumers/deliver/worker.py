@@ -31,7 +31,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from consumers.deliver.auth import Auth, AuthFailed, build_auth
+from consumers.deliver.auth import Auth, AuthFailed, TokenUnavailable, build_auth
 from consumers.deliver.config import HttpTarget
 from consumers.deliver.lanes import TP, Item, Lanes, batches, now
 from consumers.deliver.payload import batch_body, batch_idempotency_key, idempotency_key, to_json
@@ -60,7 +60,8 @@ HOLD_CAP_S = 3600.0  # a Retry-After further out than this is taken as this
 # Redis being down or frozen: wait and try again, never exit (DESIGN §4: only slow a batch).
 RETRYABLE_REDIS = (redis.RedisError, OSError, TimeoutError)
 # What may fail a request before the partner answers and passes by itself: retried, not dead-lettered.
-TRANSIENT = (*RETRYABLE_REDIS, aiohttp.ClientError, AuthFailed, ConnectionError, asyncio.TimeoutError)
+TRANSIENT = (*RETRYABLE_REDIS, aiohttp.ClientError, TokenUnavailable, AuthFailed, ConnectionError,
+             asyncio.TimeoutError)
 # Commit failures a rebalance causes: the partitions' next owner resumes from the last commit.
 REBALANCE_ERRORS = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
                               KafkaError.UNKNOWN_MEMBER_ID, KafkaError._NO_OFFSET, KafkaError._STATE})
@@ -460,11 +461,16 @@ class DeliverWorker:
         for item in fresh:
             item.attempts += 1
         try:
+            seen = auth.version
             answer, resp_body = await self._request(target, auth, body, headers, request_key, len(fresh))
             if answer.verdict is Verdict.UNAUTHORIZED and not fresh[0].refreshed_auth:
-                for item in fresh:
-                    item.refreshed_auth = True
-                if await auth.refresh(self.session):
+                try:  # one fetch for every request refused with the same token; TokenUnavailable: retried
+                    refreshed = await auth.refresh(self.session, seen)
+                except AuthFailed:  # the token endpoint refused the credentials: the 401 stands
+                    refreshed = False
+                if refreshed:  # a 401 with the new token is final: reconnect
+                    for item in fresh:
+                        item.refreshed_auth = True
                     answer, resp_body = await self._request(target, auth, body, headers, request_key, len(fresh))
         finally:
             if span is not None:
@@ -487,6 +493,8 @@ class DeliverWorker:
                     "integration": target.integration, "destination": target.destination,
                     "status_class": f"{resp.status // 100}xx"})
                 return answer, content
+        except TokenUnavailable as exc:  # passes by itself: retried with a backoff, never a reconnect
+            return Answer(Verdict.RETRY, None), str(exc).encode()
         except AuthFailed as exc:
             return Answer(Verdict.UNAUTHORIZED, None), str(exc).encode()
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -544,6 +552,7 @@ class DeliverWorker:
             else:
                 item.not_before = now() + delay
             item.in_flight = False
+            item.refreshed_auth = False  # the credentials were not what failed
 
     async def _needs_reconnect(self, target: HttpTarget, items: list[Item], body: bytes) -> None:
         """Credentials refused after a refresh: pause the integration; its records wait, nothing is lost."""

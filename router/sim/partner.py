@@ -109,6 +109,8 @@ class PartnerSim:
         self.fired: list[int] = []
         self.tokens: dict[str, float] = {}  # token -> expiry on self.clock
         self.tokens_issued = 0
+        self.token_requests = 0
+        self.token_faults: list[int] = []  # statuses the token endpoint answers next, one per request
         self.ledgers: dict[str, DestinationLedger] = {}
         self.records: list[dict[str, Any]] = []
 
@@ -221,6 +223,7 @@ class PartnerSim:
             "requests": sum(ledger.requests for ledger in ledgers),
             "by_status": {str(status): count for status, count in sorted(by_status.items())},
             "tokens_issued": self.tokens_issued,
+            "token_requests": self.token_requests,
         }
 
 
@@ -381,6 +384,10 @@ def _client_credentials(request: web.Request, form: Mapping[str, Any]) -> tuple[
 async def issue_token(request: web.Request) -> web.Response:
     """OAuth2 client credentials (form fields or HTTP Basic) -> a bearer token."""
     sim = request.app[SIM]
+    sim.token_requests += 1
+    if sim.token_faults:
+        status = sim.token_faults.pop(0)
+        return refuse(status, "temporarily_unavailable" if status >= 500 else "invalid_grant")
     form = await request.post()
     client_id, client_secret = _client_credentials(request, form)
     if not (_same_secret(client_id, sim.config.client_id) and _same_secret(client_secret, sim.config.client_secret)):
@@ -393,6 +400,21 @@ async def issue_token(request: web.Request) -> web.Response:
         "expires_in": math.ceil(sim.config.token_ttl),
     }
     return answer(body, headers={"Cache-Control": "no-store"})
+
+
+@routes.post("/_control/token_faults")
+async def token_faults(request: web.Request) -> web.Response:
+    """The token endpoint answers ``status`` to the next ``times`` requests: ``{"status": 503, "times": 5}``."""
+    sim = request.app[SIM]
+    try:
+        doc = orjson.loads(await request.read())
+        status, times = int(doc["status"]), int(doc.get("times", 1))
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return refuse(400, 'send {"status": <int>, "times": <int>}')
+    if not 400 <= status <= 599 or not 0 <= times <= 10_000:
+        return refuse(400, "status must be 400-599 and times 0-10000")
+    sim.token_faults = [status] * times
+    return answer({"status": status, "times": times})
 
 
 @routes.get("/_control/rules")

@@ -1,5 +1,6 @@
-"""One backoff per destination (issue 17, D6 and D7): a Retry-After holds every request to the
-destination, on every replica; simultaneous 429s cut the shared rate once, not once each."""
+"""One backoff per destination (issue 17, D2, D6 and D7): a Retry-After holds every request to the
+destination, on every replica; simultaneous 429s cut the shared rate once, not once each; a token
+endpoint that fails for a while is retried with a backoff, not taken as refused credentials."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import asyncio
 import time
 from pathlib import Path
 
+import redis
 import redis.asyncio as aioredis
 
 from consumers.deliver.config import RateLimit
 from consumers.deliver.ratelimit import SharedRateLimiter
+from router.controls import read_states
 from router.settings import Settings
 from tests.integration.delivering import http_spec, partner_sim, publish, running_deliverer
 from tests.integration.routing import make_topology, zendesk_event
@@ -50,3 +53,27 @@ def test_simultaneous_429s_cut_the_rate_once(redis_url: str, name: str) -> None:
 
     lowest, factor = asyncio.run(run())
     assert factor == 0.5 and lowest == 0.5, f"three 429s at once left the rate at {factor}"
+
+
+def test_a_token_endpoint_blip_is_retried_with_backoff_not_a_reconnect(settings: Settings, registry_url: str,
+                                                                        tmp_path: Path, name: str) -> None:
+    client = redis.Redis.from_url(settings.redis_url or "")
+    dest = f"{name}-d"
+    with partner_sim(tmp_path, "--require-token", "--client-id", "cid", "--client-secret", "s3cret") as partner:
+        auth = (f"{{type: oauth2_client_credentials, token_url: '{partner.url}/oauth/token', client_id: cid, "
+                "client_secret: s3cret}")
+        topo = make_topology(tmp_path, name, {"a": http_spec(name, name, dest, f"{partner.url}/v1/{dest}", auth=auth)})
+        publish(settings, registry_url, topo, [zendesk_event("e0", 0, 1)])
+        with running_deliverer(settings, registry_url, topo, group=name, state_interval_s=0.2):
+            wait_for(lambda: partner.ledger(dest)["accepted"], deadline_s=60, what="a delivery with a token")
+            partner.call("POST", "/_control/token_faults", {"status": 503, "times": 4})
+            partner.call("POST", "/_control/expire_tokens")
+            publish(settings, registry_url, topo, [zendesk_event(f"e{i}", i, 1) for i in range(1, 31)])
+            wait_for(lambda: len(partner.ledger(dest)["accepted"]) == 31, deadline_s=90,
+                     what="every record once the token endpoint is back")
+            state = read_states(client, settings.redis_key_prefix, [name])[name]
+        ledger = partner.ledger(dest)
+    client.close()
+    assert state.state == "active", f"a 503 from the token endpoint made the integration {state.state}: {state.reason}"
+    # One token at the start, then 30 requests refused together: one fetch per attempt, backing off.
+    assert ledger["token_requests"] <= 1 + 4 + 1, f"{ledger['token_requests']} token requests"
