@@ -65,7 +65,8 @@ class SpecError(RouterError):
 
     @property
     def location(self) -> str:
-        where = self.file
+        # One line whatever the file is called: a line break in a name is shown escaped.
+        where = self.file.replace("\n", "\\n").replace("\r", "\\r")
         if self.line is not None:
             where += f":{self.line}"
         if self.path:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from producers.cohorts.guard import DEFAULT_MAX_REMOVAL_SHARE
 from producers.cohorts.snapshot import FORMATS
 from producers.cohorts.sync import CohortSync, SyncRequest, describe_invalid
 from router.errors import ConfigError, RouterError
@@ -41,6 +42,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--column", default=None, metavar="NAME", help="CSV/Parquet column of the ids (default: the first)")
     p.add_argument("--on-invalid", choices=("reject", "skip"), default="reject",
                    help="invalid lines: reject the snapshot (default; nothing is published) or skip them")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="sync a snapshot without a single id (removes every member); refused otherwise")
+    p.add_argument("--max-removal-share", type=float, default=DEFAULT_MAX_REMOVAL_SHARE, metavar="SHARE",
+                   help="refuse a run that removes more than this share of the last synced members "
+                        f"(0 to 1; default {DEFAULT_MAX_REMOVAL_SHARE:g}; 1 = no limit)")
     p.add_argument("--every", default=None, metavar="DURATION",
                    help="repeat on this interval (e.g. 1h) until SIGTERM, re-reading the snapshot each time")
     p.add_argument("--rate", type=float, default=None, metavar="N",
@@ -59,11 +65,15 @@ def request_from(args: argparse.Namespace) -> SyncRequest:
                           "'_', '-')")
     if args.rate is not None and args.rate <= 0:
         raise ConfigError("--rate must be positive")
+    if not 0 <= args.max_removal_share <= 1:  # NaN fails this too
+        raise ConfigError(f"--max-removal-share {args.max_removal_share:g}: give a share from 0 to 1 "
+                          "(0.5 = half of the last synced members; 1 = no limit)")
     if args.every is not None and args.snapshot == "-":
         raise ConfigError("--every re-reads the snapshot every time; it cannot read standard input")
     return SyncRequest(audience=args.audience, snapshot=args.snapshot, destination=args.destination,
                        tenant=args.tenant, fmt=args.fmt, column=args.column, on_invalid=args.on_invalid,
-                       schemas=args.schemas, rate=args.rate)
+                       schemas=args.schemas, rate=args.rate, allow_empty=args.allow_empty,
+                       max_removal_share=args.max_removal_share)
 
 
 def run(args: argparse.Namespace) -> int:

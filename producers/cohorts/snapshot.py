@@ -180,7 +180,11 @@ def parse_csv(data: bytes, column: str | None) -> Snapshot:
     """
     text = data.decode("utf-8-sig", errors="surrogateescape")
     reader = csv.reader(io.StringIO(text, newline=""))
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise CohortError(f"the CSV header (line 1 to {reader.line_num}) cannot be read: {exc}",
+                          code="cohort.snapshot_unreadable") from None
     if header is None:
         return Snapshot(b"", 0)
     if column is None:
@@ -188,11 +192,19 @@ def parse_csv(data: bytes, column: str | None) -> Snapshot:
     elif column in header:
         index = header.index(column)
     else:
-        raise CohortError(f"the CSV header has no column {column!r} (columns: {', '.join(header)[:300]})",
+        raise CohortError(f"the CSV header has no column {column!r} (columns: {_names(header)})",
                           code="cohort.snapshot_unreadable")
     out = _Canonical()
     rows = 0
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # a field over csv's 128 KiB limit: that row is invalid, the reader goes on
+            rows += 1
+            out.invalid.append(InvalidLine(reader.line_num, f"not readable as CSV ({exc})"))
+            continue
         rows += 1
         if not row:  # a blank line
             out.add(reader.line_num, "")
@@ -207,22 +219,44 @@ def parse_parquet(source: str | BinaryIO, column: str | None) -> Snapshot:
     """A Parquet column (default: the first); "line" numbers are 1-based row numbers. Needs pyarrow."""
     try:
         import pyarrow.parquet as pq
+        import pyarrow.types as pa_types
     except ImportError:
         raise CohortError("reading Parquet needs pyarrow: pip install 'event-router[parquet]'",
                           code="cohort.snapshot_unreadable") from None
     try:
         handle = pq.ParquetFile(source)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError...
-        raise CohortError(f"not a readable Parquet file: {exc}"[:300], code="cohort.snapshot_unreadable") from None
+        raise CohortError(_one_line(f"not a readable Parquet file: {exc}"), code="cohort.snapshot_unreadable"
+                          ) from None
     names = handle.schema_arrow.names
+    if not names:
+        raise CohortError("the Parquet file has no column", code="cohort.snapshot_unreadable")
     if column is not None and column not in names:
-        raise CohortError(f"the Parquet file has no column {column!r} (columns: {', '.join(names)[:300]})",
+        raise CohortError(f"the Parquet file has no column {column!r} (columns: {_names(names)})",
                           code="cohort.snapshot_unreadable")
     name = column or names[0]
+    kind = handle.schema_arrow.field(name).type
+    if not (pa_types.is_string(kind) or pa_types.is_large_string(kind) or pa_types.is_integer(kind)):
+        raise CohortError(f"the Parquet column {name!r} holds {kind}; ids are text or integers",
+                          code="cohort.snapshot_unreadable")
     out = _Canonical()
     row = 0
-    for batch in handle.iter_batches(batch_size=65536, columns=[name]):
-        for value in batch.column(0).to_pylist():
-            row += 1
-            out.add(row, value)
+    try:
+        for batch in handle.iter_batches(batch_size=65536, columns=[name]):
+            for value in batch.column(0).to_pylist():
+                row += 1
+                out.add(row, value)
+    except Exception as exc:  # a corrupt page or a column that is not ids: pyarrow raises ArrowInvalid, OSError...
+        raise CohortError(_one_line(f"the Parquet file cannot be read after row {row}: {exc}"),
+                          code="cohort.snapshot_unreadable") from None
     return out.snapshot(row)
+
+
+def _names(names: list[str]) -> str:
+    """Column names for a one-line message: quoted (a name may hold a newline), at most 300 characters."""
+    return _one_line(", ".join(repr(n) for n in names))
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

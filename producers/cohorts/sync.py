@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from producers.cohorts.carry import CarryReader
 from producers.cohorts.errors import CohortError
+from producers.cohorts.guard import DEFAULT_MAX_REMOVAL_SHARE, check_not_empty, check_removals, removed_members
 from producers.cohorts.members import CHUNK_IDS, Members, plan_sync, uncertain
 from producers.cohorts.publish import Publisher
 from producers.cohorts.records import new_sync_id
@@ -54,6 +55,8 @@ class SyncRequest:
     schemas: Path = Path("schemas/avro")
     rate: float | None = None  # records per second, None = as fast as the broker takes them
     lease_wait_s: float = 60.0
+    allow_empty: bool = False  # an empty snapshot is meant: remove every member (guard.py)
+    max_removal_share: float = DEFAULT_MAX_REMOVAL_SHARE  # of the last synced membership (guard.py)
 
     @property
     def topic(self) -> str:
@@ -109,10 +112,12 @@ class CohortSync:
     def run(self, request: SyncRequest, stop: threading.Event | None = None) -> SyncResult:
         """One sync, in this order:
 
-        1. read and check the snapshot (``reject``: fail here, before anything is touched);
+        1. read and check the snapshot (``reject``, or no valid id without ``allow_empty``: fail
+           here, before anything is touched);
         2. take the lease of (audience, destination), kept alive by a thread;
         3. load the state and any unfinished run's journal; read the DLQs from the cursor;
-        4. plan: the diff, plus what a killed run left uncertain, plus DLQ'd ids;
+        4. plan: the diff, plus what a killed run left uncertain, plus DLQ'd ids; fail if it
+           removes more than ``max_removal_share`` of the state (nothing written yet);
         5. ensure the topics and the schema id; journal the target (``pending``) in Redis;
         6. publish every chunk; flush; fail if any record is not acknowledged;
         7. commit: pending → state (atomic RENAME, only if the lease is still ours), then the cursor;
@@ -127,6 +132,7 @@ class CohortSync:
             raise CohortError(describe_invalid(snapshot.invalid, request.snapshot)
                               + "; nothing was published (--on-invalid skip syncs the valid ids)",
                               code="cohort.invalid_snapshot")
+        check_not_empty(bool(snapshot.data), len(snapshot.invalid), request.snapshot, request.allow_empty)
         phases["read"] = time.monotonic() - started
         target = Members.from_canonical(snapshot.data)
         result = SyncResult(new_sync_id(request.audience), skipped=snapshot.invalid, phases=phases)
@@ -148,6 +154,9 @@ class CohortSync:
                 unknown = (uncertain(stored.state, stored.pending, stored.pending_unknown)
                            if stored.pending is not None else Members.empty())
                 plan = plan_sync(target, stored.state, unknown, carried.failed_adds, carried.failed_removes)
+                if not (request.allow_empty and len(target) == 0):  # emptying the audience was confirmed
+                    check_removals(removed_members(stored.state, target), len(stored.state), request.audience,
+                                   request.max_removal_share)
                 phases["plan"] = time.monotonic() - mark
                 result.added, result.removed, result.unchanged = plan.added, plan.removed, plan.unchanged
                 result.carried_records, result.state_bytes = carried.records, stored.stored_bytes

@@ -28,7 +28,7 @@ from router.pipeline.state import MemoryState
 from router.spec.load import Catalog
 from router.spec.model import Integration
 from router.spec.paths import MISSING, compile_getter, with_value, without
-from router.spec.yamlsrc import load_yaml
+from router.spec.yamlsrc import load_yaml_file
 
 CHECKS = ("mapping fixtures", "required-field failure", "duplicate event", "out-of-order event",
           "oversized payload", "unknown event type")
@@ -123,7 +123,7 @@ def load_cases(directory: Path) -> list[Case]:
     """Every ``*.yaml`` case in a fixtures folder, sorted by file name."""
     cases: list[Case] = []
     for file in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
-        doc = load_yaml(file.read_text(), str(file))
+        doc = load_yaml_file(file)
         spec = doc.value
         if not isinstance(spec, dict) or "expect" not in spec or ("event" not in spec and "raw" not in spec):
             raise doc.error((), "a fixture case needs `event` (or `raw`) and `expect`", "spec.fixture")

@@ -13,6 +13,10 @@ from router.errors import SpecError
 from router.spec.certify import iter_results
 from router.spec.load import SpecErrors, json_schema, load_catalog
 
+# Exit statuses: 0 valid / certified; 1 a certification check failed (`spec test`); 2 a spec that
+# cannot be loaded, like every other command's one-line errors (router/cli.py).
+SPEC_INVALID = 2
+
 
 def add_spec_dirs(parser: argparse.ArgumentParser) -> None:
     """The two folders every spec-loading command takes (DESIGN §3)."""
@@ -50,10 +54,10 @@ def _validate(args: argparse.Namespace) -> int:
         for error in exc.errors:
             print(f"{error}  [{error.code}]", file=sys.stderr)
         print(f"{len(exc.errors)} problem(s) in {integrations}", file=sys.stderr)
-        return 1
+        return SPEC_INVALID
     except SpecError as exc:
         print(f"{exc}  [{exc.code}]", file=sys.stderr)
-        return 1
+        return SPEC_INVALID
     for integration in catalog.integrations:
         print(f"ok  {integration.file}  {integration.name} v{integration.version}: "
               f"{integration.source.topic} -> {integration.destination.topic}")
@@ -69,7 +73,10 @@ def _test(args: argparse.Namespace) -> int:
         for error in exc.errors:
             print(f"{error}  [{error.code}]", file=sys.stderr)
         print("fix these with `router spec validate` first", file=sys.stderr)
-        return 1
+        return SPEC_INVALID
+    except SpecError as exc:
+        print(f"{exc}  [{exc.code}]", file=sys.stderr)
+        return SPEC_INVALID
     console = Console(highlight=False)
     failed = 0
     for integration, results in iter_results(catalog):

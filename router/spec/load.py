@@ -30,19 +30,27 @@ from router.spec.model import (
     Source,
 )
 from router.spec.paths import compile_getter
-from router.spec.yamlsrc import SourceDoc, format_path, load_yaml
+from router.spec.yamlsrc import SourceDoc, format_path, load_yaml_file
 
 T = TypeVar("T")
 
 
 class SpecErrors(RouterError):
-    """Several spec problems at once; ``str()`` lists them one per line."""
+    """Several spec problems at once; ``str()`` lists them one per line.
+
+    Its code is the problems' code when they share one (a lone alias bomb is ``spec.yaml_aliases``
+    wherever it is reported); else it is ``spec.invalid`` and each line ends with its own ``[code]``.
+    """
 
     code = "spec.invalid"
 
     def __init__(self, errors: list[SpecError]) -> None:
         self.errors = errors
-        super().__init__("\n".join(str(e) for e in errors))
+        codes = {e.code for e in errors}
+        if len(codes) == 1:
+            super().__init__("\n".join(str(e) for e in errors), code=codes.pop())
+        else:
+            super().__init__("\n".join(f"{e}  [{e.code}]" for e in errors))
 
 
 @dataclass(frozen=True)
@@ -103,7 +111,7 @@ def load_folder(folder: Path, kind: str, flag: str, schema: dict[str, Any],
     seen: dict[str, str] = {}
     for file in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
         try:
-            doc = load_yaml(file.read_text(), str(file))
+            doc = load_yaml_file(file)  # bounded: size, depth, aliases; every failure a located SpecError
         except SpecError as exc:
             errors.append(exc)
             continue

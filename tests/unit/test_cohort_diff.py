@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 from datetime import UTC, datetime
 
@@ -9,12 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from producers.cohorts import cli as cohort_cli
 from producers.cohorts import state
 from producers.cohorts.errors import CohortError
+from producers.cohorts.guard import DEFAULT_MAX_REMOVAL_SHARE, check_not_empty, check_removals, removed_members
 from producers.cohorts.members import CHUNK_IDS, Members, Plan, find, plan_sync, uncertain
 from producers.cohorts.records import audience_of, change_id, change_record, changes_in, new_sync_id
 from producers.cohorts.snapshot import InvalidLine, check_id, format_for, parse_csv, parse_parquet, parse_text
 from producers.cohorts.sync import describe_invalid
+from router.errors import ConfigError
 
 
 def ids_of(data: bytes) -> list[str]:
@@ -215,3 +219,95 @@ def test_a_corrupt_state_blob_is_an_error_not_an_empty_state() -> None:
     with pytest.raises(CohortError) as err:
         state.decode(fields, "k")
     assert err.value.code == "cohort.state_corrupt"
+
+
+# ---- refusals (issue 15: an empty snapshot removed every member) ----------------------------
+
+def test_an_empty_snapshot_is_refused_unless_allowed() -> None:
+    with pytest.raises(CohortError) as err:
+        check_not_empty(False, 0, "vip.txt", allow_empty=False)
+    assert err.value.code == "cohort.empty_snapshot"
+    assert str(err.value).startswith("the snapshot vip.txt holds no id: ") and "--allow-empty" in str(err.value)
+    with pytest.raises(CohortError, match=r"holds no id \(3 invalid line\(s\) skipped\)"):
+        check_not_empty(False, 3, "vip.txt", allow_empty=False)
+    check_not_empty(False, 0, "vip.txt", allow_empty=True)
+    check_not_empty(True, 0, "vip.txt", allow_empty=False)
+
+
+def test_removals_over_the_share_are_refused_and_exactly_the_share_passes() -> None:
+    old = Members.from_ids([f"u{n}" for n in range(100)])
+    target = Members.from_ids([f"u{n}" for n in range(40)] + ["new-1", "new-2"])
+    assert removed_members(old, target) == 60
+    assert removed_members(Members.empty(), target) == 0
+    assert removed_members(old, Members.empty()) == 100
+    with pytest.raises(CohortError) as err:
+        check_removals(60, 100, "vip", DEFAULT_MAX_REMOVAL_SHARE)
+    assert err.value.code == "cohort.too_many_removals"
+    assert str(err.value) == ("the snapshot would remove 60 of 100 members of vip (60%), more than the 50% allowed; "
+                              "nothing was published (--max-removal-share 0.6 allows it)")
+    check_removals(60, 100, "vip", 0.6)
+    check_removals(50, 100, "vip", 0.5)
+    check_removals(29, 100, "vip", 0.29)  # 0.29 * 100 is 28.999999999999996 in floats: the share compares exactly
+    check_removals(0, 0, "vip", 0.0)
+    with pytest.raises(CohortError, match=r"1,996 of 1,996 .*\(--max-removal-share 1 allows"):
+        check_removals(1996, 1996, "vip", 0.5)
+    with pytest.raises(CohortError, match=r"--max-removal-share 0\.01 allows"):
+        check_removals(1, 1000, "vip", 0.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 10_000), st.floats(0, 1))
+def test_the_suggested_share_always_lets_the_run_through(removed: int, members: int, share: float) -> None:
+    removed = min(removed, members)
+    try:
+        check_removals(removed, members, "a", share)
+    except CohortError as exc:
+        suggested = float(str(exc).split("--max-removal-share ")[1].split()[0])
+        check_removals(removed, members, "a", suggested)
+
+
+def test_max_removal_share_must_be_a_share() -> None:
+    parser = argparse.ArgumentParser()
+    cohort_cli.register(parser.add_subparsers())
+    for bad in ("1.5", "-0.1", "nan"):
+        args = parser.parse_args(["cohort", "sync", "--audience", "a", "--snapshot", "s.txt",
+                                  "--max-removal-share", bad])
+        with pytest.raises(ConfigError, match="--max-removal-share"):
+            cohort_cli.request_from(args)
+    args = parser.parse_args(["cohort", "sync", "--audience", "a", "--snapshot", "s.txt", "--allow-empty"])
+    request = cohort_cli.request_from(args)
+    assert request.allow_empty and request.max_removal_share == 0.5
+
+
+# ---- hostile snapshot files -----------------------------------------------------------------
+
+def test_a_csv_field_over_the_csv_limit_is_an_invalid_line_not_a_crash() -> None:
+    snap = parse_csv(b"id\nu-1\n" + b"y" * 200_000 + b"\nu-2\n", None)
+    assert ids_of(snap.data) == ["u-1", "u-2"]
+    assert [i.line for i in snap.invalid] == [3] and "not readable as CSV" in snap.invalid[0].reason
+    snap = parse_csv(b'id\n"u-1\nu-2\n' + b"z" * 200_000, None)  # an unclosed quote to the end
+    assert snap.data == b"" and len(snap.invalid) == 1
+    with pytest.raises(CohortError) as err:
+        parse_csv(b'"' + b"h" * 200_000 + b'"\nu-1\n', None)
+    assert err.value.code == "cohort.snapshot_unreadable"
+
+
+def test_column_names_in_messages_stay_on_one_line() -> None:
+    with pytest.raises(CohortError) as err:
+        parse_csv(b'"a\nb",\xff\nu,v\n', "id")
+    assert "\n" not in str(err.value) and "'a\\nb'" in str(err.value)
+
+
+def test_parquet_columns_must_hold_text_or_integers() -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"ids": [[1, 2], [3]], "n": [1, 2]}), buf)
+    buf.seek(0)
+    with pytest.raises(CohortError, match="holds list"):
+        parse_parquet(buf, None)
+    buf.seek(0)
+    assert ids_of(parse_parquet(buf, "n").data) == ["1", "2"]
+    with pytest.raises(CohortError) as err:
+        parse_parquet(io.BytesIO(b"PAR1" + bytes(range(256)) * 4 + b"PAR1"), None)
+    assert err.value.code == "cohort.snapshot_unreadable" and "\n" not in str(err.value)

@@ -428,7 +428,7 @@ def test_cli_validate_rejects_a_bad_folder(specs: Path, schemas: Path, capsys: p
     file.write_text(edit("as: timestamp_ms", "as: integer"))
     code = run_router(["spec", "validate", str(specs), "--schemas", str(schemas)])
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2
     assert f"{file}:12: mapping.fields.occurred_at.as: 'integer' is not one of" in err
     assert "[spec.invalid_value]" in err
     assert f"1 problem(s) in {specs}" in err
@@ -437,7 +437,7 @@ def test_cli_validate_rejects_a_bad_folder(specs: Path, schemas: Path, capsys: p
 def test_cli_validate_rejects_a_missing_schema_folder(specs: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     (specs / "demo.yaml").write_text(VALID)
-    assert run_router(["spec", "validate", "--integrations", str(specs), "--schemas", str(tmp_path / "nope")]) == 1
+    assert run_router(["spec", "validate", "--integrations", str(specs), "--schemas", str(tmp_path / "nope")]) == 2
     assert "pass --schemas DIR" in capsys.readouterr().err
 
 
