@@ -76,6 +76,7 @@ class HttpTarget:
     batch_key: str = "records"
     id_field: str = "idempotency_key"
     dedupe_ttl_s: float = 86400.0
+    on_forbidden: str = "reconnect"  # or "dlq"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -111,4 +112,5 @@ def compile_target(integration: Integration) -> HttpTarget:
         batch_key=str(body.get("batch_key", "records")),
         id_field=str(body.get("id_field", "idempotency_key")),
         dedupe_ttl_s=integration.dedupe_ttl_s,
+        on_forbidden=str(http.get("on_forbidden", "reconnect")),
     )

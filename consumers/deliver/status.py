@@ -25,11 +25,21 @@ class Verdict(Enum):
 
 
 @dataclass(frozen=True)
+class RecordResult:
+    """One record's own answer inside a multi-status response."""
+
+    status: int
+    retry_after_s: float | None = None
+    body: bytes = b""  # the record's result object, as JSON: what its DLQ entry shows
+
+
+@dataclass(frozen=True)
 class Answer:
     verdict: Verdict
     status: int | None
     retry_after_s: float | None = None
     per_record: tuple[int, ...] = ()  # statuses by record index, for PARTIAL
+    results: tuple[RecordResult, ...] = ()  # each record's own status, Retry-After and body, for PARTIAL
 
 
 def classify_status(status: int) -> Verdict:
@@ -63,33 +73,37 @@ def interpret(status: int, headers: dict[str, str], body: bytes, n_records: int,
     """The verdict for one response to a request carrying ``n_records`` records."""
     retry_after = parse_retry_after(headers.get("retry-after"), now_s)
     if status == 207:
-        per = _multi_status(body, n_records)
-        if per is not None:
-            return Answer(Verdict.PARTIAL, status, retry_after, per)
+        results = _multi_status(body, n_records, now_s)
+        if results is not None:
+            return Answer(Verdict.PARTIAL, status, retry_after, tuple(r.status for r in results), results)
         return Answer(Verdict.RETRY, status, retry_after)  # unreadable multi-status: retry the lot
     return Answer(classify_status(status), status, retry_after)
 
 
-def _multi_status(body: bytes, n: int) -> tuple[int, ...] | None:
+def _multi_status(body: bytes, n: int, now_s: float) -> tuple[RecordResult, ...] | None:
+    """Each record's result from ``{"results": [{"index", "status", "retry_after"?, ...}]}``, or
+    None when the body does not say what happened to every record (then the lot is retried)."""
     try:
         doc: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    results = doc.get("results") if isinstance(doc, dict) else None
-    if not isinstance(results, list):
+    entries = doc.get("results") if isinstance(doc, dict) else None
+    if not isinstance(entries, list):
         return None
-    statuses = [0] * n
-    for i, result in enumerate(results):
-        if not isinstance(result, dict):
+    results: list[RecordResult | None] = [None] * n
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
             return None
-        index = result.get("index", i)
-        status = result.get("status")
+        index = entry.get("index", i)
+        status = entry.get("status")
         if not isinstance(index, int) or not 0 <= index < n or not isinstance(status, int):
             return None
-        statuses[index] = status
-    if 0 in statuses:
+        raw_after = entry.get("retry_after")
+        after = parse_retry_after(str(raw_after) if isinstance(raw_after, int | str) else None, now_s)
+        results[index] = RecordResult(status, after, orjson.dumps(entry))
+    if any(r is None for r in results):
         return None  # a record without a result: we cannot know, retry it
-    return tuple(statuses)
+    return tuple(r for r in results if r is not None)
 
 
 def backoff_s(attempt: int, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:

@@ -505,12 +505,16 @@ class DeliverWorker:
         if verdict is Verdict.DELIVERED:
             await self._delivered(target, items)
         elif verdict is Verdict.PARTIAL:
-            groups: dict[Verdict, list[Item]] = {}
-            for item, status in zip(items, answer.per_record, strict=True):
-                groups.setdefault(classify_status(status), []).append(item)
-            await self._delivered(target, groups.pop(Verdict.DELIVERED, []))
-            for v, group in groups.items():
-                await self._apply(target, group, Answer(v, answer.status, answer.retry_after_s), body)
+            # Each record by its own result: its status, its Retry-After, its body in its DLQ entry.
+            delivered = []
+            for item, result in zip(items, answer.results, strict=True):
+                own = classify_status(result.status)
+                if own is Verdict.DELIVERED:
+                    delivered.append(item)
+                else:
+                    after = result.retry_after_s if result.retry_after_s is not None else answer.retry_after_s
+                    await self._apply(target, [item], Answer(own, result.status, after), result.body)
+            await self._delivered(target, delivered)
         elif verdict is Verdict.RETRY:
             if answer.status == 429 and target.rate_limit is not None:
                 await self.limiter.penalize(target.destination, items[0].tenant, target.rate_limit)
@@ -520,8 +524,10 @@ class DeliverWorker:
             if hold_s:
                 await self._hold(target, items[0].tenant, hold_s)
             self._retry(target, items, answer, body.decode("utf-8", "replace"))
-        elif verdict is Verdict.UNAUTHORIZED:
-            await self._needs_reconnect(target, items, body)
+        elif verdict is Verdict.UNAUTHORIZED or (answer.status == 403 and target.on_forbidden == "reconnect"):
+            # A 403 is a missing permission, the same for every record: hold the integration, not
+            # dead-letter the backlog one by one (``on_forbidden: dlq`` for per-record refusals).
+            await self._needs_reconnect(target, items, body, answer.status)
         else:
             for item in items:
                 item.dlq = ("deliver.http_4xx", f"{target.method} {target.url} answered {answer.status}",
@@ -554,11 +560,14 @@ class DeliverWorker:
             item.in_flight = False
             item.refreshed_auth = False  # the credentials were not what failed
 
-    async def _needs_reconnect(self, target: HttpTarget, items: list[Item], body: bytes) -> None:
-        """Credentials refused after a refresh: pause the integration; its records wait, nothing is lost."""
+    async def _needs_reconnect(self, target: HttpTarget, items: list[Item], body: bytes, status: int | None = None
+                               ) -> None:
+        """Credentials refused (after a refresh) or lacking a permission (403): hold the
+        integration until a person reconnects it; its records wait, nothing is lost."""
         # The partner's answer may echo the credential it refused: masked before it is stored or logged.
         answer = redact_text(body[:400].decode("utf-8", "replace"), self.redact_fields)[:200]
-        reason = f"the partner refused credentials after a refresh: {answer}"
+        reason = (f"the partner answered 403: the credentials lack a permission: {answer}" if status == 403
+                  else f"the partner refused credentials after a refresh: {answer}")
         await self.redis.set(state_key(self.prefix, target.integration), orjson.dumps(
             {"state": "needs_reconnect", "reason": reason, "since_ms": int(time.time() * 1000)}))
         self.active.discard(target.integration)

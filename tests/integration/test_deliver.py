@@ -129,7 +129,34 @@ def test_multi_status_batch_retries_or_dlqs_only_the_failed_records(settings: Se
         assert set(accepted.values()) == {1}
         assert idempotency_key("acme", name, "e1") not in accepted
         [dead] = read_all(settings.kafka_bootstrap_servers or "", f"delivery.{name}-d.dlq", expect=1)
-        assert headers_of(dead)["router-event-id"] == "e1"
+        hdrs = headers_of(dead)
+        assert hdrs["router-event-id"] == "e1"
+        # Its own answer, not the batch's 207 and every record's results.
+        assert hdrs["router-http-status"] == "422", hdrs["router-http-status"]
+        assert "422" in hdrs["router-response-body"] and idempotency_key("acme", name, "e0") not in hdrs[
+            "router-response-body"]
+
+
+def test_a_403_holds_the_integration_instead_of_dead_lettering_the_backlog(
+        settings: Settings, registry_url: str, tmp_path: Path, name: str) -> None:
+    client = redis.Redis.from_url(settings.redis_url or "")
+    with partner_sim(tmp_path) as partner:
+        partner.rules({"destination": f"{name}-d", "match": {}, "status": 403})
+        topo = _topo(tmp_path, name, f"{partner.url}/v1/{name}-d")
+        publish(settings, registry_url, topo, [zendesk_event(f"e{i}", i, 1) for i in range(20)])
+        try:
+            with running_deliverer(settings, registry_url, topo, group=name, state_interval_s=0.2) as worker:
+                wait_for(lambda: read_states(client, settings.redis_key_prefix, [name])[name].state
+                         == "needs_reconnect", deadline_s=60, what="needs_reconnect on a 403")
+                assert "403" in read_states(client, settings.redis_key_prefix, [name])[name].reason
+                wait_for(lambda: worker.lanes.size() == 20, deadline_s=10, what="the backlog held")
+                assert worker.outcomes.totals["dlq"] == 0, "nothing dead-lettered"
+                partner.call("DELETE", "/_control/rules")  # the permission was granted
+                set_state(client, settings.redis_key_prefix, name, "active")
+                wait_for(lambda: len(_accepted(partner, f"{name}-d")) == 20, deadline_s=60, what="delivery after")
+        finally:
+            set_state(client, settings.redis_key_prefix, name, "active")
+            client.close()
 
 
 def test_a_re_routed_record_is_not_sent_twice(settings: Settings, registry_url: str, tmp_path: Path,
