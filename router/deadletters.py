@@ -32,9 +32,45 @@ STUB_VALUE_BYTES = 64 * 1024
 STUB_KEY_BYTES = 1024
 STUB_HEADER_BYTES = 1024
 STUB_HEADERS = 64
+RESPONSE_BODY_LIMIT = 1024  # bytes of a partner's answer kept in router-response-body
 
 
 StubHeaders = list[tuple[str, str | bytes | None]]
+Headers = list[tuple[str, bytes | None]]
+
+
+def error_headers(headers: Sequence[tuple[str, bytes | None]], *, topic: str, partition: int, offset: int,
+                  timestamp_ms: int, code: str, message: str, stage: str, group: str, integration: str | None,
+                  now_ms: int, attempts: int = 1, http_status: int | None = None,
+                  response_body: bytes | None = None) -> Headers:
+    """A dead letter's headers, for every stage (DESIGN §2): the record's own headers untouched,
+    then the error headers, replacing older ones but keeping the history of a replayed record —
+    its first failure time and original topic, and its attempts counted on (``attempts`` is what
+    this stage spent: 1 for a route failure, the HTTP attempts for a delivery)."""
+    original = [(k, v) for k, v in headers if k not in h.ERROR_HEADERS]
+    prev = h.to_dict(headers)
+    raw_attempts = prev.get(h.ATTEMPTS, "")
+    # Parsed defensively: a record already failing must reach the DLQ whatever its headers say.
+    before = int(raw_attempts) if raw_attempts.isascii() and raw_attempts.isdigit() and len(raw_attempts) < 10 else 0
+    extra = {
+        h.ERROR_CODE: code,
+        h.ERROR_MESSAGE: message[:1000],
+        h.ERROR_STAGE: stage,
+        h.ORIGINAL_TOPIC: prev.get(h.ORIGINAL_TOPIC, topic) if h.REPLAY_COUNT in prev else topic,
+        h.ORIGINAL_PARTITION: str(partition),
+        h.ORIGINAL_OFFSET: str(offset),
+        h.ORIGINAL_TIMESTAMP: str(timestamp_ms),
+        h.CONSUMER_GROUP: group,
+        h.ATTEMPTS: str(before + max(1, attempts)),
+        h.FIRST_FAILED_AT: prev.get(h.FIRST_FAILED_AT, str(now_ms)),
+    }
+    if http_status is not None:
+        extra[h.HTTP_STATUS] = str(http_status)
+        extra[h.RESPONSE_BODY] = (response_body or b"")[:RESPONSE_BODY_LIMIT].decode("utf-8", "replace")
+    if integration is not None:
+        original = [(k, v) for k, v in original if k != h.INTEGRATION]
+        extra[h.INTEGRATION] = integration
+    return original + [(k, v.encode()) for k, v in extra.items()]
 
 
 def stub(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, str | bytes | None]]

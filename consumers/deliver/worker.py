@@ -55,7 +55,7 @@ log = logging.getLogger("router.deliver")
 _tracer = trace.get_tracer("router.deliver")
 T = TypeVar("T")
 
-RESPONSE_BODY_LIMIT = 1024
+RESPONSE_BODY_LIMIT = deadletters.RESPONSE_BODY_LIMIT
 HOLD_CAP_S = 3600.0  # a Retry-After further out than this is taken as this
 # Redis being down or frozen: wait and try again, never exit (DESIGN §4: only slow a batch).
 RETRYABLE_REDIS = (redis.RedisError, OSError, TimeoutError)
@@ -579,16 +579,11 @@ class DeliverWorker:
     async def _dead_letter(self, item: Item) -> None:
         """Write ``item`` to its topic's DLQ, wait for the ack, then finish it; on failure retry later."""
         code, message, status, body = item.dlq or ("deliver.unknown", "", None, b"")
-        extra = {h.ERROR_CODE: code, h.ERROR_MESSAGE: message[:1000], h.ERROR_STAGE: "deliver",
-                 h.ORIGINAL_TOPIC: item.topic, h.ORIGINAL_PARTITION: str(item.partition),
-                 h.ORIGINAL_OFFSET: str(item.offset), h.ORIGINAL_TIMESTAMP: str(int(item.born_s * 1000)),
-                 h.CONSUMER_GROUP: self.options.group, h.ATTEMPTS: str(item.attempts),
-                 h.FIRST_FAILED_AT: str(int(time.time() * 1000))}
-        if status is not None:
-            extra[h.HTTP_STATUS] = str(status)
-            extra[h.RESPONSE_BODY] = body[:RESPONSE_BODY_LIMIT].decode("utf-8", "replace")
-        headers: list[tuple[str, str | bytes | None]] = [(k, v) for k, v in item.headers if k not in h.ERROR_HEADERS]
-        headers += [(k, v.encode()) for k, v in extra.items()]
+        headers: list[tuple[str, str | bytes | None]] = [*deadletters.error_headers(
+            item.headers, topic=item.topic, partition=item.partition, offset=item.offset,
+            timestamp_ms=int(item.born_s * 1000), code=code, message=message, stage="deliver",
+            group=self.options.group, integration=None, now_ms=int(time.time() * 1000), attempts=item.attempts,
+            http_status=status, response_body=body)]
         # One DLQ copy per record: a redelivery after a crash before the commit finds it recorded.
         letter = deadletters.slot(self.prefix, self.options.group,
                                   DeadLetter(item.topic, item.partition, item.offset, item.integration))

@@ -45,7 +45,7 @@ FLUSH_DEADLINE_S = 60.0
 MAX_CHUNK = 500
 
 # Why the record failed last time: not true of the replay. Coordinates, attempts and the first
-# failure time stay, so a record that fails again keeps its history (stages.dlq_headers).
+# failure time stay, so a record that fails again keeps its history (deadletters.error_headers).
 DROPPED_HEADERS = frozenset({h.ERROR_CODE, h.ERROR_MESSAGE, h.ERROR_STAGE, h.HTTP_STATUS, h.RESPONSE_BODY,
                              h.CONSUMER_GROUP})
 

@@ -18,6 +18,7 @@ import fastavro
 import orjson
 
 from router import headers as h
+from router.deadletters import error_headers
 from router.errors import DecodeError, EncodeError, InternalError, MappingError, RecordError, Stage, ValidateError
 from router.pipeline.records import Candidate, Claim, Failure, Inbound, Prepared
 from router.spec.avro_writer import Writer
@@ -237,26 +238,7 @@ def claim_for(candidate: Candidate, coords: str, prefix: str) -> Claim:
 
 def dlq_headers(inbound: Inbound, error: RecordError, *, group: str, integration: str | None,
                 now_ms: int) -> list[tuple[str, bytes | None]]:
-    """Original headers untouched, then the DESIGN §2 error headers (replacing older ones)."""
-    original = [(k, v) for k, v in inbound.headers if k not in h.ERROR_HEADERS]
-    prev = h.to_dict(inbound.headers)
-    raw_attempts = prev.get(h.ATTEMPTS, "")
-    # Parsed defensively: a record already failing must reach the DLQ whatever its headers say.
-    attempts = (int(raw_attempts) if raw_attempts.isascii() and raw_attempts.isdigit() and len(raw_attempts) < 10
-                else 0) + 1
-    extra = {
-        h.ERROR_CODE: error.code,
-        h.ERROR_MESSAGE: error.message[:1000],
-        h.ERROR_STAGE: error.stage,
-        h.ORIGINAL_TOPIC: prev.get(h.ORIGINAL_TOPIC, inbound.topic) if h.REPLAY_COUNT in prev else inbound.topic,
-        h.ORIGINAL_PARTITION: str(inbound.partition),
-        h.ORIGINAL_OFFSET: str(inbound.offset),
-        h.ORIGINAL_TIMESTAMP: str(inbound.timestamp),
-        h.CONSUMER_GROUP: group,
-        h.ATTEMPTS: str(attempts),
-        h.FIRST_FAILED_AT: prev.get(h.FIRST_FAILED_AT, str(now_ms)),
-    }
-    if integration is not None:
-        original = [(k, v) for k, v in original if k != h.INTEGRATION]
-        extra[h.INTEGRATION] = integration
-    return original + [(k, v.encode()) for k, v in extra.items()]
+    """A route-stage dead letter's headers (``router.deadletters.error_headers``)."""
+    return error_headers(inbound.headers, topic=inbound.topic, partition=inbound.partition, offset=inbound.offset,
+                         timestamp_ms=inbound.timestamp, code=error.code, message=error.message, stage=error.stage,
+                         group=group, integration=integration, now_ms=now_ms)

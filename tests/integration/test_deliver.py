@@ -10,8 +10,8 @@ import redis
 from consumers.deliver.payload import idempotency_key
 from router.controls import read_states, set_state
 from router.settings import Settings
-from tests.integration.delivering import http_spec, partner_sim, publish, running_deliverer
-from tests.integration.routing import headers_of, make_topology, read_all, zendesk_event
+from tests.integration.delivering import delivery_records, http_spec, partner_sim, publish, running_deliverer
+from tests.integration.routing import headers_of, make_topology, prepare_services, produce, read_all, zendesk_event
 from tests.services import wait_for
 
 
@@ -248,3 +248,21 @@ def test_shared_rate_limit_keeps_under_the_partner_limit_and_adapts_to_429(setti
         # Only a 429 (penalize) creates this record; it may have recovered towards 1.0 since.
         assert adapted, "the partner's 429s lowered the shared rate"
         assert 0.05 <= float(adapted[b"factor"]) <= 1.0
+
+
+def test_a_replayed_record_that_fails_again_keeps_its_history(settings: Settings, registry_url: str,
+                                                              tmp_path: Path, name: str) -> None:
+    with partner_sim(tmp_path) as partner:
+        partner.rules({"destination": f"{name}-d", "match": {}, "status": 422})
+        topo = _topo(tmp_path, name, f"{partner.url}/v1/{name}-d")
+        ids = prepare_services(settings, registry_url, topo)
+        [(key, value, headers)] = delivery_records(topo, ids, [zendesk_event("e1", 1, 1)])
+        history = [("router-replay-count", b"1"), ("router-first-failed-at", b"1700000000000"),
+                   ("router-attempts", b"4"), ("router-original-topic", f"delivery.{name}-d".encode())]
+        produce(settings.kafka_bootstrap_servers or "", f"delivery.{name}-d", [(key, value, headers + history)])
+        with running_deliverer(settings, registry_url, topo, group=name):
+            [dead] = read_all(settings.kafka_bootstrap_servers or "", f"delivery.{name}-d.dlq", expect=1)
+    hdrs = headers_of(dead)
+    assert hdrs["router-first-failed-at"] == "1700000000000", "the first failure's time is kept"
+    assert hdrs["router-attempts"] == "5", "attempts count on across replays"
+    assert hdrs["router-http-status"] == "422"
