@@ -13,6 +13,7 @@ import asyncio
 import io
 import logging
 import os
+import re
 import threading
 import time
 from collections import Counter
@@ -57,6 +58,7 @@ T = TypeVar("T")
 
 RESPONSE_BODY_LIMIT = deadletters.RESPONSE_BODY_LIMIT
 HOLD_CAP_S = 3600.0  # a Retry-After further out than this is taken as this
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")  # W3C, version 00
 # Redis being down or frozen: wait and try again, never exit (DESIGN §4: only slow a batch).
 RETRYABLE_REDIS = (redis.RedisError, OSError, TimeoutError)
 # What may fail a request before the partner answers and passes by itself: retried, not dead-lettered.
@@ -306,7 +308,9 @@ class DeliverWorker:
         item = Item(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value(),
                     list(msg.headers() or []), name, tenant, event_id,  # type: ignore[arg-type]
                     idempotency_key(tenant, name, event_id), None, (ts / 1000) if ts_type and ts > 0 else time.time())
-        item.traceparent = hdrs.get(h.TRACEPARENT)
+        # A junk traceparent is dropped, never a reason to fail the record (it becomes an HTTP header).
+        traceparent = hdrs.get(h.TRACEPARENT)
+        item.traceparent = traceparent if traceparent and _TRACEPARENT.fullmatch(traceparent) else None
         received = hdrs.get(h.RECEIVED_AT, "")
         item.received_at_ms = (int(received) if received.isascii() and received.isdigit() and len(received) <= 16
                                else None)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from consumers.deliver.payload import idempotency_key
@@ -106,7 +106,8 @@ def batch(draw: st.DrawFn, rig: Rig) -> tuple[list[Record], set[str]]:
     return records, valid
 
 
-@settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+# No shrinking: each example costs a real round trip, and a shrink of a timed-out one would take minutes.
+@settings(phases=[Phase.explicit, Phase.generate], max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                  HealthCheck.data_too_large])
 @given(data=st.data())

@@ -392,6 +392,7 @@ def test_reset_clears_ledger_rules_tokens_and_buckets() -> None:
             "requests": 0,
             "by_status": {},
             "tokens_issued": 0,
+            "token_requests": 0,
         }
         assert (await deliver(client, "crm", {}, key="k", Authorization=bearer))[0] == 401
         fresh = f"Bearer {(await token(client))[1]['access_token']}"
