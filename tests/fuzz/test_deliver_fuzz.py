@@ -107,7 +107,8 @@ def batch(draw: st.DrawFn, rig: Rig) -> tuple[list[Record], set[str]]:
 
 
 # No shrinking: each example costs a real round trip, and a shrink of a timed-out one would take minutes.
-@settings(phases=[Phase.explicit, Phase.generate], max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+@settings(phases=[Phase.explicit, Phase.generate], max_examples=EXAMPLES, deadline=None, database=None,
+          derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                  HealthCheck.data_too_large])
 @given(data=st.data())
