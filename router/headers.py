@@ -48,6 +48,30 @@ ERROR_HEADERS = frozenset(
 
 KafkaHeaders = Sequence[tuple[str, bytes | None]]
 
+# Identity values are indexed (dedupe and delivered keys, idempotency keys, partition keys), so
+# they are bounded everywhere: the gateway refuses longer ones (413/400), the route worker
+# dead-letters them (``validate.event_id_too_long``), the delivery worker too (``deliver.bad_header``).
+MAX_EVENT_ID_CHARS = 256
+MAX_ENTITY_KEY_CHARS = 512
+
+
+def identity(headers: KafkaHeaders | None, name: str) -> str | None:
+    """The value of identity header ``name`` (last one wins), or None when it is absent, empty, not
+    valid UTF-8 or longer than :data:`MAX_EVENT_ID_CHARS`. Unlike :func:`to_dict`, nothing is
+    replaced: two different invalid ids must never become one id."""
+    raw: bytes | None = None
+    found = False
+    for key, value in headers or ():
+        if key.lower() == name:
+            raw, found = value, True
+    if not found or not raw or len(raw) > 4 * MAX_EVENT_ID_CHARS:
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if len(text) <= MAX_EVENT_ID_CHARS else None
+
 
 def to_dict(headers: KafkaHeaders | None) -> dict[str, str]:
     """Decode Kafka headers into a dict (last value wins); undecodable bytes are replaced, never raised."""

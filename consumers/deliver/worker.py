@@ -300,13 +300,15 @@ class DeliverWorker:
             self.lanes.add(item)
 
     async def _item(self, msg: Message) -> Item:
-        hdrs = h.to_dict(msg.headers())  # type: ignore[arg-type]
+        raw_headers = msg.headers()
+        hdrs = h.to_dict(raw_headers)  # type: ignore[arg-type]
         name = hdrs.get(h.INTEGRATION, "")
-        tenant = hdrs.get(h.TENANT, "")
-        event_id = hdrs.get(h.EVENT_ID, "")
+        # Identity is never guessed: a replaced byte could make two events one (the second skipped).
+        tenant = h.identity(raw_headers, h.TENANT) or ""  # type: ignore[arg-type]
+        event_id = h.identity(raw_headers, h.EVENT_ID) or ""  # type: ignore[arg-type]
         ts_type, ts = msg.timestamp()
         item = Item(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value(),
-                    list(msg.headers() or []), name, tenant, event_id,  # type: ignore[arg-type]
+                    list(raw_headers or []), name, tenant, event_id,  # type: ignore[arg-type]
                     idempotency_key(tenant, name, event_id), None, (ts / 1000) if ts_type and ts > 0 else time.time())
         # A junk traceparent is dropped, never a reason to fail the record (it becomes an HTTP header).
         traceparent = hdrs.get(h.TRACEPARENT)
@@ -317,8 +319,15 @@ class DeliverWorker:
         if name not in self.targets:
             why = f"no loaded integration {name!r} delivers this record"
             item.dlq = ("deliver.unknown_integration", why, None, b"")
-        elif not event_id:
-            item.dlq = ("deliver.missing_event_id", "the record has no router-event-id header", None, b"")
+        elif not event_id or not tenant:
+            which = h.EVENT_ID if not event_id else h.TENANT
+            if hdrs.get(which):
+                why = (f"{which} is not an identity: it must be UTF-8 of 1 to {h.MAX_EVENT_ID_CHARS} characters, "
+                       f"got {len(hdrs[which])} character(s) after decoding")
+                item.dlq = ("deliver.bad_header", why, None, b"")
+            else:
+                item.dlq = ("deliver.missing_event_id" if which == h.EVENT_ID else "deliver.bad_header",
+                            f"the record has no {which} header", None, b"")
         else:
             try:
                 item.record = await self._decode(item.value)

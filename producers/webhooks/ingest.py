@@ -30,8 +30,6 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from producers.webhooks import problems as p
 from producers.webhooks.limits import (
     HEADER_FRAMING_BYTES,
-    MAX_ENTITY_KEY_CHARS,
-    MAX_EVENT_ID_CHARS,
     PARSER_DEPTH_MESSAGE,
     nesting_exceeds,
     record_size,
@@ -41,6 +39,7 @@ from producers.webhooks.produce import DurableProducer, TooLarge, Unavailable
 from producers.webhooks.tracing import Tracing
 from producers.webhooks.verify import verify
 from router import headers as h
+from router.headers import MAX_ENTITY_KEY_CHARS, MAX_EVENT_ID_CHARS
 from router.spec.paths import MISSING
 from router.spec.sources import TENANT_PATTERN, WebhookSource, body_digest_event_id, is_tenant_name
 

@@ -3,7 +3,7 @@
 Every worker downstream walks the body, indexes the event id and entity key, and may have to
 dead-letter the record with more headers added. The gateway therefore refuses, before any 202,
 a body nested deeper than the source's ``max_depth``, an event id or entity key longer than
-:data:`MAX_EVENT_ID_CHARS` / :data:`MAX_ENTITY_KEY_CHARS`, and a Kafka record (value, key and
+``router.headers.MAX_EVENT_ID_CHARS`` / ``MAX_ENTITY_KEY_CHARS``, and a Kafka record (value, key and
 headers) larger than the topic takes. Tenant names are checked in ``router.spec.sources``
 (``is_tenant_name``), since source specs name tenants too.
 """
@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-MAX_EVENT_ID_CHARS = 256
-MAX_ENTITY_KEY_CHARS = 512
+# MAX_EVENT_ID_CHARS and MAX_ENTITY_KEY_CHARS live in router.headers: every worker holds records to them.
 DEFAULT_MAX_RECORD_BYTES = 1024 * 1024  # Kafka's default message.max.bytes (1 MiB + 12) rounded down
 
 # Kafka's v2 framing of one record alone in a batch: the batch header (61 bytes) and the record's own

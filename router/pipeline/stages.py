@@ -168,6 +168,9 @@ def _candidate(integration: Integration, event: dict[str, Any], inbound: Inbound
         event_id = str(event_id)
     elif not event_id:
         raise ValidateError(f"event id missing at {src.event_id_path}", code="validate.missing_event_id")
+    if len(event_id) > h.MAX_EVENT_ID_CHARS:
+        raise ValidateError(f"event id at {src.event_id_path} has {len(event_id)} characters; at most "
+                            f"{h.MAX_EVENT_ID_CHARS} are accepted", code="validate.event_id_too_long")
     entity_key: str | None = None
     if src.get_entity_key is not None:
         raw_key = src.get_entity_key(event)
@@ -175,6 +178,9 @@ def _candidate(integration: Integration, event: dict[str, Any], inbound: Inbound
             entity_key = raw_key or None
         elif raw_key is not MISSING and raw_key is not None and not isinstance(raw_key, _CONTAINERS):
             entity_key = str(raw_key)
+        if entity_key is not None and len(entity_key) > h.MAX_ENTITY_KEY_CHARS:
+            raise ValidateError(f"entity key at {src.entity_key_path} has {len(entity_key)} characters; at most "
+                                f"{h.MAX_ENTITY_KEY_CHARS} are accepted", code="validate.entity_key_too_long")
     version: float | None = None
     if src.get_version is not None:
         raw_version = src.get_version(event)

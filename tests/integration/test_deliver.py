@@ -266,3 +266,23 @@ def test_a_replayed_record_that_fails_again_keeps_its_history(settings: Settings
     assert hdrs["router-first-failed-at"] == "1700000000000", "the first failure's time is kept"
     assert hdrs["router-attempts"] == "5", "attempts count on across replays"
     assert hdrs["router-http-status"] == "422"
+
+
+def test_event_ids_that_are_not_utf8_or_too_long_are_dead_lettered_never_merged(
+        settings: Settings, registry_url: str, tmp_path: Path, name: str) -> None:
+    """Two different undecodable event ids must not become one id (the second skipped as already
+    delivered: a silent loss); an id past the limit is refused too. Each gets its own dead letter."""
+    with partner_sim(tmp_path) as partner:
+        topo = _topo(tmp_path, name, f"{partner.url}/v1/{name}-d")
+        schema_ids = prepare_services(settings, registry_url, topo)
+        [(key, value, headers)] = delivery_records(topo, schema_ids, [zendesk_event("ok", 1, 1)])
+        bad_ids = [b"\xff\xfe", b"\xff\xfd", b"x" * 257]
+        records = [(key, value, [(k, bad if k == "router-event-id" else v) for k, v in headers]) for bad in bad_ids]
+        produce(settings.kafka_bootstrap_servers or "", f"delivery.{name}-d", [*records, (key, value, headers)])
+        with running_deliverer(settings, registry_url, topo, group=name) as worker:
+            wait_for(lambda: worker.outcomes.totals["dlq"] == 3 and worker.outcomes.totals["delivered"] == 1,
+                     deadline_s=60, what="three dead letters and one delivery")
+        assert _accepted(partner, f"{name}-d") == {idempotency_key("acme", name, "ok"): 1}
+        dead = read_all(settings.kafka_bootstrap_servers or "", f"delivery.{name}-d.dlq", expect=3)
+        assert [dict(m.headers())["router-error-code"] for m in dead] == [b"deliver.bad_header"] * 3
+        assert sorted(dict(m.headers())["router-event-id"] for m in dead) == sorted(bad_ids), "kept byte for byte"

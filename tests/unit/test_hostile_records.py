@@ -120,3 +120,14 @@ def test_prepare_is_total_on_hostile_values_and_headers(value: Any, where: str, 
         assert failure.error.code.split(".")[0] in {"decode", "validate", "map", "encode", "internal"}
         headers = dlq_headers(prepared.inbound, failure.error, group="g", integration=failure.integration, now_ms=1)
         assert dict(headers)[h.ERROR_CODE] == failure.error.code.encode()
+
+
+def test_identities_past_their_limits_are_coded_failures() -> None:
+    """Event ids and entity keys are indexed in Redis and Kafka keys: a record straight on an ingest
+    topic (past the gateway's limits) fails with its own code instead of writing a 500 KB key."""
+    long_id = {**zendesk(), "event_id": "e" * (h.MAX_EVENT_ID_CHARS + 1)}
+    assert codes(run(long_id)) == ["validate.event_id_too_long"]
+    assert not run({**zendesk(), "event_id": "e" * h.MAX_EVENT_ID_CHARS}).failures
+    long_key = zendesk(id="k" * (h.MAX_ENTITY_KEY_CHARS + 1))
+    assert codes(run(long_key)) == ["validate.entity_key_too_long"]
+    assert not run(zendesk(id="k" * (h.MAX_ENTITY_KEY_CHARS - 10))).failures
