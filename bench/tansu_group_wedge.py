@@ -38,7 +38,9 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 PARTITIONS = 3
 RECORDS = 300
@@ -109,7 +111,7 @@ def member_main(conf_json: str, topic: str) -> int:
     consumer = Consumer(conf)
     last: list = []
 
-    def report(c, _parts) -> None:  # on_assign / on_revoke: report the whole assignment
+    def report(c: Consumer, _parts: list[Any] | None) -> None:  # on_assign / on_revoke: report the whole assignment
         nonlocal last
         now = sorted(p.partition for p in c.assignment())
         if now != last:
@@ -219,7 +221,7 @@ class Member:
         return found[-1][1] if found else None
 
 
-def wait_for(pred, deadline_s: float) -> bool:
+def wait_for(pred: Callable[[], object], deadline_s: float) -> bool:
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if pred():
@@ -253,7 +255,7 @@ def seed_topic(bootstrap: str, topic: str) -> None:
         raise RuntimeError("records not delivered")
 
 
-def run_round(idx: int, args, bootstrap: str, topic: str, logdir: Path) -> dict:
+def run_round(idx: int, args: argparse.Namespace, bootstrap: str, topic: str, logdir: Path) -> dict:
     v = VARIANTS[args.variant]
     run_tag = uuid.uuid4().hex[:6]
     group = f"wedge-{args.variant}-{args.mode}-{run_tag}-{idx}"

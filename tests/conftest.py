@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Iterator
 
+import psutil
 import pytest
 
 from router.settings import Settings
@@ -16,6 +20,37 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for tier in ("unit", "integration", "e2e", "fault", "fuzz"):
             if f"/tests/{tier}/" in str(item.fspath):
                 item.add_marker(getattr(pytest.mark, tier))
+
+
+# Threads that live as long as the test process by design (started once, on first use).
+PROCESS_LIFETIME_THREADS = ("OtelPeriodicExportingMetricReader", "OtelBatchSpanProcessor", "pydevd")
+LEFT_BEHIND_GRACE_S = 15.0
+
+
+def _children() -> set[int]:
+    return {p.pid for p in psutil.Process(os.getpid()).children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind() -> Iterator[None]:
+    """Fail a test that leaves a thread or a child process running after it (fixtures of a wider
+    scope started theirs before this runs, so only the test's own count). Stopping takes a moment:
+    each gets :data:`LEFT_BEHIND_GRACE_S` to end by itself."""
+    threads = set(threading.enumerate())
+    children = _children()
+    yield
+
+    def left() -> tuple[list[str], set[int]]:
+        alive = [t.name for t in threading.enumerate()
+                 if t not in threads and t.is_alive() and not t.name.startswith(PROCESS_LIFETIME_THREADS)]
+        return alive, _children() - children
+
+    deadline = time.monotonic() + LEFT_BEHIND_GRACE_S
+    while any(left()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    alive, procs = left()
+    assert not alive and not procs, (f"the test left behind threads {alive} and child processes "
+                                     f"{sorted(procs)} (stop them before it ends)")
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
 import redis
@@ -59,7 +60,7 @@ def admin_process(tmp_path: Path, env: dict[str, str], *args: str) -> Iterator[s
             proc.wait(10)
 
 
-def api_rows(url: str) -> dict[str, dict[str, object]]:
+def api_rows(url: str) -> dict[str, dict[str, Any]]:
     req = urllib.request.Request(f"{url}/api/health", headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         return {f"{r['integration']}|{r['tenant']}": r for r in orjson.loads(resp.read())["rows"]}
@@ -94,7 +95,7 @@ def test_failing_row_shows_its_code_and_pause_works(settings: Settings, registry
             with admin_process(tmp_path, env, "--integrations", str(topo.integrations), "--schemas",
                                str(topo.schemas), "--route-group", f"{name}-route",
                                "--deliver-group", f"{name}-deliver") as url:
-                wait_for(lambda: (api_rows(url)[f"{bad}|acme"].get("dlq") or {}).get("depth") == 3,  # type: ignore[union-attr]
+                wait_for(lambda: (api_rows(url)[f"{bad}|acme"].get("dlq") or {}).get("depth") == 3,
                          deadline_s=30, what="the bad integration's 3 DLQ records counted")
                 _drive_the_page(url, good, bad, tmp_path)
                 assert read_states(client, prefix, [bad])[bad].state == "paused"

@@ -69,7 +69,11 @@ def _read(consumer: Consumer, n: int, deadline_s: float = 30.0) -> list[Any]:
     """The next ``n`` records (those a batch wrote: acknowledged before its commit), then whatever
     else arrives within a short quiet period — a record written twice would show there."""
     out: list[Any] = []
-    wait_for(lambda: out.extend(m for m in consumer.consume(500, 0.1) if m.error() is None) or len(out) >= n,
+    def enough() -> bool:
+        out.extend(m for m in consumer.consume(500, 0.1) if m.error() is None)
+        return len(out) >= n
+
+    wait_for(enough,
              deadline_s=deadline_s, what=f"{n} records on {consumer.assignment()[0].topic}", interval_s=0)
     out.extend(m for m in consumer.consume(500, 0.05) if m.error() is None)
     return out
@@ -122,7 +126,7 @@ def hostile_record(draw: st.DrawFn, event_id: str) -> tuple[bytes | None, bytes 
     if kind == "bytes":
         value: bytes | None = draw(st.binary(max_size=300) | st.none())
     else:
-        template = {"event_id": event_id, "type": "ticket.escalated", "sequence": 1,
+        template: dict[str, Any] = {"event_id": event_id, "type": "ticket.escalated", "sequence": 1,
                     "occurred_at": "2026-11-20T10:15:00Z",
                     "data": {"ticket": {"id": event_id, "title": "down", "priority": "high"}}}
         where = draw(st.sampled_from(PATHS))

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis
@@ -131,7 +131,7 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, by
     for key, value, headers in records:
         while True:
             try:
-                producer.produce(topic, key=key, value=value, headers=headers,
+                producer.produce(topic, key=key, value=value, headers=cast(Any, headers),
                                  on_delivery=lambda err, _m: failures.append(err) if err else None)
                 break
             except BufferError:

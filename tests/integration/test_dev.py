@@ -28,6 +28,7 @@ def _start(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> tu
 
 
 def _ready(out: Path) -> dict[str, str] | None:
+    """The READY line's fields, once ``router dev`` printed it."""
     for line in out.read_text().splitlines():
         if line.startswith("READY "):
             return dict(pair.split("=", 1) for pair in line.split()[1:])
@@ -37,7 +38,8 @@ def _ready(out: Path) -> dict[str, str] | None:
 def test_dev_starts_everything_and_stops_without_orphans(tmp_path: Path) -> None:
     proc, out = _start(tmp_path)
     try:
-        ready = wait_for(lambda: _ready(out) or (proc.poll() is not None and {"exited": out.read_text()}),
+        ready: dict[str, str] = wait_for(
+            lambda: _ready(out) or ({"exited": out.read_text()} if proc.poll() is not None else None),
                          deadline_s=120, what="router dev to print READY")
         assert "exited" not in ready, ready
         assert set(ready) >= {"kafka", "redis", "registry", "partner", "route", "deliver", "admin", "admin_token",

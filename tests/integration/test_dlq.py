@@ -340,5 +340,5 @@ def test_ctrl_c_commits_what_was_produced_and_the_rerun_resumes(settings: Settin
     rest = _cli(settings, "replay", dlq, "--no-progress")
     assert rest.returncode == 0, rest.stderr
     assert int(_summary(rest.stdout)["replayed"]) == n - replayed
-    out = read_all(bootstrap, dest, expect=n, settle_s=1.0)
-    assert sorted(m.key() for m in out) == sorted(f"k{i}".encode() for i in range(n)), "each record exactly once"
+    delivered = read_all(bootstrap, dest, expect=n, settle_s=1.0)
+    assert sorted(m.key() for m in delivered) == sorted(f"k{i}".encode() for i in range(n)), "each record exactly once"

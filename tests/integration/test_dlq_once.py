@@ -59,7 +59,7 @@ def test_a_worker_dying_between_dlq_write_and_commit_does_not_dead_letter_twice(
     stale = [zendesk_event(f"old-{i}", 7000 + i, 1) for i in range(10)]  # order.stale, dead-lettered
     records = json_records(events) + json_records(stale)
     poison = [(str(7000 + i).encode(), POISON, [("router-tenant", b"acme")]) for i in range(10)]
-    total = produce(bootstrap, topo.source_topic, records + poison)
+    total = produce(bootstrap, topo.source_topic, [*records, *poison])
     table = RoutingTable.build(topo.catalog.integrations, schema_ids, f"{name}:")
     client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
     options = WorkerOptions(group=name, batch_size=500, backoff_initial_s=0.2, backoff_max_s=1)

@@ -115,7 +115,7 @@ def test_one_trace_spans_gateway_route_and_delivery(spans: InMemorySpanExporter,
         trace_id = route[0].context.trace_id
         return [s for s in spans.get_finished_spans() if s.context.trace_id == trace_id]
 
-    found = wait_for(lambda: len(spans_of_event()) >= 3 and spans_of_event(), deadline_s=10,
+    found = wait_for(lambda: got if len(got := spans_of_event()) >= 3 else None, deadline_s=10,
                      what="three spans in one trace")
     kinds = {s.name.split(" ", 1)[0] for s in found}
     assert {"route", "deliver"} <= kinds and any(s.instrumentation_scope.name == "router.gateway" for s in found), \

@@ -32,6 +32,7 @@ from tests.integration.routing import (
     zendesk_spec,
 )
 from tests.integration.workers import WorkerProcess, committed_total, wait_committed, worker_env
+from tests.services import Budget
 
 PARTITIONS = 3
 
@@ -52,14 +53,15 @@ def _workload(n: int, poison_every: int) -> tuple[list, set[str], int]:
     return records, ids, poison
 
 
-def _check_no_loss(bootstrap: str, topo_source: str, dest: str, ids: set[str], poison: int) -> None:
+def _check_no_loss(bootstrap: str, topo_source: str, dest: str, ids: set[str], poison: int, budget: Budget
+                   ) -> None:
     # At-least-once: a crash may leave redelivered duplicates, so read until every expected id is
     # there (or the deadline names what is missing), not until a count is reached.
     def all_ids(records: list) -> bool:  # type: ignore[type-arg]
         return len(records) >= len(ids) and ids <= {headers_of(m)["router-event-id"] for m in records}
 
     try:
-        out = read_all(bootstrap, dest, expect=len(ids), deadline_s=120, done=all_ids, settle_s=1.0)
+        out = read_all(bootstrap, dest, expect=len(ids), deadline_s=budget.s(120), done=all_ids, settle_s=1.0)
     except AssertionError:
         out = read_all(bootstrap, dest, expect=0, deadline_s=10, settle_s=2.0)
     seen = {headers_of(m)["router-event-id"] for m in out}
@@ -69,7 +71,8 @@ def _check_no_loss(bootstrap: str, topo_source: str, dest: str, ids: set[str], p
             return len({(headers_of(m)["router-original-partition"], headers_of(m)["router-original-offset"])
                         for m in records}) >= poison
 
-        dead = read_all(bootstrap, f"{topo_source}.dlq", expect=poison, deadline_s=60, done=all_poison, settle_s=1.0)
+        dead = read_all(bootstrap, f"{topo_source}.dlq", expect=poison, deadline_s=budget.s(60), done=all_poison,
+                        settle_s=1.0)
         coords = {(headers_of(m)["router-original-partition"], headers_of(m)["router-original-offset"]) for m in dead}
         assert len(coords) == poison, "every poison record is in the DLQ (redeliveries may repeat one)"
         assert all(m.value() == b'{"event_id": ' for m in dead), "only poison records are in the DLQ"
@@ -77,6 +80,7 @@ def _check_no_loss(bootstrap: str, topo_source: str, dest: str, ids: set[str], p
 
 def test_sigkill_at_five_random_points_loses_nothing(settings: Settings, registry_url: str, tmp_path: Path,
                                                      name: str) -> None:
+    budget = Budget()
     bootstrap = settings.kafka_bootstrap_servers or ""
     topo = make_topology(tmp_path, name, {"a": zendesk_spec(name, source=name, destination=f"{name}-pd")})
     prepare_services(settings, registry_url, topo, PARTITIONS)
@@ -87,18 +91,19 @@ def test_sigkill_at_five_random_points_loses_nothing(settings: Settings, registr
     kill_points = sorted(rng.sample(range(2_000, total - 2_000), 5))
     for i, point in enumerate(kill_points):
         worker = WorkerProcess(env, topo.integrations, topo.schemas, name, tmp_path / f"worker-{i}.log")
-        wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, point, deadline_s=180, procs=[worker])
+        wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, point, deadline_s=budget.s(180), procs=[worker])
         worker.kill()
         at_kill = committed_total(bootstrap, name, topo.source_topic, PARTITIONS)
         assert at_kill < total, f"kill {i} came after the run finished ({at_kill}/{total}): not a mid-run crash"
     last = WorkerProcess(env, topo.integrations, topo.schemas, name, tmp_path / "worker-last.log")
-    wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, total, deadline_s=240, procs=[last])
+    wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, total, deadline_s=budget.s(240), procs=[last])
     assert last.stop() == 0
-    _check_no_loss(bootstrap, topo.source_topic, f"delivery.{name}-pd", ids, poison)
+    _check_no_loss(bootstrap, topo.source_topic, f"delivery.{name}-pd", ids, poison, budget)
 
 
 def test_scaling_out_and_in_mid_run_loses_nothing(settings: Settings, registry_url: str, tmp_path: Path,
                                                   name: str) -> None:
+    budget = Budget()
     bootstrap = settings.kafka_bootstrap_servers or ""
     topo = make_topology(tmp_path, name, {"a": zendesk_spec(name, source=name, destination=f"{name}-pd")})
     prepare_services(settings, registry_url, topo, PARTITIONS)
@@ -108,20 +113,22 @@ def test_scaling_out_and_in_mid_run_loses_nothing(settings: Settings, registry_u
     producer = threading.Thread(target=produce, args=(bootstrap, topo.source_topic, records), daemon=True)
     workers = [WorkerProcess(env, topo.integrations, topo.schemas, name, tmp_path / f"w{i}.log") for i in range(2)]
     producer.start()
-    wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, 5_000, deadline_s=180, procs=workers)
+    wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, 5_000, deadline_s=budget.s(180), procs=workers)
     workers.append(WorkerProcess(env, topo.integrations, topo.schemas, name, tmp_path / "w2.log"))
-    wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, 12_000, deadline_s=180, procs=workers)
+    wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, 12_000, deadline_s=budget.s(180), procs=workers)
     assert workers[0].stop() == 0
     producer.join(120)
     assert not producer.is_alive()
-    wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, len(records), deadline_s=240, procs=workers[1:])
+    wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, len(records), deadline_s=budget.s(240),
+                   procs=workers[1:])
     for w in workers[1:]:
         assert w.stop() == 0
-    _check_no_loss(bootstrap, topo.source_topic, f"delivery.{name}-pd", ids, poison)
+    _check_no_loss(bootstrap, topo.source_topic, f"delivery.{name}-pd", ids, poison, budget)
 
 
 def test_redis_outage_of_ten_seconds_loses_nothing(settings: Settings, registry_url: str, tmp_path: Path,
                                                    name: str) -> None:
+    budget = Budget()
     bootstrap = settings.kafka_bootstrap_servers or ""
     topo = make_topology(tmp_path, name, {"a": zendesk_spec(name, source=name, destination=f"{name}-pd")})
     prepare_services(settings, registry_url, topo, PARTITIONS)
@@ -133,24 +140,26 @@ def test_redis_outage_of_ten_seconds_loses_nothing(settings: Settings, registry_
     try:
         half = len(records) // 2
         produce(bootstrap, topo.source_topic, records[:half])
-        wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, 2_000, deadline_s=180, procs=[worker])
+        wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, 2_000, deadline_s=budget.s(180), procs=[worker])
         redis_proc.stop()
         produce(bootstrap, topo.source_topic, records[half:])
         # The outage lasts until the worker has noticed it and kept failing for 10 s.
         from tests.services import wait_for
 
-        wait_for(lambda: "batch failed" in worker.log.read_text(), deadline_s=60, what="the worker to see the outage")
+        wait_for(lambda: "batch failed" in worker.log.read_text(), deadline_s=budget.s(60),
+                 what="the worker to see the outage")
         outage = threading.Event()
         outage.wait(10)  # the fault itself: Redis stays down 10 s (not a wait for a condition)
         assert worker.proc.poll() is None, "the worker must not exit while Redis is down"
         redis_proc, _ = start_redis(port, log=tmp_path / "redis-2.log")
-        wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, len(records), deadline_s=240, procs=[worker])
+        wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, len(records), deadline_s=budget.s(240),
+                       procs=[worker])
         assert worker.stop() == 0
     finally:
         if worker.proc.poll() is None:
             worker.kill()
         redis_proc.stop()
-    _check_no_loss(bootstrap, topo.source_topic, f"delivery.{name}-pd", ids, poison)
+    _check_no_loss(bootstrap, topo.source_topic, f"delivery.{name}-pd", ids, poison, budget)
 
 
 class _GatedState:
@@ -197,6 +206,7 @@ class _RevokeSeen(RouteWorker):
 
 def test_revocation_finishes_and_commits_the_batch_in_flight(settings: Settings, registry_url: str, tmp_path: Path,
                                                              name: str) -> None:
+    budget = Budget()
     """A worker losing partitions while a batch is in flight finishes and commits that batch before
     they go, so their new owner starts after it and nothing is routed twice. Without that drain the
     revocation returns with the batch still in flight, and the commit that follows is for
@@ -222,8 +232,10 @@ def test_revocation_finishes_and_commits_the_batch_in_flight(settings: Settings,
                 with running_worker(settings, registry_url, topo, name, f"{name}:"):
                     assert first.revoking.wait(60), "the second worker's join never revoked a partition of the first"
                     state.gate.set()  # the batch in flight may finish now: inside the revocation, if it drains
-                    wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, len(events), deadline_s=120)
-                    out = read_all(bootstrap, f"delivery.{name}-pd", expect=len(events), deadline_s=60, settle_s=3.0)
+                    wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, len(events),
+                                   deadline_s=budget.s(120))
+                    out = read_all(bootstrap, f"delivery.{name}-pd", expect=len(events), deadline_s=budget.s(60),
+                                   settle_s=3.0)
             finally:
                 state.gate.set()
     finally:

@@ -589,12 +589,13 @@ def test_surprising_values_match_fastavro(field_type: Any, value: Any) -> None:
     ids=repr,
 )
 def test_missing_and_odd_records(record: Any) -> None:
-    for field_type, extra in [
+    cases: list[tuple[Any, dict[str, Any]]] = [
         ("string", {}), ("string", {"default": "d"}), (["null", "string"], {}), ("null", {}), ("nullable_name", {}),
         ("bytes", {"default": "\u00ff"}),  # fastavro cannot write this default: absent means refused
         ("double", {"default": "NaN"}),  # but it turns this one into a float
         ({"type": "array", "items": "int"}, {"default": [1, 2]}), (["string", "null"], {"default": "x"}),
-    ]:
+    ]
+    for field_type, extra in cases:
         if field_type == "nullable_name":  # fastavro tests "null" in the type *name*: a substring
             schema: dict[str, Any] = {
                 "type": "record",
@@ -670,8 +671,11 @@ def test_decimal_byte_boundaries(unscaled: int, scale: int) -> None:
 @QUICK
 @given(value=st.one_of(st.integers(), st.floats(), st.floats(width=32), st.floats(width=16)))
 def test_floats_and_doubles_match_fastavro(value: Any) -> None:
-    for kind in ["float", "double", ["null", "float"], ["float", "double"], ["double", "float"], ["int", "float"]]:
-        for schema, datum in [(kind, value), (record_of(kind), {"f": value})]:
+    kinds: list[Any] = ["float", "double", ["null", "float"], ["float", "double"], ["double", "float"],
+                       ["int", "float"]]
+    for kind in kinds:
+        cases: list[tuple[Any, Any]] = [(kind, value), (record_of(kind), {"f": value})]
+        for schema, datum in cases:
             parsed = fastavro.parse_schema(schema)
             assert_same(compile_writer(schema), parsed, datum)
             expected = reference(parsed, datum)
@@ -682,7 +686,8 @@ def test_floats_and_doubles_match_fastavro(value: Any) -> None:
 @QUICK
 @given(value=INT64 | st.integers())
 def test_int_and_long_varints_match_fastavro(value: int) -> None:
-    for kind in ["int", "long", ["null", "int"], ["int", "long"], ["long", "double"], ["null", "int", "double"]]:
+    kinds: list[Any] = ["int", "long", ["null", "int"], ["int", "long"], ["long", "double"], ["null", "int", "double"]]
+    for kind in kinds:
         expected = reference(fastavro.parse_schema(kind), value)
         assert_same(compile_writer(kind), fastavro.parse_schema(kind), value)
         if not isinstance(expected, Exception) and abs(value) < 2**1000:
@@ -697,7 +702,7 @@ HOSTILE = "x\"); import os; os.system('echo pwned') #"
 
 
 def test_compile_writer_rejects_what_fastavro_rejects() -> None:
-    bad = [
+    bad: list[Any] = [
         {"type": "enum", "name": "E", "symbols": ['a"b']},
         {"type": "enum", "name": "E", "symbols": ["A", "A"]},
         {"type": "record", "name": "R", "fields": [{"name": "f", "type": "Missing"}]},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -243,7 +243,7 @@ def test_replayed_headers_keep_history_drop_the_error_and_count_replays() -> Non
                      h.ORIGINAL_OFFSET, h.ORIGINAL_TIMESTAMP, h.ATTEMPTS, h.FIRST_FAILED_AT, h.INTEGRATION,
                      h.REPLAY_COUNT]
     assert dict(out)[h.REPLAY_COUNT] == b"1"
-    assert replay_headers(out)[-1] == (h.REPLAY_COUNT, b"2")
+    assert replay_headers(cast(list[tuple[str, bytes | None]], out))[-1] == (h.REPLAY_COUNT, b"2")
 
 
 header_names = st.sampled_from(sorted(DROPPED_HEADERS | {h.TENANT, h.EVENT_ID, h.ATTEMPTS, h.REPLAY_COUNT, "x-a"}))

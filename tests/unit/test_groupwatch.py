@@ -66,7 +66,8 @@ def test_an_assigned_member_never_asks_the_broker() -> None:
 def test_throttle_and_the_page_entries() -> None:
     due = Throttle(2.0)
     assert [due(t) for t in (0.0, 1.0, 2.0, 2.5, 4.1)] == [True, False, True, False, True]
-    entries = {b"route": b'{"until_ms": 2000}', b"old": b'{"until_ms": 500}', b"junk": b"[", "deliver": b'{}'}
+    entries: dict[bytes | str, bytes | str] = {b"route": b'{"until_ms": 2000}', b"old": b'{"until_ms": 500}',
+                                               b"junk": b"[", "deliver": b'{}'}
     assert stuck_groups(entries, now_ms=1000) == ["route"]
 
 

@@ -37,7 +37,9 @@ CATALOG: Catalog = load_catalog(ROOT / "integrations", ROOT / "schemas" / "avro"
 NAMES = sorted(i.name for i in CATALOG.integrations)
 TABLE = RoutingTable.build(CATALOG.integrations, {name: n for n, name in enumerate(NAMES, start=1)})
 COHORT_SCHEMA_ID = 1  # the id framed test values name; bound to the cohort input schema
-AVRO_INPUTS = {COHORT_SCHEMA_ID: CATALOG.schemas.get("router.cohort.CohortMembershipChange").parsed}
+_COHORT = CATALOG.schemas.get("router.cohort.CohortMembershipChange")
+assert _COHORT is not None
+AVRO_INPUTS = {COHORT_SCHEMA_ID: _COHORT.parsed}
 META = Meta(tenant="acme", source="src", event_id="evt-1", integration="x", received_at=1_700_000_000_000)
 
 MAPPING_CODES = {"map.required_missing", "map.type_error"}
@@ -260,7 +262,7 @@ def doc_with_path(draw: st.DrawFn) -> tuple[str, Any, Any]:
     for _ in range(draw(st.integers(min_value=1, max_value=4))):
         if draw(st.booleans()):
             key = draw(dict_keys)
-            doc = {key: doc, **draw(st.dictionaries(dict_keys.filter(lambda k, key=key: k != key), json_values,
+            doc = {key: doc, **draw(st.dictionaries(dict_keys.filter(key.__ne__), json_values,
                                                     max_size=2))}
             steps.insert(0, key)
         else:

@@ -7,8 +7,6 @@ bad specs are ``VALID`` with one line changed, so every expected line number can
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from router.errors import SpecError
-from router.spec import cli as spec_cli
 from router.spec.load import SpecErrors, load_catalog
 from router.spec.yamlsrc import format_path, load_yaml
 
@@ -398,16 +395,7 @@ def test_missing_folders_are_named(tmp_path: Path, schemas: Path) -> None:
 
 
 def run_router(argv: Sequence[str]) -> int:
-    """``router <argv>``; through the spec commands alone while another module of the CLI cannot be imported."""
-    try:
-        importlib.import_module("router.registry.cli")
-    except Exception:  # being rewritten by someone else: the spec commands do not need it
-        parser = argparse.ArgumentParser(prog="router")
-        subparsers = parser.add_subparsers(dest="command")
-        subparsers.required = True
-        spec_cli.register(subparsers)
-        args = parser.parse_args(list(argv))
-        return int(args.handler(args) or 0)
+    """``router <argv>`` through the real CLI (its parser, its handlers)."""
     from router.cli import main
 
     return main(list(argv))
