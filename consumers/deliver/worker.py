@@ -38,7 +38,7 @@ from consumers.deliver.lanes import TP, Item, Lanes, batches, now
 from consumers.deliver.payload import batch_body, batch_idempotency_key, idempotency_key, to_json
 from consumers.deliver.ratelimit import SharedRateLimiter, hold_key
 from consumers.deliver.status import Answer, Verdict, backoff_s, classify_status, interpret
-from router import deadletters, groupwatch
+from router import codes, deadletters, groupwatch
 from router import headers as h
 from router.controls import parse, state_key
 from router.deadletters import DeadLetter
@@ -316,16 +316,16 @@ class DeliverWorker:
                                else None)
         if name not in self.targets:
             why = f"no loaded integration {name!r} delivers this record"
-            item.dlq = ("deliver.unknown_integration", why, None, b"")
+            item.dlq = (codes.DELIVER_UNKNOWN_INTEGRATION, why, None, b"")
         elif not event_id:
-            item.dlq = ("deliver.missing_event_id", "the record has no router-event-id header", None, b"")
+            item.dlq = (codes.DELIVER_MISSING_EVENT_ID, "the record has no router-event-id header", None, b"")
         else:
             try:
                 item.record = await self._decode(item.value)
             except ValueError as exc:
-                item.dlq = ("deliver.decode", str(exc)[:500], None, b"")
+                item.dlq = (codes.DELIVER_DECODE, str(exc)[:500], None, b"")
             except Exception as exc:  # a record is the unit of failure, never the worker's
-                item.dlq = ("internal.decode", f"decode failed unexpectedly: {type(exc).__name__}", None, b"")
+                item.dlq = (codes.INTERNAL_DECODE, f"decode failed unexpectedly: {type(exc).__name__}", None, b"")
         return item
 
     async def _decode(self, value: bytes | None) -> Any:
@@ -384,8 +384,8 @@ class DeliverWorker:
             log.error("delivery to %s raised %s: dead-lettering %d record(s)", target.integration,
                       type(exc).__name__, len(items))
             for item in items:
-                item.dlq = ("internal.deliver", f"deliver failed unexpectedly: {type(exc).__name__}: {str(exc)[:200]}",
-                            None, b"")
+                item.dlq = (codes.INTERNAL_DELIVER,
+                            f"deliver failed unexpectedly: {type(exc).__name__}: {str(exc)[:200]}", None, b"")
                 self._spawn(self._dead_letter(item))
 
     async def _send(self, target: HttpTarget, items: list[Item]) -> None:
@@ -534,7 +534,7 @@ class DeliverWorker:
             await self._needs_reconnect(target, items, body, answer.status)
         else:
             for item in items:
-                item.dlq = ("deliver.http_4xx", f"{target.method} {target.url} answered {answer.status}",
+                item.dlq = (codes.DELIVER_HTTP_4XX, f"{target.method} {target.url} answered {answer.status}",
                             answer.status, body[:RESPONSE_BODY_LIMIT])
                 await self._dead_letter(item)
 
@@ -557,7 +557,7 @@ class DeliverWorker:
             if time.time() + delay - item.born_s > target.retry.max_age_s:
                 message = (f"still failing after {item.attempts} attempt(s) over max_age "
                            f"{target.retry.max_age_s:.0f}s: {why}")[:500]
-                item.dlq = ("deliver.retries_exhausted", message, answer.status, why.encode()[:RESPONSE_BODY_LIMIT])
+                item.dlq = (codes.DELIVER_RETRIES_EXHAUSTED, message, answer.status, why.encode()[:RESPONSE_BODY_LIMIT])
                 item.not_before = 0.0
             else:
                 item.not_before = now() + delay
@@ -582,7 +582,7 @@ class DeliverWorker:
 
     async def _dead_letter(self, item: Item) -> None:
         """Write ``item`` to its topic's DLQ, wait for the ack, then finish it; on failure retry later."""
-        code, message, status, body = item.dlq or ("deliver.unknown", "", None, b"")
+        code, message, status, body = item.dlq or (codes.DELIVER_UNKNOWN, "", None, b"")
         headers: list[tuple[str, str | bytes | None]] = [*deadletters.error_headers(
             item.headers, topic=item.topic, partition=item.partition, offset=item.offset,
             timestamp_ms=int(item.born_s * 1000), code=code, message=message, stage="deliver",
