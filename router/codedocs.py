@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from router.codes import CATALOGUE, Area, ErrorCode
+from router.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 CODES_DOC = ROOT / "docs" / "error-codes.md"
@@ -115,6 +116,8 @@ def describe(entry: ErrorCode) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """``router codes``: print entries, or write or check the generated docs."""
+    if (args.write or args.check) and not DLQ_DOC.exists():
+        raise ConfigError(f"{DLQ_DOC} not found: --write and --check work in a source checkout")
     if args.write:
         for path in stale_docs():
             path.write_text(generated()[path], encoding="utf-8")
