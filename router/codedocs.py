@@ -32,7 +32,9 @@ SECTIONS: tuple[tuple[Area, str, str], ...] = (
      "`router spec validate|test`, and every command that loads specs: `file:line: path: message  [code]`, "
      "exit 2 (docs/spec.md)."),
     ("config", "Settings", "Any command: `router: error [code]: message`, exit 2."),
-    ("registry", "Schema registry", "Registering output schemas, and the embedded registry's answers."),
+    ("registry", "Schema registry",
+     "Registering output schemas (exit 2), and the embedded registry: its HTTP answers keep Confluent's "
+     "numeric `error_code` (in brackets); the dotted code is in its log."),
     ("admin", "Admin page and API", "The `code` of a JSON error, or `[code]` on the page (docs/admin.md)."),
     ("cohort", "Cohort sync", "`router cohorts sync`: `router: error [code]: message`, exit 2 (docs/cohorts.md)."),
     ("tool", "`router dlq`", "`router: error [code]: message`, exit 2."),

@@ -247,13 +247,13 @@ REGISTRY_ERROR: Final = _declare("registry.error", "registry", "exit 2", retryab
 REGISTRY_REGISTER_FAILED: Final = _declare("registry.register_failed", "registry", "exit 2", retryable=False,
                                            meaning="the registry refused a schema (usually an incompatible change)",
                                            action="use a new schema name or change the subject's compatibility")
-REGISTRY_INVALID_SCHEMA: Final = _declare("registry.invalid_schema", "registry", "HTTP 422", retryable=False,
+REGISTRY_INVALID_SCHEMA: Final = _declare("registry.invalid_schema", "registry", "HTTP 422 (42201)", retryable=False,
                                           meaning="a schema text that is not valid Avro")
-REGISTRY_STORE: Final = _declare("registry.store", "registry", "HTTP 500", retryable=True,
+REGISTRY_STORE: Final = _declare("registry.store", "registry", "HTTP 500 (50001), log", retryable=True,
                                  meaning="the embedded registry could not read or write its `_schemas` topic")
-REGISTRY_TIMEOUT: Final = _declare("registry.timeout", "registry", "HTTP 500", retryable=True,
+REGISTRY_TIMEOUT: Final = _declare("registry.timeout", "registry", "HTTP 500 (50002), log", retryable=True,
                                    meaning="a `_schemas` write was not acknowledged (or read back) in time")
-REGISTRY_STOPPED: Final = _declare("registry.stopped", "registry", "HTTP 500", retryable=True,
+REGISTRY_STOPPED: Final = _declare("registry.stopped", "registry", "HTTP 500 (50001), log", retryable=True,
                                    meaning="the embedded registry is stopping")
 ADMIN_UNAUTHORIZED: Final = _declare("admin.unauthorized", "admin", "HTTP 401", retryable=False,
                                      meaning="no valid admin token or session",
