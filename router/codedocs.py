@@ -36,7 +36,7 @@ SECTIONS: tuple[tuple[Area, str, str], ...] = (
      "Registering output schemas (exit 2), and the embedded registry: its HTTP answers keep Confluent's "
      "numeric `error_code` (in brackets); the dotted code is in its log."),
     ("admin", "Admin page and API", "The `code` of a JSON error, or `[code]` on the page (docs/admin.md)."),
-    ("cohort", "Cohort sync", "`router cohorts sync`: `router: error [code]: message`, exit 2 (docs/cohorts.md)."),
+    ("cohort", "Cohort sync", "`router cohort sync`: `router: error [code]: message`, exit 2 (docs/cohorts.md)."),
     ("tool", "`router dlq`", "`router: error [code]: message`, exit 2."),
     ("worker", "Handled inside workers",
      "Failures a worker handles itself (retry, rewind, reconnect): seen only in logs, never in a DLQ."),

@@ -267,7 +267,7 @@ ADMIN_LOGIN_THROTTLED: Final = _declare("admin.login_throttled", "admin", "HTTP 
                                         meaning="too many wrong tokens from this address or overall",
                                         action="wait for `Retry-After`")
 
-# ---- cohort sync (`router cohorts sync`, exit 2) ----------------------------------------------
+# ---- cohort sync (`router cohort sync`, exit 2) ----------------------------------------------
 
 
 def _cohort(code: str, meaning: str, *, retryable: bool = False, action: str = "") -> str:
