@@ -1,7 +1,8 @@
 """One error root with stable codes.
 
 Every failure the router reports to a person or writes into a DLQ header is a
-``RouterError``. Its ``code`` is a stable, dotted machine code (``<stage>.<reason>``)
+``RouterError``. Its ``code`` is a stable, dotted machine code (``<stage>.<reason>``), declared
+once in the catalogue ``router.codes`` (stage, retryable or terminal, meaning),
 that becomes the ``router-error-code`` header and a metric label; its message says
 what went wrong, where, and what to do. Records skipped on purpose (duplicates,
 superseded versions, event types nobody wants) are *outcomes*, never exceptions.
@@ -26,13 +27,15 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+from router import codes
+
 Stage = Literal["decode", "validate", "dedupe", "order", "map", "encode", "deliver"]
 
 
 class RouterError(Exception):
     """Root of every error the router raises on purpose."""
 
-    code: str = "router.error"
+    code: str = codes.ROUTER_ERROR
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -47,13 +50,13 @@ class RouterError(Exception):
 class ConfigError(RouterError):
     """Settings, ports, binaries: something about how the router was started."""
 
-    code = "config.invalid"
+    code = codes.CONFIG_INVALID
 
 
 class SpecError(RouterError):
     """An integration spec that cannot be loaded; ``location`` is ``file:line: yaml.path``."""
 
-    code = "spec.invalid"
+    code = codes.SPEC_INVALID
 
     def __init__(
         self, message: str, *, file: str = "", path: str = "", line: int | None = None, code: str | None = None
@@ -80,44 +83,44 @@ class SpecError(RouterError):
 class RegistryError(RouterError):
     """The schema registry refused or failed a request."""
 
-    code = "registry.error"
+    code = codes.REGISTRY_ERROR
 
 
 class RecordError(RouterError):
     """A single record a stage cannot handle: it goes to the DLQ with ``code`` and ``stage``."""
 
     stage: ClassVar[Stage]
-    code = "record.error"
+    code = codes.RECORD_ERROR
 
 
 class DecodeError(RecordError):
     stage = "decode"
-    code = "decode.invalid_json"
+    code = codes.DECODE_INVALID_JSON
 
 
 class ValidateError(RecordError):
     stage = "validate"
-    code = "validate.invalid"
+    code = codes.VALIDATE_INVALID
 
 
 class OrderError(RecordError):
     stage = "order"
-    code = "order.stale"
+    code = codes.ORDER_STALE
 
 
 class MappingError(RecordError):
     stage = "map"
-    code = "map.type_error"
+    code = codes.MAP_TYPE_ERROR
 
 
 class EncodeError(RecordError):
     stage = "encode"
-    code = "encode.schema_mismatch"
+    code = codes.ENCODE_SCHEMA_MISMATCH
 
 
 class DeliverError(RecordError):
     stage = "deliver"
-    code = "deliver.http_4xx"
+    code = codes.DELIVER_HTTP_4XX
 
 
 class InternalError(RecordError):
@@ -125,4 +128,4 @@ class InternalError(RecordError):
     ``internal.<stage>`` and the worker goes on (a record is the unit of failure)."""
 
     stage: Stage = "map"  # type: ignore[misc]
-    code = "internal.map"
+    code = codes.INTERNAL_MAP

@@ -5,6 +5,7 @@ from __future__ import annotations
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+from router import codes
 from router.errors import RegistryError
 from router.spec.load import Catalog
 
@@ -38,5 +39,5 @@ def register_all(client: SchemaRegistryClient, catalog: Catalog) -> dict[str, in
         except SchemaRegistryError as exc:
             raise RegistryError(f"registering {full_name} under {subject} failed: {exc.error_message} "
                                 f"(HTTP {exc.http_status_code}); an incompatible change needs a new schema "
-                                "name or a compatibility setting", code="registry.register_failed") from None
+                                "name or a compatibility setting", code=codes.REGISTRY_REGISTER_FAILED) from None
     return {i.name: ids[i.destination.subject] for i in catalog.integrations}

@@ -12,13 +12,14 @@ import aiohttp
 import orjson
 from standardwebhooks.webhooks import Webhook
 
+from router import codes
 from router.errors import DeliverError
 
 
 class AuthFailed(DeliverError):
     """Credentials were refused even after a refresh: the integration needs to be reconnected."""
 
-    code = "deliver.auth_failed"
+    code = codes.DELIVER_AUTH_FAILED
 
 
 class Auth:
@@ -47,7 +48,7 @@ class TokenUnavailable(DeliverError):
     """The token endpoint failed in a way that passes (5xx, 429, unreachable, unreadable): retried
     with a backoff, never a reason to reconnect."""
 
-    code = "deliver.token_unavailable"
+    code = codes.DELIVER_TOKEN_UNAVAILABLE
 
 
 # Token endpoint answers that mean the credentials themselves are refused (RFC 6749 §5.2).
@@ -88,7 +89,7 @@ class OAuth2ClientCredentials(Auth):
             if seen is None and self._token is not None and time.monotonic() < self._expires_at:
                 return True
             if time.monotonic() < self._not_before:
-                raise TokenUnavailable("token endpoint backing off after a failure", code="deliver.token_unavailable")
+                raise TokenUnavailable("token endpoint backing off after a failure")
             try:
                 doc = await self._fetch(session)
             except TokenUnavailable:
@@ -111,7 +112,7 @@ class OAuth2ClientCredentials(Auth):
                 raw = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TokenUnavailable(f"token endpoint unreachable: {exc}", code="deliver.token_unavailable") from None
+            raise TokenUnavailable(f"token endpoint unreachable: {exc}", code=codes.DELIVER_TOKEN_UNAVAILABLE) from None
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -120,9 +121,9 @@ class OAuth2ClientCredentials(Auth):
         if status == 200 and isinstance(doc, dict) and isinstance(doc.get("access_token"), str):
             return doc
         if status in (400, 401, 403) and error in REFUSED:
-            raise AuthFailed(f"token endpoint refused the credentials: {error}", code="deliver.auth_failed")
+            raise AuthFailed(f"token endpoint refused the credentials: {error}", code=codes.DELIVER_AUTH_FAILED)
         raise TokenUnavailable(f"token endpoint answered {status}" + (f" ({error})" if isinstance(error, str) else ""),
-                               code="deliver.token_unavailable")
+                               code=codes.DELIVER_TOKEN_UNAVAILABLE)
 
 
 class StandardWebhooksSigner(Auth):

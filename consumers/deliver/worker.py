@@ -38,7 +38,7 @@ from consumers.deliver.lanes import TP, Item, Lanes, batches, now
 from consumers.deliver.payload import batch_body, batch_idempotency_key, idempotency_key, to_json
 from consumers.deliver.ratelimit import SharedRateLimiter, hold_key
 from consumers.deliver.status import Answer, Verdict, backoff_s, classify_status, interpret
-from router import deadletters, groupwatch
+from router import codes, deadletters, groupwatch
 from router import headers as h
 from router.controls import parse, state_key
 from router.deadletters import DeadLetter
@@ -318,23 +318,23 @@ class DeliverWorker:
                                else None)
         if name not in self.targets:
             why = f"no loaded integration {name!r} delivers this record"
-            item.dlq = ("deliver.unknown_integration", why, None, b"")
+            item.dlq = (codes.DELIVER_UNKNOWN_INTEGRATION, why, None, b"")
         elif not event_id or not tenant:
             which = h.EVENT_ID if not event_id else h.TENANT
             if hdrs.get(which):
                 why = (f"{which} is not an identity: it must be UTF-8 of 1 to {h.MAX_EVENT_ID_CHARS} characters, "
                        f"got {len(hdrs[which])} character(s) after decoding")
-                item.dlq = ("deliver.bad_header", why, None, b"")
+                item.dlq = (codes.DELIVER_BAD_HEADER, why, None, b"")
             else:
-                item.dlq = ("deliver.missing_event_id" if which == h.EVENT_ID else "deliver.bad_header",
+                item.dlq = (codes.DELIVER_MISSING_EVENT_ID if which == h.EVENT_ID else codes.DELIVER_BAD_HEADER,
                             f"the record has no {which} header", None, b"")
         else:
             try:
                 item.record = await self._decode(item.value)
             except ValueError as exc:
-                item.dlq = ("deliver.decode", str(exc)[:500], None, b"")
+                item.dlq = (codes.DELIVER_DECODE, str(exc)[:500], None, b"")
             except Exception as exc:  # a record is the unit of failure, never the worker's
-                item.dlq = ("internal.decode", f"decode failed unexpectedly: {type(exc).__name__}", None, b"")
+                item.dlq = (codes.INTERNAL_DECODE, f"decode failed unexpectedly: {type(exc).__name__}", None, b"")
         return item
 
     async def _decode(self, value: bytes | None) -> Any:
@@ -393,8 +393,8 @@ class DeliverWorker:
             log.error("delivery to %s raised %s: dead-lettering %d record(s)", target.integration,
                       type(exc).__name__, len(items))
             for item in items:
-                item.dlq = ("internal.deliver", f"deliver failed unexpectedly: {type(exc).__name__}: {str(exc)[:200]}",
-                            None, b"")
+                item.dlq = (codes.INTERNAL_DELIVER,
+                            f"deliver failed unexpectedly: {type(exc).__name__}: {str(exc)[:200]}", None, b"")
                 self._spawn(self._dead_letter(item))
 
     async def _send(self, target: HttpTarget, items: list[Item]) -> None:
@@ -543,7 +543,7 @@ class DeliverWorker:
             await self._needs_reconnect(target, items, body, answer.status)
         else:
             for item in items:
-                item.dlq = ("deliver.http_4xx", f"{target.method} {target.url} answered {answer.status}",
+                item.dlq = (codes.DELIVER_HTTP_4XX, f"{target.method} {target.url} answered {answer.status}",
                             answer.status, body[:RESPONSE_BODY_LIMIT])
                 await self._dead_letter(item)
 
@@ -566,7 +566,7 @@ class DeliverWorker:
             if time.time() + delay - item.born_s > target.retry.max_age_s:
                 message = (f"still failing after {item.attempts} attempt(s) over max_age "
                            f"{target.retry.max_age_s:.0f}s: {why}")[:500]
-                item.dlq = ("deliver.retries_exhausted", message, answer.status, why.encode()[:RESPONSE_BODY_LIMIT])
+                item.dlq = (codes.DELIVER_RETRIES_EXHAUSTED, message, answer.status, why.encode()[:RESPONSE_BODY_LIMIT])
                 item.not_before = 0.0
             else:
                 item.not_before = now() + delay
@@ -591,7 +591,7 @@ class DeliverWorker:
 
     async def _dead_letter(self, item: Item) -> None:
         """Write ``item`` to its topic's DLQ, wait for the ack, then finish it; on failure retry later."""
-        code, message, status, body = item.dlq or ("deliver.unknown", "", None, b"")
+        code, message, status, body = item.dlq or (codes.DELIVER_UNKNOWN, "", None, b"")
         headers: list[tuple[str, str | bytes | None]] = [*deadletters.error_headers(
             item.headers, topic=item.topic, partition=item.partition, offset=item.offset,
             timestamp_ms=int(item.born_s * 1000), code=code, message=message, stage="deliver",

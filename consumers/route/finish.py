@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError
 from opentelemetry import trace
 
 from consumers.route.sinks import BatchSink, Pending, is_permanent
-from router import deadletters
+from router import codes, deadletters
 from router import headers as h
 from router.deadletters import DeadLetter
 from router.errors import EncodeError, OrderError, RecordError, RouterError
@@ -40,7 +40,7 @@ _tracer = trace.get_tracer("router.route")
 class BatchFailed(RouterError):
     """The batch could not be finished; it is retried, nothing is committed."""
 
-    code = "route.batch_failed"
+    code = codes.ROUTE_BATCH_FAILED
 
 
 @dataclass
@@ -144,7 +144,7 @@ class BatchFinisher:
             self.outcomes.add("stale", c.tenant, name)
             return True
         if policy == "dlq":  # its claim was released by ``decide``
-            err = OrderError(f"version {c.version} is not newer than the entity's watermark", code="order.stale")
+            err = OrderError(f"version {c.version} is not newer than the entity's watermark", code=codes.ORDER_STALE)
             letters.append(_Letter(p, err, name, claim))
             return True
         self.outcomes.add("stale_delivered", c.tenant, name)
@@ -236,7 +236,7 @@ class BatchFinisher:
                 prepared: Prepared
                 claim: Claim | None
                 prepared, claim = item.tag  # type: ignore[misc]
-                err = EncodeError(f"the broker refused the output: {item.error}", code="encode.too_large")
+                err = EncodeError(f"the broker refused the output: {item.error}", code=codes.ENCODE_TOO_LARGE)
                 letters.append(_Letter(prepared, err, claim.field if claim else None, claim))
             sent += self._dead_letter(letters, now_ms)
             releases = [x.claim for x in letters if x.claim is not None]

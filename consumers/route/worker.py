@@ -33,7 +33,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumers.route.finish import BatchFailed, BatchFinisher, Staged
 from consumers.route.sinks import PRODUCER_CONFIG, BatchSink
-from router import groupwatch
+from router import codes, groupwatch
 from router.groupwatch import GroupWatch, Throttle, group_progress
 from router.kafka import member_config, producer_config
 from router.pipeline.records import Candidate, Claim, Decision, Inbound, Prepared
@@ -52,7 +52,7 @@ _OFFSET = attrgetter("offset")
 class DecisionsDiscarded(BatchFailed):
     """A batch queued behind a failed decide: it is decided again, in offset order, after a rewind."""
 
-    code = "route.decisions_discarded"
+    code = codes.ROUTE_DECISIONS_DISCARDED
 
 
 # Failures that mean "services unavailable": the batch is rewound and retried after a backoff.

@@ -25,6 +25,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from producers.cohorts.errors import CohortError
 from producers.cohorts.members import Members
 from producers.cohorts.records import audience_of, changes_in
+from router import codes
 from router import headers as h
 from router.kafka import consumer_config, dlq_topic
 from router.pipeline.stages import schema_id_of
@@ -118,7 +119,7 @@ class CarryReader:
                 break
             if now > end:
                 raise CohortError(f"could not read the DLQs {sorted({t for t, _ in high})} to their end within "
-                                  f"{deadline_s:.0f}s", code="cohort.carry_timeout")
+                                  f"{deadline_s:.0f}s", code=codes.COHORT_CARRY_TIMEOUT)
         positions = [TopicPartition(t, p, o) for (t, p), o in sorted(position.items()) if o >= 0]
         return Carried(Members.from_ids(found.adds), Members.from_ids(found.removes), found.records,
                        found.unreadable, positions)

@@ -9,10 +9,11 @@ the lease), ``cohort.lease_lost``, ``cohort.publish_failed`` (a record was not a
 
 from __future__ import annotations
 
+from router import codes
 from router.errors import RouterError
 
 
 class CohortError(RouterError):
     """A cohort sync that cannot go on; the stored state is never replaced after one."""
 
-    code = "cohort.error"
+    code = codes.COHORT_ERROR

@@ -21,6 +21,7 @@ import numpy as np
 
 from producers.cohorts.errors import CohortError
 from producers.cohorts.members import Members, in_sorted
+from router import codes
 
 DEFAULT_MAX_REMOVAL_SHARE = 0.5
 
@@ -32,7 +33,7 @@ def check_not_empty(has_ids: bool, skipped: int, snapshot: str, allow_empty: boo
     why = f" ({skipped:,} invalid line(s) skipped)" if skipped else ""
     raise CohortError(f"the snapshot {snapshot} holds no id{why}: syncing it would remove every member of the "
                       "audience; nothing was published (--allow-empty confirms that the audience is now empty)",
-                      code="cohort.empty_snapshot")
+                      code=codes.COHORT_EMPTY_SNAPSHOT)
 
 
 def removed_members(old: Members, target: Members) -> int:
@@ -50,7 +51,7 @@ def check_removals(removed: int, members: int, audience: str, max_share: float) 
     needed = math.ceil(share * 100 - 1e-9) / 100  # the smallest two-decimal share that lets this run through
     raise CohortError(f"the snapshot would remove {removed:,} of {members:,} members of {audience} "
                       f"({share:.0%}), more than the {max_share:.0%} allowed; nothing was published "
-                      f"(--max-removal-share {needed:g} allows it)", code="cohort.too_many_removals")
+                      f"(--max-removal-share {needed:g} allows it)", code=codes.COHORT_TOO_MANY_REMOVALS)
 
 
 __all__ = ["DEFAULT_MAX_REMOVAL_SHARE", "check_not_empty", "check_removals", "removed_members"]

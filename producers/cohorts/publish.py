@@ -16,6 +16,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from producers.cohorts.errors import CohortError
 from producers.cohorts.records import change_headers, change_record
+from router import codes
 from router.kafka import producer_config
 from router.pipeline.stages import encode_avro
 from router.settings import Settings
@@ -62,7 +63,7 @@ class Publisher:
                 self.producer.flush(30)
                 why = "stopped by a signal" if stop is not None and stop.is_set() else "lost its lease"
                 raise CohortError(f"the sync {why} after {count - 1} record(s); the state was not replaced, "
-                                  "the next run redoes the diff", code="cohort.interrupted")
+                                  "the next run redoes the diff", code=codes.COHORT_INTERRUPTED)
             if rate:
                 wait = started + (count - 1) / rate - time.monotonic()
                 if wait > 0:
@@ -84,5 +85,5 @@ class Publisher:
             detail = f"{remaining} still queued" if remaining else str(self.failures[0])
             raise CohortError(f"{len(self.failures) + remaining} of {count} record(s) were not acknowledged "
                               f"({detail}); the state was not replaced, the next run redoes the diff",
-                              code="cohort.publish_failed")
+                              code=codes.COHORT_PUBLISH_FAILED)
         return count

@@ -25,6 +25,7 @@ import numpy as np
 
 from producers.cohorts.errors import CohortError
 from producers.cohorts.members import byte_positions
+from router import codes
 
 MAX_ID_BYTES = 256
 FORMATS = ("text", "csv", "parquet")
@@ -77,7 +78,7 @@ def format_for(path: str, given: str | None) -> str:
     if given:
         if given not in FORMATS:
             raise CohortError(f"unknown snapshot format {given!r}; use one of {', '.join(FORMATS)}",
-                              code="cohort.snapshot_unreadable")
+                              code=codes.COHORT_SNAPSHOT_UNREADABLE)
         return given
     suffix = Path(path).suffix.lower()
     return {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(suffix, "text")
@@ -95,7 +96,7 @@ def read_snapshot(path: str, fmt: str | None = None, column: str | None = None,
             return parse_parquet(path, column)
         raw = (stdin or sys.stdin.buffer).read() if path == "-" else Path(path).read_bytes()
     except OSError as exc:
-        raise CohortError(f"cannot read snapshot {path}: {exc.strerror or exc}", code="cohort.snapshot_unreadable"
+        raise CohortError(f"cannot read snapshot {path}: {exc.strerror or exc}", code=codes.COHORT_SNAPSHOT_UNREADABLE
                           ) from None
     return parse_csv(raw, column) if kind == "csv" else parse_text(raw)
 
@@ -184,7 +185,7 @@ def parse_csv(data: bytes, column: str | None) -> Snapshot:
         header = next(reader, None)
     except csv.Error as exc:
         raise CohortError(f"the CSV header (line 1 to {reader.line_num}) cannot be read: {exc}",
-                          code="cohort.snapshot_unreadable") from None
+                          code=codes.COHORT_SNAPSHOT_UNREADABLE) from None
     if header is None:
         return Snapshot(b"", 0)
     if column is None:
@@ -193,7 +194,7 @@ def parse_csv(data: bytes, column: str | None) -> Snapshot:
         index = header.index(column)
     else:
         raise CohortError(f"the CSV header has no column {column!r} (columns: {_names(header)})",
-                          code="cohort.snapshot_unreadable")
+                          code=codes.COHORT_SNAPSHOT_UNREADABLE)
     out = _Canonical()
     rows = 0
     while True:
@@ -222,23 +223,23 @@ def parse_parquet(source: str | BinaryIO, column: str | None) -> Snapshot:
         import pyarrow.types as pa_types
     except ImportError:
         raise CohortError("reading Parquet needs pyarrow: pip install 'event-router[parquet]'",
-                          code="cohort.snapshot_unreadable") from None
+                          code=codes.COHORT_SNAPSHOT_UNREADABLE) from None
     try:
         handle = pq.ParquetFile(source)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError...
-        raise CohortError(_one_line(f"not a readable Parquet file: {exc}"), code="cohort.snapshot_unreadable"
+        raise CohortError(_one_line(f"not a readable Parquet file: {exc}"), code=codes.COHORT_SNAPSHOT_UNREADABLE
                           ) from None
     names = handle.schema_arrow.names
     if not names:
-        raise CohortError("the Parquet file has no column", code="cohort.snapshot_unreadable")
+        raise CohortError("the Parquet file has no column", code=codes.COHORT_SNAPSHOT_UNREADABLE)
     if column is not None and column not in names:
         raise CohortError(f"the Parquet file has no column {column!r} (columns: {_names(names)})",
-                          code="cohort.snapshot_unreadable")
+                          code=codes.COHORT_SNAPSHOT_UNREADABLE)
     name = column or names[0]
     kind = handle.schema_arrow.field(name).type
     if not (pa_types.is_string(kind) or pa_types.is_large_string(kind) or pa_types.is_integer(kind)):
         raise CohortError(f"the Parquet column {name!r} holds {kind}; ids are text or integers",
-                          code="cohort.snapshot_unreadable")
+                          code=codes.COHORT_SNAPSHOT_UNREADABLE)
     out = _Canonical()
     row = 0
     try:
@@ -248,7 +249,7 @@ def parse_parquet(source: str | BinaryIO, column: str | None) -> Snapshot:
                 out.add(row, value)
     except Exception as exc:  # a corrupt page or a column that is not ids: pyarrow raises ArrowInvalid, OSError...
         raise CohortError(_one_line(f"the Parquet file cannot be read after row {row}: {exc}"),
-                          code="cohort.snapshot_unreadable") from None
+                          code=codes.COHORT_SNAPSHOT_UNREADABLE) from None
     return out.snapshot(row)
 
 

@@ -32,6 +32,7 @@ from xxhash import xxh3_64_hexdigest
 
 from producers.cohorts.errors import CohortError
 from producers.cohorts.members import HASH_NAME, Members
+from router import codes
 
 FORMAT = 1
 PART_BYTES = 64 << 20
@@ -96,7 +97,7 @@ def decode(fields: dict[bytes, bytes], key: str) -> Members:
     except (KeyError, ValueError, TypeError, zstandard.ZstdError) as exc:
         raise CohortError(f"the stored cohort state {key} is unreadable ({exc}); delete the key to sync "
                           "everything again as adds (members that left meanwhile are then not removed)",
-                          code="cohort.state_corrupt") from None
+                          code=codes.COHORT_STATE_CORRUPT) from None
     return members
 
 
@@ -134,7 +135,7 @@ class CohortStore:
         while not self.client.set(self.lock_key, token, nx=True, px=ttl_ms):
             if time.monotonic() > end:
                 raise CohortError(f"another sync holds {self.lock_key} (for up to {ttl_ms / 1000:.0f}s more); "
-                                  "wait for it or run again", code="cohort.locked")
+                                  "wait for it or run again", code=codes.COHORT_LOCKED)
             time.sleep(0.2)
 
     def refresh(self, token: str, ttl_ms: int) -> bool:
@@ -187,7 +188,7 @@ class CohortStore:
                            args=[token]) != 1:
             self.client.delete(tmp, tmp_unknown)
             raise CohortError("the sync lost its lease before publishing; another run took over",
-                              code="cohort.lease_lost")
+                              code=codes.COHORT_LEASE_LOST)
         return size
 
     def commit(self, token: str) -> None:
@@ -196,4 +197,4 @@ class CohortStore:
                         args=[token]) != 1:
             raise CohortError("the sync lost its lease before committing; its records were published but "
                               "the state was not replaced (the next run sends them again)",
-                              code="cohort.lease_lost")
+                              code=codes.COHORT_LEASE_LOST)

@@ -30,6 +30,7 @@ from producers.cohorts.publish import Publisher
 from producers.cohorts.records import new_sync_id
 from producers.cohorts.snapshot import InvalidLine, read_snapshot
 from producers.cohorts.state import CohortStore
+from router import codes
 from router.errors import ConfigError, RegistryError
 from router.kafka import admin_client, dlq_topic, ensure_topics
 from router.schemas import COHORT_SCHEMA
@@ -131,7 +132,7 @@ class CohortSync:
         if snapshot.invalid and request.on_invalid != "skip":
             raise CohortError(describe_invalid(snapshot.invalid, request.snapshot)
                               + "; nothing was published (--on-invalid skip syncs the valid ids)",
-                              code="cohort.invalid_snapshot")
+                              code=codes.COHORT_INVALID_SNAPSHOT)
         check_not_empty(bool(snapshot.data), len(snapshot.invalid), request.snapshot, request.allow_empty)
         phases["read"] = time.monotonic() - started
         target = Members.from_canonical(snapshot.data)
@@ -196,7 +197,7 @@ class CohortSync:
             schema_id = self.registry.register_schema(subject, Schema(text, "AVRO"))
         except SchemaRegistryError as exc:
             raise RegistryError(f"registering {COHORT_SCHEMA} under {subject} failed: {exc.error_message} "
-                                f"(HTTP {exc.http_status_code})", code="registry.register_failed") from None
+                                f"(HTTP {exc.http_status_code})", code=codes.REGISTRY_REGISTER_FAILED) from None
         return schema_id, compile_writer(json.loads(text))
 
     @contextmanager

@@ -13,30 +13,32 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiohttp import web
 
+from router import codes
+
 log = logging.getLogger("router.gateway")
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://event-router.dev/problems/"
 
-INVALID_JSON = "gateway.invalid_json"
-MISSING_EVENT_ID = "gateway.missing_event_id"
-INVALID_EVENT_ID = "gateway.invalid_event_id"
-INVALID_ENTITY_KEY = "gateway.invalid_entity_key"
-TOO_DEEP = "gateway.too_deep"
-EVENT_ID_TOO_LONG = "gateway.event_id_too_long"
-ENTITY_KEY_TOO_LONG = "gateway.entity_key_too_long"
-INCOMPLETE_BODY = "gateway.incomplete_body"
-BAD_SIGNATURE = "gateway.bad_signature"
-STALE_TIMESTAMP = "gateway.stale_timestamp"
-UNKNOWN_SOURCE = "gateway.unknown_source"
-UNKNOWN_TENANT = "gateway.unknown_tenant"
-INVALID_TENANT = "gateway.invalid_tenant"
-NOT_FOUND = "gateway.not_found"
-METHOD_NOT_ALLOWED = "gateway.method_not_allowed"
-TOO_LARGE = "gateway.too_large"
-UNSUPPORTED_MEDIA_TYPE = "gateway.unsupported_media_type"
-UNAVAILABLE = "gateway.unavailable"
-INTERNAL = "gateway.internal"
+INVALID_JSON = codes.GATEWAY_INVALID_JSON
+MISSING_EVENT_ID = codes.GATEWAY_MISSING_EVENT_ID
+INVALID_EVENT_ID = codes.GATEWAY_INVALID_EVENT_ID
+INVALID_ENTITY_KEY = codes.GATEWAY_INVALID_ENTITY_KEY
+TOO_DEEP = codes.GATEWAY_TOO_DEEP
+EVENT_ID_TOO_LONG = codes.GATEWAY_EVENT_ID_TOO_LONG
+ENTITY_KEY_TOO_LONG = codes.GATEWAY_ENTITY_KEY_TOO_LONG
+INCOMPLETE_BODY = codes.GATEWAY_INCOMPLETE_BODY
+BAD_SIGNATURE = codes.GATEWAY_BAD_SIGNATURE
+STALE_TIMESTAMP = codes.GATEWAY_STALE_TIMESTAMP
+UNKNOWN_SOURCE = codes.GATEWAY_UNKNOWN_SOURCE
+UNKNOWN_TENANT = codes.GATEWAY_UNKNOWN_TENANT
+INVALID_TENANT = codes.GATEWAY_INVALID_TENANT
+NOT_FOUND = codes.GATEWAY_NOT_FOUND
+METHOD_NOT_ALLOWED = codes.GATEWAY_METHOD_NOT_ALLOWED
+TOO_LARGE = codes.GATEWAY_TOO_LARGE
+UNSUPPORTED_MEDIA_TYPE = codes.GATEWAY_UNSUPPORTED_MEDIA_TYPE
+UNAVAILABLE = codes.GATEWAY_UNAVAILABLE
+INTERNAL = codes.GATEWAY_INTERNAL
 
 # code → (HTTP status, title). The title is fixed per code (RFC 9457 §3.1.3); detail varies.
 CODES: dict[str, tuple[int, str]] = {
@@ -99,7 +101,7 @@ async def problem_details(request: web.Request, handler: Handler) -> web.StreamR
             raise
         # Other aiohttp answers (e.g. 413 from client_max_size): keep the status, give the same shape.
         body = {"type": "about:blank", "title": exc.reason, "status": exc.status, "detail": exc.text or exc.reason,
-                "code": f"gateway.http_{exc.status}"}
+                "code": codes.gateway_http(exc.status)}
         return web.Response(body=orjson.dumps(body), status=exc.status, content_type=PROBLEM_JSON)
     except Exception as exc:
         log.exception("%s %s failed unexpectedly", request.method, request.path)

@@ -26,8 +26,10 @@ import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-BAD_SIGNATURE = "gateway.bad_signature"
-STALE_TIMESTAMP = "gateway.stale_timestamp"
+from router import codes
+
+BAD_SIGNATURE = codes.GATEWAY_BAD_SIGNATURE
+STALE_TIMESTAMP = codes.GATEWAY_STALE_TIMESTAMP
 
 STANDARD_ID = "webhook-id"
 STANDARD_TIMESTAMP = "webhook-timestamp"

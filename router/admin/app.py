@@ -28,7 +28,7 @@ import redis
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from router import groupwatch, telemetry
+from router import codes, groupwatch, telemetry
 from router.admin import auth
 from router.admin.page import STYLESHEET, PageContext, RowKafka, iso, render_login, render_message, render_page
 from router.admin.probe import KafkaProbe, KafkaSnapshot, dlq_topics_of, register_gauges
@@ -176,7 +176,7 @@ def problem(request: web.Request, status: int, title: str, message: str, code: s
 def _throttled(request: web.Request, retry_after_s: int) -> web.Response:
     return problem(request, 429, "Too many wrong tokens",
                    f"too many wrong admin tokens from this address (or from everywhere); "
-                   f"try again in {retry_after_s} s", code="admin.login_throttled",
+                   f"try again in {retry_after_s} s", code=codes.ADMIN_LOGIN_THROTTLED,
                    headers={"Retry-After": str(retry_after_s)})
 
 
@@ -248,7 +248,7 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
     """
     if request.method not in auth.SAFE_METHODS and not auth.same_origin(request):
         return problem(request, 403, "Cross-origin request refused",
-                       "state-changing requests must come from this page's own origin", code="admin.cross_origin")
+                       "state-changing requests must come from this page's own origin", code=codes.ADMIN_CROSS_ORIGIN)
     if request.path in PUBLIC_PATHS:
         return await handler(request)
     services = request.app[SERVICES]
@@ -262,7 +262,7 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
     elif auth.session_id(request, services.token, services.options.clock()) is not None:
         return await handler(request)
     if wants_json(request):
-        return _json({"error": "unauthorized", "code": "admin.unauthorized",
+        return _json({"error": "unauthorized", "code": codes.ADMIN_UNAUTHORIZED,
                       "message": "send Authorization: Bearer <ROUTER_ADMIN_TOKEN>"}, 401,
                      headers={"WWW-Authenticate": 'Bearer realm="router-admin"'})
     if request.method in ("GET", "HEAD"):
@@ -458,7 +458,7 @@ def _csrf_ok(request: web.Request, submitted: object) -> bool:
 
 def _csrf_refused(request: web.Request) -> web.Response:
     return problem(request, 403, "Form expired", "This form is out of date; reload the page and try again.",
-                   code="admin.csrf_invalid")
+                   code=codes.ADMIN_CSRF_INVALID)
 
 
 async def login(request: web.Request) -> web.Response:

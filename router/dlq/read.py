@@ -20,6 +20,7 @@ from functools import cached_property
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from router import codes
 from router import headers as h
 from router.errors import ConfigError, RouterError
 from router.kafka import admin_client, consumer_config
@@ -36,7 +37,7 @@ TP = tuple[str, int]
 class ReadFailed(RouterError):
     """The broker failed a read of a DLQ topic (not a problem of any record)."""
 
-    code = "dlq.read_failed"
+    code = codes.DLQ_READ_FAILED
 
 
 @dataclass(frozen=True)

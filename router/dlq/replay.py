@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from router import codes
 from router import headers as h
 from router.dlq.filters import DlqFilter
 from router.dlq.read import (
@@ -55,7 +56,7 @@ _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*(s|sec|m|min))?\s*$")
 class ReplayFailed(RouterError):
     """The broker did not acknowledge replayed records; the cursor stays before them."""
 
-    code = "dlq.replay_failed"
+    code = codes.DLQ_REPLAY_FAILED
 
 
 # ---- pure -----------------------------------------------------------------------------------

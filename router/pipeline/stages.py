@@ -17,9 +17,11 @@ from typing import Any
 import fastavro
 import orjson
 
+from router import codes
 from router import headers as h
+from router.codes import InternalStage
 from router.deadletters import error_headers
-from router.errors import DecodeError, EncodeError, InternalError, MappingError, RecordError, Stage, ValidateError
+from router.errors import DecodeError, EncodeError, InternalError, MappingError, RecordError, ValidateError
 from router.pipeline.records import Candidate, Claim, Failure, Inbound, Prepared
 from router.spec.avro_writer import Writer
 from router.spec.coerce import version_number
@@ -54,15 +56,15 @@ AvroDecoder = Callable[[bytes], Any]
 def decode_json(value: bytes | None, max_bytes: int) -> dict[str, Any]:
     """Parse a JSON object body; DecodeError with a stable code otherwise."""
     if value is None:
-        raise DecodeError("the record has no value (tombstone); expected a JSON object", code="decode.empty")
+        raise DecodeError("the record has no value (tombstone); expected a JSON object", code=codes.DECODE_EMPTY)
     if len(value) > max_bytes:
-        raise DecodeError(f"{len(value)} bytes is over the source's max_bytes {max_bytes}", code="decode.too_large")
+        raise DecodeError(f"{len(value)} bytes is over the source's max_bytes {max_bytes}", code=codes.DECODE_TOO_LARGE)
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        raise DecodeError(f"invalid JSON: {exc}", code="decode.invalid_json") from None
+        raise DecodeError(f"invalid JSON: {exc}", code=codes.DECODE_INVALID_JSON) from None
     if not isinstance(doc, dict):
-        raise DecodeError(f"expected a JSON object, got {type(doc).__name__}", code="decode.not_object")
+        raise DecodeError(f"expected a JSON object, got {type(doc).__name__}", code=codes.DECODE_NOT_OBJECT)
     return doc
 
 
@@ -76,29 +78,29 @@ def schema_id_of(value: bytes | None) -> int | None:
 def decode_avro(value: bytes | None, max_bytes: int, schemas: Mapping[int, Any]) -> dict[str, Any]:
     """Decode a Confluent-framed Avro value with a schema the loop has already fetched."""
     if value is None:
-        raise DecodeError("the record has no value (tombstone); expected registry-framed Avro", code="decode.empty")
+        raise DecodeError("the record has no value (tombstone); expected registry-framed Avro", code=codes.DECODE_EMPTY)
     if len(value) > max_bytes:
-        raise DecodeError(f"{len(value)} bytes is over the source's max_bytes {max_bytes}", code="decode.too_large")
+        raise DecodeError(f"{len(value)} bytes is over the source's max_bytes {max_bytes}", code=codes.DECODE_TOO_LARGE)
     schema_id = schema_id_of(value)
     if schema_id is None:
-        raise DecodeError("not Confluent-framed Avro (no magic byte 0 + schema id)", code="decode.avro")
+        raise DecodeError("not Confluent-framed Avro (no magic byte 0 + schema id)", code=codes.DECODE_AVRO)
     schema = schemas.get(schema_id)
     if schema is None:
-        raise DecodeError(f"schema id {schema_id} is not in the registry", code="decode.unknown_schema")
+        raise DecodeError(f"schema id {schema_id} is not in the registry", code=codes.DECODE_UNKNOWN_SCHEMA)
     try:
         doc = fastavro.schemaless_reader(io.BytesIO(value[5:]), schema, None)
     except Exception as exc:  # fastavro raises many types on corrupt input
-        raise DecodeError(f"invalid Avro for schema id {schema_id}: {exc}"[:300], code="decode.avro") from None
+        raise DecodeError(f"invalid Avro for schema id {schema_id}: {exc}"[:300], code=codes.DECODE_AVRO) from None
     if not isinstance(doc, dict):
-        raise DecodeError("the Avro value is not a record", code="decode.not_object")
+        raise DecodeError("the Avro value is not a record", code=codes.DECODE_NOT_OBJECT)
     return doc
 
 
-def internal_error(stage: Stage, exc: BaseException) -> RecordError:
+def internal_error(stage: InternalStage, exc: BaseException) -> RecordError:
     """An unforeseen exception on one record, as that record's error: ``internal.<stage>``, with
     the exception's type in the message (its text is cut: it may quote the record)."""
     error = InternalError(f"{stage} failed unexpectedly: {type(exc).__name__}: {str(exc)[:200]}",
-                          code=f"internal.{stage}")
+                          code=codes.internal(stage))
     error.stage = stage
     return error
 
@@ -110,7 +112,7 @@ def encode_avro(record: dict[str, Any], schema_id: int, write: Writer) -> bytes:
         body = write(record)
     except (ValueError, TypeError) as exc:
         message = f"record does not fit the output schema: {exc}"[:300]
-        raise EncodeError(message, code="encode.schema_mismatch") from None
+        raise EncodeError(message, code=codes.ENCODE_SCHEMA_MISMATCH) from None
     return _HEADER.pack(0, schema_id) + body
 
 
@@ -131,7 +133,8 @@ def prepare(inbound: Inbound, table: RoutingTable, avro_schemas: Mapping[int, An
             event = decode_json(inbound.value, source.max_bytes)
         tenant = result.tenant
         if not tenant:
-            raise ValidateError(f"header {h.TENANT} is missing; the gateway sets it", code="validate.missing_tenant")
+            raise ValidateError(f"header {h.TENANT} is missing; the gateway sets it",
+                                code=codes.VALIDATE_MISSING_TENANT)
         received_at = _received_at(hdrs, inbound, now_ms)
     except RecordError as exc:
         result.failures.append(Failure(exc))
@@ -164,13 +167,13 @@ def _candidate(integration: Integration, event: dict[str, Any], inbound: Inbound
     event_id = src.get_event_id(event)
     if type(event_id) is not str:
         if event_id is MISSING or event_id is None or isinstance(event_id, _CONTAINERS):
-            raise ValidateError(f"event id missing at {src.event_id_path}", code="validate.missing_event_id")
+            raise ValidateError(f"event id missing at {src.event_id_path}", code=codes.VALIDATE_MISSING_EVENT_ID)
         event_id = str(event_id)
     elif not event_id:
-        raise ValidateError(f"event id missing at {src.event_id_path}", code="validate.missing_event_id")
+        raise ValidateError(f"event id missing at {src.event_id_path}", code=codes.VALIDATE_MISSING_EVENT_ID)
     if len(event_id) > h.MAX_EVENT_ID_CHARS:
         raise ValidateError(f"event id at {src.event_id_path} has {len(event_id)} characters; at most "
-                            f"{h.MAX_EVENT_ID_CHARS} are accepted", code="validate.event_id_too_long")
+                            f"{h.MAX_EVENT_ID_CHARS} are accepted", code=codes.VALIDATE_EVENT_ID_TOO_LONG)
     entity_key: str | None = None
     if src.get_entity_key is not None:
         raw_key = src.get_entity_key(event)
@@ -180,19 +183,19 @@ def _candidate(integration: Integration, event: dict[str, Any], inbound: Inbound
             entity_key = str(raw_key)
         if entity_key is not None and len(entity_key) > h.MAX_ENTITY_KEY_CHARS:
             raise ValidateError(f"entity key at {src.entity_key_path} has {len(entity_key)} characters; at most "
-                                f"{h.MAX_ENTITY_KEY_CHARS} are accepted", code="validate.entity_key_too_long")
+                                f"{h.MAX_ENTITY_KEY_CHARS} are accepted", code=codes.VALIDATE_ENTITY_KEY_TOO_LONG)
     version: float | None = None
     if src.get_version is not None:
         raw_version = src.get_version(event)
         if raw_version is MISSING or raw_version is None:
-            raise ValidateError(f"version missing at {src.version_path}", code="validate.missing_version")
+            raise ValidateError(f"version missing at {src.version_path}", code=codes.VALIDATE_MISSING_VERSION)
         try:
             version = version_number(raw_version)
         except MappingError as exc:
-            raise ValidateError(f"version at {src.version_path}: {exc}", code="validate.bad_version") from None
+            raise ValidateError(f"version at {src.version_path}: {exc}", code=codes.VALIDATE_BAD_VERSION) from None
         if entity_key is None:
             raise ValidateError(f"entity key missing at {src.entity_key_path}; ordering needs it",
-                                code="validate.missing_entity_key")
+                                code=codes.VALIDATE_MISSING_ENTITY_KEY)
     record = integration.mapper(event, Meta(tenant, src.name, event_id, integration.name, received_at))
     try:
         value = encode_avro(record, table.schema_ids.get(integration.name, 0), integration.schema.writer)
@@ -223,7 +226,7 @@ def _received_at(hdrs: dict[str, str], inbound: Inbound, now_ms: int | None) -> 
     if raw is not None:
         if not (raw.isascii() and raw.isdigit() and len(raw) <= _EPOCH_MS_DIGITS):
             raise ValidateError(f"header {h.RECEIVED_AT} is not epoch milliseconds: {raw[:40]!r}",
-                                code="validate.bad_header")
+                                code=codes.VALIDATE_BAD_HEADER)
         return int(raw)
     if inbound.timestamp > 0:
         return inbound.timestamp

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from router import codes
 from router.errors import RegistryError
 from router.registry.compat import (
     AvroSchema,
@@ -83,7 +84,7 @@ async def confluent_errors(request: web.Request, handler: Handler) -> web.Stream
         return refuse(exc.status, exc.reason)
     except RegistryError as exc:
         logger.warning("%s %s failed: %s", request.method, request.path, exc)
-        return refuse(OPERATION_TIMEOUT if exc.code == "registry.timeout" else STORE_ERROR, str(exc))
+        return refuse(OPERATION_TIMEOUT if exc.code == codes.REGISTRY_TIMEOUT else STORE_ERROR, str(exc))
     except Exception as exc:
         logger.exception("%s %s failed unexpectedly", request.method, request.path)
         return refuse(STORE_ERROR, f"internal error ({type(exc).__name__}); see the registry log")

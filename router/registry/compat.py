@@ -22,6 +22,7 @@ import avro.errors
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
+from router import codes
 from router.errors import RegistryError
 
 
@@ -68,7 +69,7 @@ def parse_compatibility(raw: object) -> Compatibility | None:
 class InvalidSchemaError(RegistryError):
     """A schema text that is not valid Avro; the message is the parser's."""
 
-    code = "registry.invalid_schema"
+    code = codes.REGISTRY_INVALID_SCHEMA
 
 
 @dataclass(frozen=True)

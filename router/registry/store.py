@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from router import codes
 from router.errors import ConfigError, RegistryError
 from router.kafka import (
     COMPACTED_TOPIC_CONFIG,
@@ -365,7 +366,7 @@ class SchemaStore:
         # Dropping the clients destroys them; kept, they would reconnect for as long as we live.
         self._consumer = self._producer = None
         self._poller.shutdown(wait=True)
-        self._fail(RegistryError("the registry is stopping", code="registry.stopped"))
+        self._fail(RegistryError("the registry is stopping", code=codes.REGISTRY_STOPPED))
 
     # -- tailing ---------------------------------------------------------------------------
 
@@ -380,7 +381,7 @@ class SchemaStore:
                 continue
             except Exception as exc:
                 logger.exception("registry tail on %s stopped", self.topic)
-                self._fail(RegistryError(f"reading {self.topic} failed: {exc}", code="registry.store"))
+                self._fail(RegistryError(f"reading {self.topic} failed: {exc}", code=codes.REGISTRY_STORE))
                 return
             for message in messages:
                 self._apply(message)
@@ -405,7 +406,7 @@ class SchemaStore:
 
     def _consumer_error(self, error: KafkaError) -> None:
         if error.fatal():
-            self._fail(RegistryError(f"reading {self.topic} failed: {error}", code="registry.store"))
+            self._fail(RegistryError(f"reading {self.topic} failed: {error}", code=codes.REGISTRY_STORE))
             self._closing = True
         else:
             logger.warning("registry consumer on %s: %s (retrying)", self.topic, error)
@@ -442,7 +443,7 @@ class SchemaStore:
         except TimeoutError:
             raise RegistryError(
                 f"the registry did not read back offset {offset} of {self.topic} within {self.op_deadline_s:.0f}s",
-                code="registry.timeout",
+                code=codes.REGISTRY_TIMEOUT,
             ) from None
 
     # -- writing ---------------------------------------------------------------------------
@@ -460,18 +461,18 @@ class SchemaStore:
         try:
             self._producer.produce(self.topic, key=key, value=value, partition=0, on_delivery=on_delivery)
         except (BufferError, KafkaException) as exc:
-            raise RegistryError(f"could not write to {self.topic}: {exc}", code="registry.store") from None
+            raise RegistryError(f"could not write to {self.topic}: {exc}", code=codes.REGISTRY_STORE) from None
         # Another thread's flush may serve our callback; the event covers the moment between
         # the queue emptying and that callback having run.
         left = self._producer.flush(self.op_deadline_s)
         if left or not delivered.wait(self.op_deadline_s):
             raise RegistryError(
-                f"write to {self.topic} not acknowledged within {self.op_deadline_s:.0f}s", code="registry.timeout"
+                f"write to {self.topic} not acknowledged within {self.op_deadline_s:.0f}s", code=codes.REGISTRY_TIMEOUT
             )
         error, message = reports[0]
         offset = message.offset()
         if error is not None or offset is None:
-            raise RegistryError(f"could not write to {self.topic}: {error}", code="registry.store")
+            raise RegistryError(f"could not write to {self.topic}: {error}", code=codes.REGISTRY_STORE)
         return offset
 
     async def _write(self, record: tuple[bytes, bytes]) -> int:
@@ -506,7 +507,7 @@ class SchemaStore:
             nonce = uuid.uuid4().hex
             outcome = await self._write_for_outcome(nonce, schema_record(subject, schema, nonce))
         if not isinstance(outcome, Registered):
-            raise RegistryError(f"registration of {subject!r} was written but not read back", code="registry.store")
+            raise RegistryError(f"registration of {subject!r} was written but not read back", code=codes.REGISTRY_STORE)
         return outcome
 
     async def delete(self, subject: str, version: int | str | None, *, permanent: bool) -> Deleted | Refusal:

@@ -12,6 +12,7 @@ import fastavro
 import orjson
 from fastavro.schema import SchemaParseException, UnknownType
 
+from router import codes
 from router.errors import SpecError
 from router.spec.avro_writer import Writer, compile_writer
 
@@ -49,7 +50,7 @@ class AvroCatalog:
             if file.stem != schema.full_name:
                 raise SpecError(
                     f"file name must be the schema's full name: rename it to {schema.full_name}.avsc",
-                    file=str(file), code="spec.avro_name",
+                    file=str(file), code=codes.SPEC_AVRO_NAME,
                 )
             schemas[schema.full_name] = schema
         return cls(schemas)
@@ -69,13 +70,13 @@ def _load_one(file: Path) -> AvroSchema:
     try:
         raw = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise SpecError(f"not valid JSON: {exc}", file=str(file), code="spec.avro_invalid") from None
+        raise SpecError(f"not valid JSON: {exc}", file=str(file), code=codes.SPEC_AVRO_INVALID) from None
     try:
         parsed = fastavro.parse_schema(raw)
     except (SchemaParseException, UnknownType, ValueError, TypeError, KeyError) as exc:
-        raise SpecError(f"not a valid Avro schema: {exc}", file=str(file), code="spec.avro_invalid") from None
+        raise SpecError(f"not a valid Avro schema: {exc}", file=str(file), code=codes.SPEC_AVRO_INVALID) from None
     if not isinstance(raw, dict) or raw.get("type") != "record":
-        raise SpecError("an output schema must be an Avro record", file=str(file), code="spec.avro_invalid")
+        raise SpecError("an output schema must be an Avro record", file=str(file), code=codes.SPEC_AVRO_INVALID)
     namespace = raw.get("namespace")
     name = str(raw["name"])
     full = name if "." in name or not namespace else f"{namespace}.{name}"

@@ -20,6 +20,7 @@ from typing import Any
 import fastavro
 import orjson
 
+from router import codes
 from router import headers as h
 from router.errors import SpecError
 from router.pipeline.records import Decision, Inbound
@@ -114,7 +115,7 @@ class Harness:
                 return Outcome("routed", candidate.record)
             if policy == "dlq":
                 self.state.release([claim])
-                return Outcome("dlq", code="order.stale")
+                return Outcome("dlq", code=codes.ORDER_STALE)
             return Outcome("stale")
         return Outcome("routed", candidate.record)
 
@@ -126,10 +127,10 @@ def load_cases(directory: Path) -> list[Case]:
         doc = load_yaml_file(file)
         spec = doc.value
         if not isinstance(spec, dict) or "expect" not in spec or ("event" not in spec and "raw" not in spec):
-            raise doc.error((), "a fixture case needs `event` (or `raw`) and `expect`", "spec.fixture")
+            raise doc.error((), "a fixture case needs `event` (or `raw`) and `expect`", codes.SPEC_FIXTURE)
         expect = spec["expect"]
         if not isinstance(expect, dict) or len({"record", "error", "outcome"} & set(expect)) != 1:
-            raise doc.error(("expect",), "expect needs exactly one of record, error, outcome", "spec.fixture")
+            raise doc.error(("expect",), "expect needs exactly one of record, error, outcome", codes.SPEC_FIXTURE)
         raw = spec.get("raw")
         cases.append(Case(
             name=str(spec.get("name", file.stem)), file=str(file), event=spec.get("event"),
@@ -192,7 +193,7 @@ def _required_field(integration: Integration, catalog: Catalog, sample: Case) ->
         probe = with_value(sample.event, path, None) if last.isdigit() else without(sample.event, path)
         harness = Harness(integration, catalog)
         got = harness.run(harness.encode_input(probe), sample.tenant, sample.headers)
-        if (got.kind, got.code) != ("dlq", "map.required_missing"):
+        if (got.kind, got.code) != ("dlq", codes.MAP_REQUIRED_MISSING):
             problems.append(f"without {path}: expected dlq map.required_missing, got {got.describe()}")
     names = ", ".join(n for n, _ in paths)
     return CheckResult("required-field failure", not problems, "; ".join(problems) or names)
@@ -235,7 +236,7 @@ def _oversized(integration: Integration, catalog: Catalog, sample: Case) -> Chec
     value = harness.encode_input(sample.event)
     value = value + b" " * (limit + 1 - len(value)) if integration.source.format == "json" else value + b"\0" * limit
     got = harness.run(value, sample.tenant, sample.headers)
-    ok = (got.kind, got.code) == ("dlq", "decode.too_large")
+    ok = (got.kind, got.code) == ("dlq", codes.DECODE_TOO_LARGE)
     return CheckResult("oversized payload", ok, f"> {limit} bytes" if ok else
                        f"{len(value)} bytes: expected dlq decode.too_large, got {got.describe()}")
 

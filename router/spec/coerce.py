@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from router import codes
 from router.errors import MappingError
 
 Coercion = Callable[[Any], Any]
@@ -35,7 +36,7 @@ def shown(value: Any, limit: int = 60) -> str:
 
 def _fail(value: Any, target: str) -> MappingError:
     shown_value = shown(value)
-    return MappingError(f"cannot convert {shown_value} ({type(value).__name__}) to {target}", code="map.type_error")
+    return MappingError(f"cannot convert {shown_value} ({type(value).__name__}) to {target}", code=codes.MAP_TYPE_ERROR)
 
 
 def to_string(value: Any) -> str:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
+from router import codes
 from router.errors import RouterError, SpecError
 from router.spec.avro import AvroCatalog
 from router.spec.durations import parse_duration
@@ -42,13 +43,13 @@ class SpecErrors(RouterError):
     wherever it is reported); else it is ``spec.invalid`` and each line ends with its own ``[code]``.
     """
 
-    code = "spec.invalid"
+    code = codes.SPEC_INVALID
 
     def __init__(self, errors: list[SpecError]) -> None:
         self.errors = errors
-        codes = {e.code for e in errors}
-        if len(codes) == 1:
-            super().__init__("\n".join(str(e) for e in errors), code=codes.pop())
+        distinct = {e.code for e in errors}
+        if len(distinct) == 1:
+            super().__init__("\n".join(str(e) for e in errors), code=distinct.pop())
         else:
             super().__init__("\n".join(f"{e}  [{e.code}]" for e in errors))
 
@@ -126,7 +127,7 @@ def load_folder(folder: Path, kind: str, flag: str, schema: dict[str, Any],
         name = name_of(item)
         if name in seen:
             errors.append(doc.error(("name",), f"duplicate {kind} name {name!r} (also in {seen[name]}); "
-                                    "names must be unique", "spec.duplicate_name"))
+                                    "names must be unique", codes.SPEC_DUPLICATE_NAME))
             continue
         seen[name] = str(file)
         loaded.append(item)
@@ -158,7 +159,7 @@ def explain_schema_error(doc: SourceDoc, error: ValidationError) -> list[SpecErr
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = sorted(_schema_of(error).get("properties", {}))
         extra = [k for k in error.instance if k not in allowed and not str(k).startswith("x-")]
-        return [doc.error((*path, k), f"unknown key {k!r}; allowed here: {', '.join(allowed)}", "spec.unknown_key")
+        return [doc.error((*path, k), f"unknown key {k!r}; allowed here: {', '.join(allowed)}", codes.SPEC_UNKNOWN_KEY)
                 for k in extra]
     if error.validator == "oneOf" and error.context:
         # A field given as a mapping: explain the mapping branch's problem, not "not valid under any".
@@ -170,19 +171,19 @@ def explain_schema_error(doc: SourceDoc, error: ValidationError) -> list[SpecErr
         return out[:3]
     if error.validator == "required":
         return [doc.error(path, f"missing required key: {error.message.split(' is a required')[0]}",
-                          "spec.missing_key")]
+                          codes.SPEC_MISSING_KEY)]
     if error.validator == "enum":
         choices = ", ".join(map(str, list(error.validator_value)))  # type: ignore[arg-type]
-        return [doc.error(path, f"{error.instance!r} is not one of: {choices}", "spec.invalid_value")]
+        return [doc.error(path, f"{error.instance!r} is not one of: {choices}", codes.SPEC_INVALID_VALUE)]
     if error.validator == "type":
         return [doc.error(path, f"expected {error.validator_value}, got {type(error.instance).__name__} "
-                                f"{error.instance!r}"[:200], "spec.wrong_type")]
+                                f"{error.instance!r}"[:200], codes.SPEC_WRONG_TYPE)]
     if error.validator == "pattern":
         hint = _schema_of(error).get("description", "")
         return [doc.error(path, f"{error.instance!r} is not in the expected form" + (f" ({hint})" if hint else ""),
-                          "spec.invalid_value")]
+                          codes.SPEC_INVALID_VALUE)]
     best = best_match([error])
-    return [doc.error(path, best.message, "spec.invalid_value")]
+    return [doc.error(path, best.message, codes.SPEC_INVALID_VALUE)]
 
 
 def compile_integration(doc: SourceDoc, file: Path, schemas: AvroCatalog) -> tuple[Integration | None, list[SpecError]]:
@@ -202,7 +203,7 @@ def compile_integration(doc: SourceDoc, file: Path, schemas: AvroCatalog) -> tup
     if schema is None:
         known = ", ".join(schemas.names()) or "none"
         col.error(("mapping", "schema"), f"no Avro schema {mapping['schema']!r} in the schema folder "
-                  f"(expected file {mapping['schema']}.avsc; known: {known})", "spec.unknown_schema")
+                  f"(expected file {mapping['schema']}.avsc; known: {known})", codes.SPEC_UNKNOWN_SCHEMA)
     else:
         mapper = compile_record(mapping["fields"], schema.raw, ("mapping", "fields"), col, {})
     durations: dict[str, float] = {}

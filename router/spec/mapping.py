@@ -14,6 +14,7 @@ import string
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from router import codes
 from router.errors import MappingError
 from router.spec import coerce, mapgen
 from router.spec.avro import NO_DEFAULT, FieldType, compile_check, field_type, python_accepts
@@ -50,7 +51,7 @@ class _Collector:
         self.doc = doc
         self.errors: list[Exception] = []
 
-    def error(self, path: PathKey, message: str, code: str = "spec.mapping") -> None:
+    def error(self, path: PathKey, message: str, code: str = codes.SPEC_MAPPING) -> None:
         self.errors.append(self.doc.error(path, message, code))
 
 
@@ -149,13 +150,13 @@ def plan_field(
 
     def missing() -> Any:
         if required:
-            raise MappingError(f"{where}: required value is missing", code="map.required_missing")
+            raise MappingError(f"{where}: required value is missing", code=codes.MAP_REQUIRED_MISSING)
         return fallback
 
     def wrong(v: Any) -> MappingError:
         return MappingError(
             f"{where}: {coerce.shown(v)} ({type(v).__name__}) does not fit Avro type {ftype.describe()}",
-            code="map.type_error")
+            code=codes.MAP_TYPE_ERROR)
 
     def closure(item: Any, root: Any, meta: Meta) -> Any:
         v = value(item, root, meta)
@@ -285,11 +286,11 @@ def _value_closure(parts: _ValueParts) -> ValueFn:
             return default
         if divisor is not None:
             if isinstance(v, bool) or not isinstance(v, int | float | str | decimal.Decimal):
-                raise MappingError(f"divide_by needs a number, got {type(v).__name__}", code="map.type_error")
+                raise MappingError(f"divide_by needs a number, got {type(v).__name__}", code=codes.MAP_TYPE_ERROR)
             try:
                 v = decimal.Decimal(str(v)) / divisor
             except decimal.InvalidOperation:
-                raise MappingError(f"divide_by needs a number, got {v!r}"[:80], code="map.type_error") from None
+                raise MappingError(f"divide_by needs a number, got {v!r}"[:80], code=codes.MAP_TYPE_ERROR) from None
         if table is not None:
             key = _key(v)
             if key not in table:
@@ -444,7 +445,7 @@ def _compile_each(
         if isinstance(seq, dict):  # one object maps as a one-item list (e.g. each: $event)
             seq = [seq]
         if not isinstance(seq, list):
-            raise MappingError(f"each needs a list, got {type(seq).__name__}", code="map.type_error")
+            raise MappingError(f"each needs a list, got {type(seq).__name__}", code=codes.MAP_TYPE_ERROR)
         return [build(x, root, meta) for x in seq]
 
     return each

@@ -35,6 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from router import codes
 from router.errors import SpecError
 from router.spec.durations import parse_duration
 from router.spec.load import load_folder, validate_against
@@ -149,16 +150,16 @@ def compile_source(doc: SourceDoc, file: Path, env: Mapping[str, str]) -> tuple[
     name: str = spec["name"]
     if name != file.stem:
         errors.append(doc.error(("name",), f"name {name!r} must match the file name ({file.stem}.yaml → "
-                                f"name: {file.stem}, or rename the file to {name}.yaml)", "spec.name_mismatch"))
+                                f"name: {file.stem}, or rename the file to {name}.yaml)", codes.SPEC_NAME_MISMATCH))
     signature = spec["signature"]
     scheme: Scheme = signature["scheme"]
     refs: list[str] = signature.get("secrets", [])
     if scheme == "none" and refs:
         errors.append(doc.error(("signature", "secrets"), "scheme none takes no secrets; remove them or pick a "
-                                "signing scheme", "spec.invalid_value"))
+                                "signing scheme", codes.SPEC_INVALID_VALUE))
     if "tolerance" in signature and scheme not in _TIMED_SCHEMES:
         errors.append(doc.error(("signature", "tolerance"), f"scheme {scheme} signs no timestamp; tolerance "
-                                "applies to standard_webhooks and stripe only", "spec.invalid_value"))
+                                "applies to standard_webhooks and stripe only", codes.SPEC_INVALID_VALUE))
     tolerance_s = DEFAULT_TOLERANCE_S
     try:
         tolerance_s = parse_duration(signature.get("tolerance", DEFAULT_TOLERANCE_S))
@@ -171,7 +172,7 @@ def compile_source(doc: SourceDoc, file: Path, env: Mapping[str, str]) -> tuple[
     id_header = spec.get("event_id_header") or (STANDARD_WEBHOOKS_ID_HEADER if scheme == "standard_webhooks" else None)
     if spec.get("event_id") is None and id_header is None and scheme not in _DIGEST_SCHEMES:
         errors.append(doc.error((), "missing required key: 'event_id' (the path of the event id in the body; "
-                                "or event_id_header, the header that carries it)", "spec.missing_key"))
+                                "or event_id_header, the header that carries it)", codes.SPEC_MISSING_KEY))
     getters: dict[str, Getter | None] = {}
     for key in ("event_id", "event_type", "entity_key"):
         try:
@@ -183,7 +184,7 @@ def compile_source(doc: SourceDoc, file: Path, env: Mapping[str, str]) -> tuple[
         if tenant != "*" and not is_tenant_name(tenant):
             errors.append(doc.error(("tenants", i), f"{tenant!r} is not a tenant name (^{TENANT_PATTERN}$: lowercase "
                                     "letters, digits, _ and -, at most 63 characters), or \"*\" for any",
-                                    "spec.invalid_value"))
+                                    codes.SPEC_INVALID_VALUE))
     if errors:
         return None, errors
     # github's delivery header is unsigned: it is the delivery id, not the event id (see the module docstring).
@@ -218,7 +219,7 @@ def _resolve_secret(doc: SourceDoc, path: tuple[str | int, ...], ref: str, schem
         raw = env.get(target, "")
         if not raw.strip():
             errors.append(doc.error(path, f"environment variable {target} is not set (or is empty); set it to the "
-                                    "webhook signing secret", "spec.missing_secret"))
+                                    "webhook signing secret", codes.SPEC_MISSING_SECRET))
             return []
         where = f"environment variable {target}"
     else:
@@ -227,10 +228,10 @@ def _resolve_secret(doc: SourceDoc, path: tuple[str | int, ...], ref: str, schem
             raw = secret_file.read_text()
         except OSError as exc:
             errors.append(doc.error(path, f"cannot read secret file {secret_file}: {exc.strerror}",
-                                    "spec.missing_secret"))
+                                    codes.SPEC_MISSING_SECRET))
             return []
         if not raw.strip():
-            errors.append(doc.error(path, f"secret file {secret_file} is empty", "spec.missing_secret"))
+            errors.append(doc.error(path, f"secret file {secret_file} is empty", codes.SPEC_MISSING_SECRET))
             return []
         where = f"secret file {secret_file}"
     keys: list[bytes] = []
@@ -241,7 +242,7 @@ def _resolve_secret(doc: SourceDoc, path: tuple[str | int, ...], ref: str, schem
         try:
             keys.append(decode_standard_webhooks_secret(value))
         except ValueError as exc:
-            errors.append(doc.error(path, f"secret {n} in {where} {exc}", "spec.invalid_secret"))
+            errors.append(doc.error(path, f"secret {n} in {where} {exc}", codes.SPEC_INVALID_SECRET))
     return keys
 
 

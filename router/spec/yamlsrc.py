@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 from yaml.events import AliasEvent, CollectionStartEvent
 
+from router import codes
 from router.errors import SpecError
 
 PathKey = tuple[str | int, ...]
@@ -70,7 +71,7 @@ class SourceDoc:
                 return None
             path = path[:-1]
 
-    def error(self, path: PathKey, message: str, code: str = "spec.invalid") -> SpecError:
+    def error(self, path: PathKey, message: str, code: str = codes.SPEC_INVALID) -> SpecError:
         """A SpecError located at ``path`` in this document."""
         return SpecError(message, file=self.file, path=format_path(path), line=self.line(path), code=code)
 
@@ -85,16 +86,16 @@ def load_yaml_file(path: Path) -> SourceDoc:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise SpecError(f"cannot read the file: {exc.strerror or exc}", file=file, code="spec.unreadable") from None
+        raise SpecError(f"cannot read the file: {exc.strerror or exc}", file=file, code=codes.SPEC_UNREADABLE) from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise SpecError("not a regular file; a spec is a YAML text file", file=file, code="spec.unreadable")
+        raise SpecError("not a regular file; a spec is a YAML text file", file=file, code=codes.SPEC_UNREADABLE)
     with os.fdopen(fd, "rb") as handle:
         try:
             data = handle.read(MAX_YAML_BYTES + 1)
         except OSError as exc:
             raise SpecError(f"cannot read the file: {exc.strerror or exc}", file=file,
-                            code="spec.unreadable") from None
+                            code=codes.SPEC_UNREADABLE) from None
     return load_yaml(data, file)
 
 
@@ -120,7 +121,7 @@ def load_yaml(text: str | bytes, file: str) -> SourceDoc:
     except yaml.reader.ReaderError as exc:
         raise SpecError(f"YAML syntax error: character {_char(exc.character)} is not allowed in YAML "
                         "(write it as an escape in a double-quoted string)", file=file,
-                        line=text.count("\n", 0, max(0, exc.position)) + 1, code="spec.yaml") from None
+                        line=text.count("\n", 0, max(0, exc.position)) + 1, code=codes.SPEC_YAML) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
@@ -131,12 +132,12 @@ def load_yaml(text: str | bytes, file: str) -> SourceDoc:
         elif context:
             problem = f"{context}, {problem}"
         raise SpecError(_one_line(f"YAML syntax error: {problem}"), file=file,
-                        line=mark.line + 1 if mark else None, code="spec.yaml") from None
+                        line=mark.line + 1 if mark else None, code=codes.SPEC_YAML) from None
     finally:
         if loader is not None:
             loader.dispose()
     if node is None:
-        raise SpecError("the file is empty; an integration spec is a YAML mapping", file=file, code="spec.yaml")
+        raise SpecError("the file is empty; an integration spec is a YAML mapping", file=file, code=codes.SPEC_YAML)
     doc = SourceDoc(file=file, value=None)
     walk = _Walk(doc, _Loader(""))
     try:
@@ -150,17 +151,17 @@ def _text_within_limits(text: str | bytes, file: str) -> str:
     too_large = f"over {MAX_YAML_BYTES:,} bytes, the limit for a YAML file"
     if isinstance(text, str):
         if len(text) > MAX_YAML_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_YAML_BYTES:
-            raise SpecError(too_large, file=file, code="spec.too_large")
+            raise SpecError(too_large, file=file, code=codes.SPEC_TOO_LARGE)
         return text
     if len(text) > MAX_YAML_BYTES:
-        raise SpecError(too_large, file=file, code="spec.too_large")
+        raise SpecError(too_large, file=file, code=codes.SPEC_TOO_LARGE)
     try:
         return text.decode("utf-8")
     except UnicodeDecodeError as exc:
         line_start = text.rfind(b"\n", 0, exc.start) + 1
         raise SpecError(f"byte 0x{text[exc.start]:02x} in column {exc.start - line_start + 1} is not UTF-8; "
                         "a spec file is UTF-8 text", file=file, line=text.count(b"\n", 0, exc.start) + 1,
-                        code="spec.not_utf8") from None
+                        code=codes.SPEC_NOT_UTF8) from None
 
 
 def _char(value: object) -> str:
@@ -205,13 +206,13 @@ class _Loader(yaml.SafeLoader):
         self._values += 1
         if self._values > MAX_YAML_VALUES:
             raise _Refused(f"more than {MAX_YAML_VALUES:,} values in one file", self.peek_event().start_mark,
-                           "spec.too_large")
+                           codes.SPEC_TOO_LARGE)
         if self.check_event(AliasEvent):
             event = self.get_event()
             self._aliases += 1
             if self._aliases > MAX_ALIAS_NODES:  # each adds at least one value: refuse before reading on
                 raise _Refused(f"more than {MAX_ALIAS_NODES:,} aliases in one file", event.start_mark,
-                               "spec.yaml_aliases")
+                               codes.SPEC_YAML_ALIASES)
             if event.anchor not in self.anchors:
                 raise yaml.composer.ComposerError(None, None, f"found undefined alias {event.anchor!r}",
                                                   event.start_mark)
@@ -222,7 +223,7 @@ class _Loader(yaml.SafeLoader):
         try:
             if self._depth > MAX_YAML_DEPTH:
                 raise _Refused(f"more than {MAX_YAML_DEPTH} levels of nested mappings and lists",
-                               self.peek_event().start_mark, "spec.too_deep")
+                               self.peek_event().start_mark, codes.SPEC_TOO_DEEP)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -248,7 +249,7 @@ class _Walk:
     aliases: list[_Alias] = field(default_factory=list)  # the aliases being expanded, outermost first
     on_path: set[int] = field(default_factory=set)  # ids of the collections enclosing the current node
 
-    def error(self, path: PathKey, line: int, message: str, code: str = "spec.yaml") -> SpecError:
+    def error(self, path: PathKey, line: int, message: str, code: str = codes.SPEC_YAML) -> SpecError:
         return SpecError(message, file=self.doc.file, path=format_path(path), line=line, code=code)
 
     def convert(self, node: yaml.Node | _Alias, path: PathKey, depth: int) -> Any:
@@ -262,7 +263,7 @@ class _Walk:
                 alias = self.aliases[0]
                 raise self.error(path, alias.start_mark.line + 1, f"aliases expand to more than {MAX_ALIAS_NODES:,} "
                                  f"values (*{alias.anchor} and the aliases inside it): an alias bomb? Write the "
-                                 "values out, or use fewer aliases", "spec.yaml_aliases")
+                                 "values out, or use fewer aliases", codes.SPEC_YAML_ALIASES)
         if not isinstance(node, yaml.CollectionNode):
             return self.scalar(node, path)
         if node.tag != _PLAIN_TAGS[type(node)]:
@@ -270,7 +271,7 @@ class _Walk:
                              "lists, text, numbers, booleans and null")
         if depth >= MAX_YAML_DEPTH:
             raise self.error(path, line, f"more than {MAX_YAML_DEPTH} levels of nested mappings and lists "
-                             "(aliases included)", "spec.too_deep")
+                             "(aliases included)", codes.SPEC_TOO_DEEP)
         self.on_path.add(id(node))
         try:
             if isinstance(node, yaml.MappingNode):
@@ -284,7 +285,7 @@ class _Walk:
         self.doc.lines.setdefault(path, line)
         if id(alias.target) in self.on_path:
             raise self.error(path, line, f"the alias *{alias.anchor} is inside the value it refers to (a cycle)",
-                             "spec.yaml_aliases")
+                             codes.SPEC_YAML_ALIASES)
         self.aliases.append(alias)
         try:
             return self.convert(alias.target, path, depth)
