@@ -14,14 +14,16 @@ from tests.services import wait_for
 
 
 class WorkerProcess:
-    """One `router route` process with its own log file."""
+    """One `router route` (or, with ``kind="deliver"``, `router deliver`) process with its own log file."""
 
-    def __init__(self, env: dict[str, str], integrations: Path, schemas: Path, group: str, log: Path) -> None:
+    def __init__(self, env: dict[str, str], integrations: Path, schemas: Path, group: str, log: Path,
+                 kind: str = "route") -> None:
         self.log = log
+        extra = ["--batch-size", "500"] if kind == "route" else []
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "router", "route", "--integrations", str(integrations),
-                 "--schemas", str(schemas), "--group", group, "--batch-size", "500"],
+                [sys.executable, "-m", "router", kind, "--integrations", str(integrations),
+                 "--schemas", str(schemas), "--group", group, *extra],
                 stdout=out, stderr=subprocess.STDOUT, env=env)
 
     def kill(self) -> None:
@@ -67,5 +69,4 @@ def wait_committed(bootstrap: str, group: str, topic: str, partitions: int, at_l
         n = committed_total(bootstrap, group, topic, partitions)
         return n if n >= at_least else None
 
-    return int(wait_for(check, deadline_s=deadline_s, what=f"{at_least} records committed by {group}",  # type: ignore[arg-type]
-                        interval_s=0.2))
+    return wait_for(check, deadline_s=deadline_s, what=f"{at_least} records committed by {group}", interval_s=0.2)
