@@ -31,26 +31,46 @@ def _children() -> set[int]:
     return {p.pid for p in psutil.Process(os.getpid()).children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
 
 
-@pytest.fixture(autouse=True)
-def nothing_left_behind() -> Iterator[None]:
-    """Fail a test that leaves a thread or a child process running after it (fixtures of a wider
-    scope started theirs before this runs, so only the test's own count). Stopping takes a moment:
-    each gets :data:`LEFT_BEHIND_GRACE_S` to end by itself."""
-    threads = set(threading.enumerate())
-    children = _children()
-    yield
+def _assert_nothing_left(threads: set[threading.Thread], children: set[int] | None, who: str) -> None:
+    """Wait up to :data:`LEFT_BEHIND_GRACE_S` for threads and child processes started since the
+    snapshot to end by themselves (stopping takes a moment); fail naming what is still there."""
 
     def left() -> tuple[list[str], set[int]]:
         alive = [t.name for t in threading.enumerate()
                  if t not in threads and t.is_alive() and not t.name.startswith(PROCESS_LIFETIME_THREADS)]
-        return alive, _children() - children
+        return alive, (_children() - children) if children is not None else set()
 
     deadline = time.monotonic() + LEFT_BEHIND_GRACE_S
     while any(left()) and time.monotonic() < deadline:
         time.sleep(0.05)
     alive, procs = left()
-    assert not alive and not procs, (f"the test left behind threads {alive} and child processes "
-                                     f"{sorted(procs)} (stop them before it ends)")
+    assert not alive and not procs, (f"{who} left behind threads {alive} and child processes {sorted(procs)} "
+                                     "(stop them before it ends)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def nothing_left_behind_by_the_module() -> Iterator[None]:
+    """The same check, for threads, for a module's own fixtures (a worker shared by a module's
+    examples). Child processes are left to the per-test check: a session service (broker,
+    registry) first needed by a later test of the module starts inside the module."""
+    threads = set(threading.enumerate())
+    yield
+    _assert_nothing_left(threads, None, "the module")
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves a thread or a child process running after it. Fixtures of a wider
+    scope started theirs before this runs, so only the test's own count; a test that uses a
+    module-scoped fixture (whose worker may start threads lazily, during the first test) is
+    checked with its module instead."""
+    shares_module_fixture = any(
+        d.scope in ("module", "class", "package") and d.argname != "nothing_left_behind_by_the_module"
+        for defs in request.node._fixtureinfo.name2fixturedefs.values() for d in defs)
+    threads, children = set(threading.enumerate()), _children()
+    yield
+    if not shares_module_fixture:
+        _assert_nothing_left(threads, children, "the test")
 
 
 @pytest.fixture(scope="session")
