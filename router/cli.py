@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "router.dlq.cli",
     "router.admin.cli",
     "producers.cohorts.cli",
+    "router.connections.cli",
 )
 
 
