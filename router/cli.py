@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "router.admin.cli",
     "producers.cohorts.cli",
     "router.codedocs",
+    "router.connections.cli",
 )
 
 

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Final, Literal
 if TYPE_CHECKING:
     from router.errors import Stage
 
-Area = Literal["dlq", "gateway", "spec", "config", "registry", "admin", "cohort", "tool", "worker", "fallback"]
+Area = Literal["dlq", "gateway", "spec", "config", "registry", "admin", "cohort", "connections", "tool", "worker",
+               "fallback"]
 InternalStage = Literal["decode", "map", "encode", "deliver"]
 
 
@@ -309,6 +310,73 @@ COHORT_PUBLISH_FAILED: Final = _cohort("cohort.publish_failed", "records were no
                                        retryable=True, action="run again")
 COHORT_CARRY_TIMEOUT: Final = _cohort("cohort.carry_timeout", "the DLQs could not be read to their end in time",
                                       retryable=True, action="run again")
+
+# ---- connections (`router connections`, the `_connections` topic) ------------------------------
+
+
+def _conn(code: str, seen: str, meaning: str, *, retryable: bool = False, action: str = "") -> str:
+    return _declare(code, "connections", seen, retryable=retryable, meaning=meaning, action=action)
+
+
+CONNECTIONS_EXISTS: Final = _conn("connections.exists", "exit 2",
+                                  meaning="`router connections create` for a (tenant, integration) that already has a "
+                                          "connection",
+                                  action="use `router connections set`")
+CONNECTIONS_INVALID: Final = _conn("connections.invalid", "exit 2",
+                                   meaning="`ConnectionsError`'s default; every raise names a precise code")
+CONNECTIONS_INVALID_CREDENTIALS: Final = _conn("connections.invalid_credentials", "exit 2",
+                                               meaning="credentials that do not fit their type (missing or empty "
+                                                       "fields, unknown type)",
+                                               action="fix the --credentials JSON")
+CONNECTIONS_INVALID_INTEGRATION: Final = _conn("connections.invalid_integration", "exit 2",
+                                               meaning="an integration name that is not a spec name",
+                                               action="name a loaded integration")
+CONNECTIONS_INVALID_KEY: Final = _conn("connections.invalid_key", "exit 2",
+                                       meaning="ROUTER_ENCRYPTION_KEY or its key file is not base64 of 32 bytes (or "
+                                               "`kid:base64,...`)",
+                                       action="fix the key ring")
+CONNECTIONS_INVALID_RECORD: Final = _conn("connections.invalid_record", "log",
+                                          meaning="a `_connections` record that does not parse (skipped; the connection"
+                                                  " it named is not in effect)",
+                                          action="rewrite it with `router connections set`")
+CONNECTIONS_INVALID_REF: Final = _conn("connections.invalid_ref", "exit 2",
+                                       meaning="a secret given other than as `env:VAR`, `file:PATH` or `-` (stdin), or "
+                                               "too large",
+                                       action="pass secrets by reference, never on the command line")
+CONNECTIONS_INVALID_SECRET: Final = _conn("connections.invalid_secret", "exit 2",
+                                          meaning="a signing secret that is empty, too long or not valid for its "
+                                                  "scheme",
+                                          action="fix the secret")
+CONNECTIONS_INVALID_SETTINGS: Final = _conn("connections.invalid_settings", "exit 2",
+                                            meaning="settings that are not a JSON object or KEY=VALUE pairs",
+                                            action="fix --settings / --setting")
+CONNECTIONS_INVALID_STATE: Final = _conn("connections.invalid_state", "exit 2",
+                                         meaning="a state other than active, paused, needs_reconnect, disconnected")
+CONNECTIONS_INVALID_TENANT: Final = _conn("connections.invalid_tenant", "exit 2",
+                                          meaning="a tenant name that does not match `^[a-z0-9][a-z0-9_-]{0,62}$`")
+CONNECTIONS_MISSING_SECRET: Final = _conn("connections.missing_secret", "exit 2",
+                                          meaning="a secret reference that resolves to nothing (unset variable, missing"
+                                                  " file, empty)",
+                                          action="set the variable or file")
+CONNECTIONS_NO_KEY: Final = _conn("connections.no_key", "exit 2",
+                                  meaning="no encryption key configured (ROUTER_ENCRYPTION_KEY or "
+                                          "ROUTER_ENCRYPTION_KEY_FILE)",
+                                  action="set one: secrets are never stored in clear")
+CONNECTIONS_NOT_FOUND: Final = _conn("connections.not_found", "exit 2",
+                                     meaning="no connection for that tenant and integration",
+                                     action="`router connections ls`")
+CONNECTIONS_UNAVAILABLE: Final = _conn("connections.unavailable", "exit 2",
+                                       meaning="the `_connections` topic could not be read or written (broker down or "
+                                               "slow)",
+                                       retryable=True,
+                                       action="run again")
+CONNECTIONS_UNDECRYPTABLE: Final = _conn("connections.undecryptable", "log",
+                                         meaning="a sealed secret that does not decrypt with its key (wrong key, or "
+                                                 "moved to another connection); the connection is not in effect",
+                                         action="re-create the connection's secrets")
+CONNECTIONS_UNKNOWN_KEY: Final = _conn("connections.unknown_key", "log",
+                                       meaning="a sealed secret under a key id the key ring does not hold",
+                                       action="add the old key back, run `router connections rotate-key`, then drop it")
 
 # ---- `router dlq` and worker internals --------------------------------------------------------
 

@@ -129,6 +129,7 @@ def start_stack(settings: Settings, catalog: Catalog, port_base: int | None, log
                       partitions=stack.settings.topic_partitions,
                       replication_factor=stack.settings.replication_factor)
         register_all(SchemaRegistryClient({"url": stack.settings.schema_registry_url}), catalog)
+        _demo_connections(stack)
         partner_port = _port(port_base, 5) or 0
         partner = start_child_service(stack, "partner", ["sim", "partner", "--port", str(partner_port)], "partner",
                                       log_dir)
@@ -143,6 +144,22 @@ def start_stack(settings: Settings, catalog: Catalog, port_base: int | None, log
         stack.stop()
         raise
     return stack
+
+
+def _demo_connections(stack: DevStack) -> None:
+    """Connect two demo tenants (acme, globex) with different signing secrets; the gateway then verifies
+    each tenant with its own (docs/connections.md). A development key is made when none is configured."""
+    from producers.webhooks.devsecrets import DEV_SECRETS
+    from router.connections.demo import create_demo_connections, demo_secrets
+    from router.connections.keyring import KEY_ENV, KeyRing, generate_key
+    from router.connections.store import DEFAULT_TOPIC, TOPIC_ENV
+
+    ring = KeyRing.from_env()
+    if ring is None:  # a fresh key per run: the embedded broker starts empty every run too
+        stack.env[KEY_ENV] = generate_key()
+        ring = KeyRing.parse(stack.env[KEY_ENV], KEY_ENV)
+    create_demo_connections(stack.settings, ring, demo_secrets(DEV_SECRETS), os.environ.get(TOPIC_ENV) or DEFAULT_TOPIC)
+    stack.addresses["tenants"] = "acme,globex"
 
 
 def pipeline_processes(catalog: Catalog, catalog_dirs: tuple[Path, Path] | None = None

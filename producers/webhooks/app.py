@@ -24,8 +24,10 @@ from producers.webhooks.openapi import openapi_document
 from producers.webhooks.options import GatewayOptions
 from producers.webhooks.problems import problem_details
 from producers.webhooks.produce import DurableProducer
+from producers.webhooks.tenants import TenantKeys, connections_ctx
 from producers.webhooks.tracing import Tracing
 from router import telemetry
+from router.connections.store import ConnectionStore
 from router.errors import ConfigError
 from router.kafka import admin_client, dlq_topic, ensure_topics
 from router.settings import Settings
@@ -67,6 +69,8 @@ async def readyz(request: web.Request) -> web.Response:
     readiness, gateway = request.app[READINESS], request.app[GATEWAY]
     if not readiness.topics_ready:
         return _json({"status": "not_ready", "detail": f"topics not created yet: {readiness.topics_error}"}, 503)
+    if gateway.tenant_keys is not None and not gateway.tenant_keys.ready:
+        return _json({"status": "not_ready", "detail": "connections not loaded yet"}, 503)
     async with readiness.lock:
         if time.monotonic() - readiness.checked_at > READY_CACHE_S:
             readiness.reachable = await gateway.producer.reachable(gateway.options.ready_timeout_s)
@@ -129,8 +133,12 @@ def _producer_ctx(settings: Settings) -> Callable[[web.Application], AsyncIterat
 
 
 def create_app(settings: Settings, sources: Mapping[str, WebhookSource],
-               options: GatewayOptions | None = None) -> web.Application:
-    """The gateway application for ``sources`` on the Kafka cluster of ``settings``."""
+               options: GatewayOptions | None = None, connections: ConnectionStore | None = None) -> web.Application:
+    """The gateway application for ``sources`` on the Kafka cluster of ``settings``.
+
+    With ``connections`` (not started: the app starts and stops it) each request is verified with
+    the URL tenant's connection (producers/webhooks/tenants.py); without, with the spec's secrets.
+    """
     options = options or GatewayOptions()
     producer = DurableProducer(settings, deadline_s=options.ack_deadline_s, linger_ms=options.linger_ms,
                                queue_max_messages=options.queue_max_messages,
@@ -138,10 +146,13 @@ def create_app(settings: Settings, sources: Mapping[str, WebhookSource],
     # Bodies are read by the handler up to each source's max_bytes; aiohttp's own cap only must not be lower.
     max_bytes = max((s.max_bytes for s in sources.values()), default=1)
     app = web.Application(middlewares=[problem_details], client_max_size=max_bytes + 1)
-    app[GATEWAY] = Gateway(dict(sources), producer, options, Tracing())
+    app[GATEWAY] = Gateway(dict(sources), producer, options, Tracing(),
+                           TenantKeys(connections) if connections is not None else None)
     app[READINESS] = Readiness()
     app[OPENAPI] = orjson.dumps(openapi_document(sources))
     app.cleanup_ctx.append(_producer_ctx(settings))
+    if connections is not None:
+        app.cleanup_ctx.append(connections_ctx(connections))
     app.router.add_post("/v1/hooks/{tenant}/{source}", receive, expect_handler=expect_continue)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

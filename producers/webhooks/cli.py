@@ -82,8 +82,15 @@ def run(args: argparse.Namespace) -> int:
     if args.workers > 1:
         return supervise(args, sources_dir)
     from producers.webhooks.app import create_app
+    from router.connections.keyring import KeyRing
+    from router.connections.store import DEFAULT_TOPIC, TOPIC_ENV, ConnectionStore
 
-    app = create_app(settings, sources, options)
+    ring = KeyRing.from_env()  # with a key: each tenant's own secrets, from its connection (docs/connections.md)
+    connections = ConnectionStore(settings, ring, os.environ.get(TOPIC_ENV) or DEFAULT_TOPIC) if ring else None
+    if connections is None:
+        log.warning("no ROUTER_ENCRYPTION_KEY: requests are verified with the source specs' secrets, shared by "
+                    "every tenant; configure connections (docs/connections.md)")
+    app = create_app(settings, sources, options, connections)
     asyncio.run(serve(app, host=args.host, port=args.port, reuse_port=args.reuse_port,
                       shutdown_timeout_s=options.shutdown_timeout_s))
     print("stopped gateway", flush=True)

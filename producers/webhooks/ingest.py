@@ -36,6 +36,7 @@ from producers.webhooks.limits import (
 )
 from producers.webhooks.options import GatewayOptions
 from producers.webhooks.produce import DurableProducer, TooLarge, Unavailable
+from producers.webhooks.tenants import TenantKeys
 from producers.webhooks.tracing import Tracing
 from producers.webhooks.verify import verify
 from router import headers as h
@@ -79,6 +80,11 @@ class Gateway:
     producer: DurableProducer
     options: GatewayOptions
     tracing: Tracing
+    tenant_keys: TenantKeys | None = None  # per-tenant secrets from connections; None: the spec's secrets
+
+    def keys(self, source: WebhookSource, tenant: str) -> tuple[bytes, ...] | None:
+        """What verifies ``tenant``'s requests to ``source``; None when it has no active connection."""
+        return source.keys if self.tenant_keys is None else self.tenant_keys.keys(source, tenant)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -107,6 +113,11 @@ def precheck(request: web.Request) -> WebhookSource | web.Response:
                        f"^{TENANT_PATTERN}$", name, close=True)
     if not source.allows_tenant(tenant):
         return _refuse(p.UNKNOWN_TENANT, f"tenant {tenant!r} may not post to source {name!r}", name, close=True)
+    if gateway.tenant_keys is not None and not gateway.tenant_keys.ready:
+        return p.problem(p.UNAVAILABLE, "connections are still loading; send it again",
+                         retry_after_s=gateway.options.retry_after_s, close=True)
+    if gateway.keys(source, tenant) is None:
+        return _no_connection(name)
     if request.content_type not in source.content_types:
         sent = request.headers.get("Content-Type", "nothing")
         return _refuse(p.UNSUPPORTED_MEDIA_TYPE, f"Content-Type {sent!r} is not accepted by source {name!r}; "
@@ -115,6 +126,11 @@ def precheck(request: web.Request) -> WebhookSource | web.Response:
     if length is not None and length > body_limit(source, gateway.options):
         return _too_large(source, tenant, gateway.options)
     return source
+
+
+def _no_connection(name: str) -> web.Response:
+    # Exactly the unknown-source answer: a stranger learns nothing about which tenants are connected.
+    return _refuse(p.UNKNOWN_SOURCE, f"no webhook source named {name!r}", close=True)
 
 
 def body_limit(source: WebhookSource, options: GatewayOptions) -> int:
@@ -236,7 +252,10 @@ async def receive(request: web.Request) -> web.Response:
                        close=True)
     if body is None:
         return _too_large(source, tenant, gateway.options)
-    rejection = verify(source.scheme, source.keys, request.headers, body, now=received_ms / 1000,
+    keys = gateway.keys(source, tenant)  # again: the connection may have changed while the body was read
+    if keys is None:
+        return _no_connection(source.name)
+    rejection = verify(source.scheme, keys, request.headers, body, now=received_ms / 1000,
                        tolerance_s=source.tolerance_s)
     if rejection is not None:
         return _refuse(rejection.code, rejection.detail, source.name, tenant, header=rejection.header or None)

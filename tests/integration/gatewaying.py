@@ -19,9 +19,10 @@ from aiohttp import web
 from producers.webhooks.app import create_app
 from producers.webhooks.options import GatewayOptions
 from producers.webhooks.verify import sign_standard_webhooks, sign_stripe
+from router.connections.store import ConnectionStore
 from router.embedded.procs import free_port
 from router.settings import Settings
-from router.spec.sources import decode_standard_webhooks_secret, load_sources
+from router.spec.sources import WebhookSource, decode_standard_webhooks_secret, load_sources
 
 WHSEC = "whsec_" + base64.b64encode(b"gateway-test-secret-0123456789ab").decode()
 STRIPE_SECRET = "whsec_stripe_gateway_test"
@@ -42,10 +43,15 @@ def write_sources(folder: Path, name: str, *, max_bytes: int = 1_000_000, tenant
 
 
 @contextmanager
-def running_gateway(settings: Settings, sources_dir: Path, options: GatewayOptions | None = None
+def running_gateway(settings: Settings, sources_dir: Path | dict[str, WebhookSource],
+                    options: GatewayOptions | None = None, connections: ConnectionStore | None = None
                     ) -> Iterator[str]:
-    """The gateway app served on a free loopback port from a background event loop; yields its URL."""
-    app = create_app(settings, load_sources(sources_dir, ENV), options or GatewayOptions(ack_deadline_s=10))
+    """The gateway app served on a free loopback port from a background event loop; yields its URL.
+
+    ``sources_dir`` is a folder of specs (secrets from ``ENV``) or sources already loaded.
+    """
+    sources = load_sources(sources_dir, ENV) if isinstance(sources_dir, Path) else sources_dir
+    app = create_app(settings, sources, options or GatewayOptions(ack_deadline_s=10), connections)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="gateway-test-loop", daemon=True)
     thread.start()
