@@ -10,7 +10,6 @@ partition's contiguous prefix of finished records.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import os
 import re
@@ -23,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
-import fastavro
 import orjson
 import redis
 import redis.asyncio as aioredis
@@ -38,7 +36,7 @@ from consumers.deliver.lanes import TP, Item, Lanes, batches, now
 from consumers.deliver.payload import batch_body, batch_idempotency_key, idempotency_key, to_json
 from consumers.deliver.ratelimit import SharedRateLimiter, hold_key
 from consumers.deliver.status import Answer, Verdict, backoff_s, classify_status, interpret
-from router import deadletters, groupwatch
+from router import codec, deadletters, groupwatch
 from router import headers as h
 from router.controls import parse, state_key
 from router.deadletters import DeadLetter
@@ -47,7 +45,6 @@ from router.groupwatch import GroupWatch, Throttle, group_progress
 from router.health import HealthBatch, HealthWriter
 from router.kafka import dlq_topic, member_config, producer_config
 from router.outcomes import Outcomes, delivery_request_seconds, end_to_end_seconds
-from router.pipeline.stages import schema_id_of
 from router.settings import Settings
 from router.telemetry import Heartbeat
 from router.tracing import sampled, start_child
@@ -98,7 +95,7 @@ class DeliverWorker:
         self.revoking: set[TP] = set()  # partitions going away: no request starts for their records
         self.in_flight: Counter[TP] = Counter()  # records in an HTTP request, by partition
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.schemas: dict[int, Any] = {}
+        self.codec = codec.Codec(codec.registry_fetch(registry))  # schemas by id, each fetched once
         self._kafka = ThreadPoolExecutor(1, thread_name_prefix="kafka")  # every consumer call
         self._producing = ThreadPoolExecutor(1, thread_name_prefix="kafka-producer")  # produce, poll, flush
         self.consumer = Consumer(member_config(settings, self.options.group))
@@ -290,16 +287,26 @@ class DeliverWorker:
     # ---- records in -------------------------------------------------------------------------
 
     async def _accept(self, messages: list[Message]) -> None:
+        good = []
+        unfetched: dict[int, str] = {}  # schema id -> why the registry did not give it
         for msg in messages:
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err)
                 continue
-            item = await self._item(msg)
-            self.lanes.add(item)
+            good.append(msg)
+            # The schemas the batch names first (rare I/O, on the Kafka thread); then pure work.
+            sid = self.codec.missing(msg.value())
+            if sid is not None and sid not in unfetched:
+                try:
+                    await self._k(self.codec.fetch, sid)
+                except Exception as exc:  # unknown id, registry down: the record's decode says so
+                    unfetched[sid] = f"schema id {sid} could not be fetched: {exc}"
+        for msg in good:
+            self.lanes.add(self._item(msg, unfetched))
 
-    async def _item(self, msg: Message) -> Item:
+    def _item(self, msg: Message, unfetched: dict[int, str]) -> Item:
         hdrs = h.to_dict(msg.headers())  # type: ignore[arg-type]
         name = hdrs.get(h.INTEGRATION, "")
         tenant = hdrs.get(h.TENANT, "")
@@ -321,27 +328,14 @@ class DeliverWorker:
             item.dlq = ("deliver.missing_event_id", "the record has no router-event-id header", None, b"")
         else:
             try:
-                item.record = await self._decode(item.value)
-            except ValueError as exc:
+                item.record = self.codec.decode(item.value)
+            except codec.UnknownSchema as exc:
+                item.dlq = ("deliver.decode", unfetched.get(exc.schema_id, str(exc))[:500], None, b"")
+            except ValueError as exc:  # not framed, corrupt Avro
                 item.dlq = ("deliver.decode", str(exc)[:500], None, b"")
             except Exception as exc:  # a record is the unit of failure, never the worker's
                 item.dlq = ("internal.decode", f"decode failed unexpectedly: {type(exc).__name__}", None, b"")
         return item
-
-    async def _decode(self, value: bytes | None) -> Any:
-        sid = schema_id_of(value)
-        if value is None or sid is None:
-            raise ValueError("not Confluent-framed Avro")
-        if sid not in self.schemas:
-            try:
-                schema = await self._k(self.registry.get_schema, sid)
-            except Exception as exc:
-                raise ValueError(f"schema id {sid}: {exc}") from None
-            self.schemas[sid] = fastavro.parse_schema(orjson.loads(schema.schema_str or "null"))
-        try:
-            return fastavro.schemaless_reader(io.BytesIO(value[5:]), self.schemas[sid], None)
-        except Exception as exc:  # corrupt bytes raise many types
-            raise ValueError(f"invalid Avro: {exc}") from None
 
     # ---- dispatch ---------------------------------------------------------------------------
 
