@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,10 +80,8 @@ def test_unknown_schema_and_corrupt_avro_are_told_apart() -> None:
 def test_any_body_decodes_or_raises_a_value_error(body: bytes) -> None:
     held = codec.Codec()
     held.add(7, PARSED)
-    try:
+    with contextlib.suppress(ValueError):  # anything else fails the test
         held.decode(codec.frame(7, body))
-    except ValueError:
-        pass
 
 
 @given(st.text(max_size=30), st.integers(-(2**31), 2**31 - 1), st.lists(st.text(max_size=5), max_size=4),
