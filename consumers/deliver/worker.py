@@ -344,7 +344,7 @@ class DeliverWorker:
         by_integration: dict[str, list[Item]] = {}
         for item in ready:
             if item.dlq is not None:
-                item.in_flight = True
+                self.lanes.start(item)
                 self._spawn(self._dead_letter(item))
                 continue
             by_integration.setdefault(item.integration, []).append(item)
@@ -352,7 +352,7 @@ class DeliverWorker:
             target = self.targets[name]
             for batch in batches(items, target.max_records, target.max_bytes):
                 for item in batch:
-                    item.in_flight = True
+                    self.lanes.start(item)
                 self._spawn(self._deliver(target, batch))
 
     def _spawn(self, coro: Any) -> None:
@@ -368,36 +368,47 @@ class DeliverWorker:
     # ---- one request ------------------------------------------------------------------------
 
     async def _deliver(self, target: HttpTarget, items: list[Item]) -> None:
+        # What this task still holds: ``_send`` drops what it finishes or hands back unsent, so a
+        # failure never touches a record another task may have taken since.
+        owned = list(items)
         try:
             async with self.slots[target.integration]:
-                await self._send(target, items)
+                await self._send(target, owned)
         except TRANSIENT as exc:  # Redis down, auth endpoint down...: retry later, never lose the record
             log.warning("delivery to %s failed before an answer: %r", target.integration, exc)
-            self._retry(target, items, Answer(Verdict.RETRY, None), str(exc))
+            self._retry(target, owned, Answer(Verdict.RETRY, None), str(exc))
         except Exception as exc:  # a record is the unit of failure: what nothing foresaw dead-letters it
             log.error("delivery to %s raised %s: dead-lettering %d record(s)", target.integration,
-                      type(exc).__name__, len(items))
-            for item in items:
+                      type(exc).__name__, len(owned))
+            for item in owned:
                 item.dlq = ("internal.deliver", f"deliver failed unexpectedly: {type(exc).__name__}: {str(exc)[:200]}",
                             None, b"")
                 self._spawn(self._dead_letter(item))
 
-    async def _send(self, target: HttpTarget, items: list[Item]) -> None:
+    async def _send(self, target: HttpTarget, owned: list[Item]) -> None:
+        """Send ``owned`` unless delivered already or not sendable now; ``owned`` is narrowed in
+        place to what this task still holds (see ``_deliver``)."""
+
+        def sendable() -> list[Item]:
+            owned[:] = self._sendable(owned)
+            return owned
+
+        items = list(owned)
         keys = [f"{self.prefix}delivered:{target.destination}:{i.idempotency_key}" for i in items]
         done = await self.redis.mget(keys)
-        fresh = [i for i, d in zip(items, done, strict=True) if not d]
+        owned[:] = fresh = [i for i, d in zip(items, done, strict=True) if not d]
         for item, d in zip(items, done, strict=True):
             if d:
                 self._finish(item, "already_delivered")
-        while (fresh := self._sendable(fresh)) and (held := self._held_for(target, fresh[0].tenant)) > 0:
+        while (fresh := sendable()) and (held := self._held_for(target, fresh[0].tenant)) > 0:
             await asyncio.sleep(min(held, self.options.state_interval_s))
         if target.rate_limit is not None:
-            while (fresh := self._sendable(fresh)) and (
+            while (fresh := sendable()) and (
                     wait := await self.limiter.wait_ms(target.destination, fresh[0].tenant, target.rate_limit)) > 0:
                 await asyncio.sleep(min(wait / 1000, self.options.state_interval_s))
         # Stop means stop: a pause, needs_reconnect or revocation seen while this task waited
         # (for a slot, the rate limit, Redis) holds its records; they are sent after a resume.
-        fresh = self._sendable(fresh)
+        fresh = sendable()
         if not fresh:
             return
         tps = [i.tp for i in fresh]
@@ -436,7 +447,7 @@ class DeliverWorker:
             if name in self.active and item.tp not in self.revoking:
                 out.append(item)
             else:
-                item.in_flight = False
+                self.lanes.release(item)
         return out
 
     async def _request_and_apply(self, target: HttpTarget, fresh: list[Item]) -> None:
@@ -504,15 +515,15 @@ class DeliverWorker:
             await self._delivered(target, items)
         elif verdict is Verdict.PARTIAL:
             # Each record by its own result: its status, its Retry-After, its body in its DLQ entry.
-            delivered = []
-            for item, result in zip(items, answer.results, strict=True):
-                own = classify_status(result.status)
-                if own is Verdict.DELIVERED:
-                    delivered.append(item)
-                else:
+            # The delivered ones first: if writing their keys fails, every record is still this
+            # task's to retry (none was handed back to the lanes yet).
+            results = [(item, result, classify_status(result.status)) for item, result in
+                       zip(items, answer.results, strict=True)]
+            await self._delivered(target, [item for item, _, own in results if own is Verdict.DELIVERED])
+            for item, result, own in results:
+                if own is not Verdict.DELIVERED:
                     after = result.retry_after_s if result.retry_after_s is not None else answer.retry_after_s
                     await self._apply(target, [item], Answer(own, result.status, after), result.body)
-            await self._delivered(target, delivered)
         elif verdict is Verdict.RETRY:
             if answer.status == 429 and target.rate_limit is not None:
                 await self.limiter.penalize(target.destination, items[0].tenant, target.rate_limit)
@@ -552,11 +563,9 @@ class DeliverWorker:
                 message = (f"still failing after {item.attempts} attempt(s) over max_age "
                            f"{target.retry.max_age_s:.0f}s: {why}")[:500]
                 item.dlq = ("deliver.retries_exhausted", message, answer.status, why.encode()[:RESPONSE_BODY_LIMIT])
-                item.not_before = 0.0
-            else:
-                item.not_before = now() + delay
-            item.in_flight = False
+                delay = 0.0  # written to the DLQ at the next pass
             item.refreshed_auth = False  # the credentials were not what failed
+            self.lanes.retry(item, now() + delay)
 
     async def _needs_reconnect(self, target: HttpTarget, items: list[Item], body: bytes, status: int | None = None
                                ) -> None:
@@ -571,8 +580,8 @@ class DeliverWorker:
         self.active.discard(target.integration)
         log.error("integration %s needs reconnecting: %s", target.integration, reason)
         for item in items:
-            item.in_flight = False
             item.refreshed_auth = False
+            self.lanes.release(item)
 
     async def _dead_letter(self, item: Item) -> None:
         """Write ``item`` to its topic's DLQ, wait for the ack, then finish it; on failure retry later."""
@@ -589,8 +598,7 @@ class DeliverWorker:
             [already] = await deadletters.written_async(self.redis, [letter])
         except RETRYABLE_REDIS as exc:
             log.warning("DLQ ledger unavailable, retrying the dead letter later: %s", exc)
-            item.not_before = now() + 1.0
-            item.in_flight = False
+            self.lanes.retry(item, now() + 1.0)
             return
         if already:
             self.outcomes.add("dlq_already_written", item.tenant, item.integration, code)
@@ -614,8 +622,7 @@ class DeliverWorker:
             err = KafkaError(KafkaError._FAIL, str(exc))
         if err is not None:
             log.warning("DLQ write for %s failed, retrying: %s", item.topic, err)
-            item.not_before = now() + 1.0
-            item.in_flight = False
+            self.lanes.retry(item, now() + 1.0)
             return
         try:
             await deadletters.record_async(self.redis, [letter], [code])
@@ -634,7 +641,6 @@ class DeliverWorker:
             if item.received_at_ms is not None:
                 end_to_end_seconds.record(max(0.0, time.time() - item.received_at_ms / 1000),
                                           {"integration": item.integration, "tenant": item.tenant})
-        item.in_flight = False
         self.lanes.finish(item)
 
 
