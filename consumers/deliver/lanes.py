@@ -46,6 +46,7 @@ class Item:
     refreshed_auth: bool = False
     traceparent: str | None = None  # from the headers, decoded once
     received_at_ms: int | None = None  # router-received-at (gateway), for end-to-end latency
+    json: bytes = b""  # the record as it goes in a request body (payload.record_json, or to_json alone), made once
 
     @property
     def tp(self) -> TP:
@@ -266,19 +267,22 @@ class Lanes:
                     self._index(item)
 
 
-def batches(items: list[Item], max_records: int, max_bytes: int) -> list[list[Item]]:
-    """Requests for ``items``: at most ``max_records`` each and, by the records' encoded size, about
-    ``max_bytes`` (a record larger than ``max_bytes`` still goes, alone)."""
+def batches(items: list[Item], max_records: int, max_bytes: int, envelope_bytes: int = 0) -> list[list[Item]]:
+    """Requests for ``items``: at most ``max_records`` each, and bodies of at most ``max_bytes`` as
+    sent — ``envelope_bytes`` (what surrounds the records, ``payload.envelope``) plus each record's
+    ``json`` and a comma between two (``payload.join_body``). A record whose body alone is larger
+    than ``max_bytes`` still goes, alone."""
     out: list[list[Item]] = []
     batch: list[Item] = []
     size = 0
+    limit = max(1, max_records)
     for item in items:
-        weight = len(item.value or b"")
-        if batch and (len(batch) >= max(1, max_records) or size + weight > max_bytes):
+        weight = len(item.json)
+        if batch and (len(batch) >= limit or size + 1 + weight > max_bytes):
             out.append(batch)
-            batch, size = [], 0
+            batch = []
+        size = size + 1 + weight if batch else envelope_bytes + weight
         batch.append(item)
-        size += weight
     if batch:
         out.append(batch)
     return out

@@ -33,7 +33,7 @@ from opentelemetry.trace import SpanKind
 from consumers.deliver.auth import Auth, AuthFailed, TokenUnavailable, build_auth
 from consumers.deliver.config import HttpTarget
 from consumers.deliver.lanes import TP, Item, Lanes, batches, now
-from consumers.deliver.payload import batch_body, batch_idempotency_key, idempotency_key, to_json
+from consumers.deliver.payload import batch_idempotency_key, envelope, idempotency_key, join_body, record_json, to_json
 from consumers.deliver.ratelimit import SharedRateLimiter, hold_key
 from consumers.deliver.status import Answer, Verdict, backoff_s, classify_status, interpret
 from router import codec, deadletters, groupwatch
@@ -335,6 +335,15 @@ class DeliverWorker:
                 item.dlq = ("deliver.decode", str(exc)[:500], None, b"")
             except Exception as exc:  # a record is the unit of failure, never the worker's
                 item.dlq = ("internal.decode", f"decode failed unexpectedly: {type(exc).__name__}", None, b"")
+            else:
+                # Its JSON once, here: batches are cut by the size of the body as sent (max_bytes).
+                target = self.targets[name]
+                try:
+                    item.json = (to_json(item.record) if target.max_records == 1
+                                 else record_json(item.record, item.idempotency_key, target.id_field))
+                except Exception as exc:  # what the JSON body cannot hold: as a failed request was
+                    item.dlq = ("internal.deliver", f"deliver failed unexpectedly: {type(exc).__name__}: "
+                                f"{str(exc)[:200]}", None, b"")
         return item
 
     # ---- dispatch ---------------------------------------------------------------------------
@@ -350,7 +359,8 @@ class DeliverWorker:
             by_integration.setdefault(item.integration, []).append(item)
         for name, items in by_integration.items():
             target = self.targets[name]
-            for batch in batches(items, target.max_records, target.max_bytes):
+            head, tail = envelope(target.batch_key)
+            for batch in batches(items, target.max_records, target.max_bytes, len(head) + len(tail)):
                 for item in batch:
                     self.lanes.start(item)
                 self._spawn(self._deliver(target, batch))
@@ -453,8 +463,7 @@ class DeliverWorker:
     async def _request_and_apply(self, target: HttpTarget, fresh: list[Item]) -> None:
         single = target.max_records == 1
         ikeys = [i.idempotency_key for i in fresh]
-        body = to_json(fresh[0].record) if single else batch_body([i.record for i in fresh], ikeys, target.batch_key,
-                                                                  target.id_field)
+        body = fresh[0].json if single else join_body([i.json for i in fresh], target.batch_key)
         request_key = ikeys[0] if single else batch_idempotency_key(ikeys)
         headers = {"Content-Type": "application/json", "Idempotency-Key": request_key, **target.headers}
         span = None
