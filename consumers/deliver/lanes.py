@@ -47,6 +47,7 @@ class Item:
     traceparent: str | None = None  # from the headers, decoded once
     received_at_ms: int | None = None  # router-received-at (gateway), for end-to-end latency
     json: bytes = b""  # the record as it goes in a request body (payload.record_json, or to_json alone), made once
+    delivered_key: str = ""  # its key in Redis once the partner accepted it (delivered.py)
 
     @property
     def tp(self) -> TP:

@@ -32,6 +32,7 @@ from opentelemetry.trace import SpanKind
 
 from consumers.deliver.auth import Auth, AuthFailed, TokenUnavailable, build_auth
 from consumers.deliver.config import HttpTarget
+from consumers.deliver.delivered import DeliveredKeys, delivered_key
 from consumers.deliver.lanes import TP, Item, Lanes, batches, now
 from consumers.deliver.payload import batch_idempotency_key, envelope, idempotency_key, join_body, record_json, to_json
 from consumers.deliver.ratelimit import SharedRateLimiter, hold_key
@@ -102,6 +103,7 @@ class DeliverWorker:
         self.producer = Producer(producer_config(settings))
         self.redis = aioredis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
         self.limiter = SharedRateLimiter(self.redis, self.prefix)
+        self.delivered_keys = DeliveredKeys(self.redis, self.prefix)
         self.auth: dict[str, Auth] = {name: build_auth(t.auth) for name, t in targets.items()}
         self.slots = {name: asyncio.Semaphore(self.options.concurrency) for name in targets}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -338,6 +340,7 @@ class DeliverWorker:
             else:
                 # Its JSON once, here: batches are cut by the size of the body as sent (max_bytes).
                 target = self.targets[name]
+                item.delivered_key = delivered_key(self.prefix, target.destination, item.idempotency_key)
                 try:
                     item.json = (to_json(item.record) if target.max_records == 1
                                  else record_json(item.record, item.idempotency_key, target.id_field))
@@ -404,8 +407,7 @@ class DeliverWorker:
             return owned
 
         items = list(owned)
-        keys = [f"{self.prefix}delivered:{target.destination}:{i.idempotency_key}" for i in items]
-        done = await self.redis.mget(keys)
+        done = await self.delivered_keys.seen([i.delivered_key for i in items])
         owned[:] = fresh = [i for i, d in zip(items, done, strict=True) if not d]
         for item, d in zip(items, done, strict=True):
             if d:
@@ -556,10 +558,7 @@ class DeliverWorker:
         if not items:
             return
         ttl = int(max(DELIVERED_TTL_MIN_S, 2 * target.dedupe_ttl_s))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for item in items:
-                pipe.set(f"{self.prefix}delivered:{target.destination}:{item.idempotency_key}", b"1", ex=ttl)
-            await pipe.execute()
+        await self.delivered_keys.remember([i.delivered_key for i in items], ttl)
         for item in items:
             self._finish(item, "delivered")
 

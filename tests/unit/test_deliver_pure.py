@@ -177,3 +177,15 @@ def test_every_batch_body_is_within_max_bytes_unless_it_holds_one_record(
         assert body == batch_body([records[i.offset] for i in batch], [i.idempotency_key for i in batch], "records",
                                   "idempotency_key")
 
+
+def test_delivered_keys_are_grouped_by_hash_slot_only_on_a_cluster() -> None:
+    from redis.crc import key_slot
+
+    from consumers.deliver.delivered import delivered_key, slot_groups
+
+    keys = [delivered_key("p:", "pagerduty", f"k{i}") for i in range(50)]
+    assert list(slot_groups(keys, clustered=False)) == [list(range(50))], "one call per batch on a standalone server"
+    groups = list(slot_groups(keys, clustered=True))
+    assert sorted(i for g in groups for i in g) == list(range(50))
+    for group in groups:
+        assert len({key_slot(keys[i].encode()) for i in group}) == 1
