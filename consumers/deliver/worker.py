@@ -328,6 +328,10 @@ class DeliverWorker:
             item.dlq = ("deliver.unknown_integration", why, None, b"")
         elif not event_id:
             item.dlq = ("deliver.missing_event_id", "the record has no router-event-id header", None, b"")
+        elif "\ufffd" in event_id and not _utf8_header(msg.headers(), h.EVENT_ID):  # type: ignore[arg-type]
+            # Decoded with replacement characters, every such id would share one idempotency key
+            # (and one delivered key): the record has no usable event id.
+            item.dlq = ("deliver.missing_event_id", "the router-event-id header is not UTF-8", None, b"")
         else:
             try:
                 item.record = self.codec.decode(item.value)
@@ -659,6 +663,16 @@ class _Revocation:
     tps: set[TP]
     done: threading.Event = field(default_factory=threading.Event)
     positions: dict[TP, int] = field(default_factory=dict)
+
+
+def _utf8_header(headers: list[tuple[str, bytes | None]] | None, name: str) -> bool:
+    """Whether the header ``name`` (its last value, as ``headers.to_dict`` takes it) is valid UTF-8."""
+    raw = next((v for k, v in reversed(headers or []) if k.lower() == name), None)
+    try:
+        (raw or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _commit_guarded(consumer: Consumer, offsets: list[TopicPartition]) -> bool:
