@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import itertools
 import os
 import random
@@ -30,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fastavro
-import orjson
 import psutil
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from rich.console import Console
@@ -49,10 +46,10 @@ from bench.route_bench import (
     top_functions,
 )
 from consumers.deliver.payload import batch_body, batch_idempotency_key, idempotency_key, to_json
+from router import codec
 from router import headers as h
 from router import ready as ready_line
 from router.embedded.procs import ChildProcess
-from router.pipeline.stages import schema_id_of
 from router.settings import Settings
 from tests.integration.delivering import Partner, delivery_records, http_spec
 from tests.integration.routing import Topology, make_topology, prepare_services, produce, zendesk_event
@@ -139,15 +136,12 @@ def prepare_job(name: str, batch: int, records: int, seed: int, services: Servic
     out = delivery_records(topo, schema_ids, events)
     produce(services.bootstrap, f"delivery.{name}", out)
     registry = SchemaRegistryClient({"url": services.registry_url})
-    schemas: dict[int, Any] = {}
+    schemas = codec.Codec(codec.registry_fetch(registry))
     decoded: list[tuple[str, Any]] = []
     for _key, value, headers in out:
-        sid = schema_id_of(value) or 0
-        if sid not in schemas:
-            schemas[sid] = fastavro.parse_schema(orjson.loads(registry.get_schema(sid).schema_str or "null"))
         hdrs = {k: v.decode() for k, v in headers}
         ikey = idempotency_key(hdrs[h.TENANT], hdrs[h.INTEGRATION], hdrs[h.EVENT_ID])
-        decoded.append((ikey, fastavro.schemaless_reader(io.BytesIO(value[5:]), schemas[sid], None)))
+        decoded.append((ikey, schemas.decode_fetching(value)))
     lines = []
     for start in range(0, len(decoded), batch):
         chunk = decoded[start:start + batch]

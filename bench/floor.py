@@ -20,7 +20,6 @@ answer one question: how close to the passthrough can one Python process get at 
 from __future__ import annotations
 
 import argparse
-import struct
 import sys
 import time
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 
 from consumers.route.sinks import PRODUCER_CONFIG
 from consumers.route.state_redis import RedisState
+from router import codec
 from router import headers as h
 from router.kafka import consumer_config, producer_config
 from router.pipeline.records import Claim, Decision
@@ -60,7 +60,7 @@ class Floor:
         self.state = state
         self.dest = dest
         self.prefix = prefix
-        self.framing = struct.pack(">bI", 0, schema_id)
+        self.framing = codec.frame(schema_id, b"")
         schema = orjson.loads((ROOT / "schemas" / "avro" / "com.example.pagerduty.Incident.avsc").read_bytes())
         self.write = compile_writer(schema)
         self.source_name, self.source_bytes = source_name, source_name.encode()

@@ -4,16 +4,23 @@ Records of one key form a *lane*: only a lane's head may be in flight or waiting
 later records of that key wait behind it while other lanes keep flowing. Each partition tracks
 its offsets in consumption order, and only the contiguous prefix of finished records is
 committed, so a crash never skips a record that was still waiting.
+
+Lane heads are indexed by what they wait for, so that choosing what to send costs O(ready)
+(plus O(log n) per head whose retry time comes), never a scan of every record held: a worker
+holds up to ``max_backlog`` records per partition, and looks for ready heads on every pass.
 """
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 TP = tuple[str, int]
+LaneId = tuple[str, int, bytes | int]
+HEAP_SLACK = 1024  # stale heap entries tolerated before the heap is rebuilt without them
 
 
 @dataclass(eq=False)
@@ -39,6 +46,8 @@ class Item:
     refreshed_auth: bool = False
     traceparent: str | None = None  # from the headers, decoded once
     received_at_ms: int | None = None  # router-received-at (gateway), for end-to-end latency
+    json: bytes = b""  # the record as it goes in a request body (payload.record_json, or to_json alone), made once
+    delivered_key: str = ""  # its key in Redis once the partner accepted it (delivered.py)
 
     @property
     def tp(self) -> TP:
@@ -80,35 +89,105 @@ class PartitionTrack:
 
 
 class Lanes:
-    """Every waiting record, by lane, plus each partition's commit track."""
+    """Every held record, by lane, plus each partition's commit track.
+
+    Each lane head that is not in flight is indexed in exactly one place:
+
+    - a *ready bucket*: its integration's (``_ready``), or ``_dead`` when it carries a dead letter
+      (dead letters are written whatever the integration's state);
+    - ``_waiting``, a heap by ``not_before``: it moves to its bucket when that time comes.
+
+    A head in flight is in neither: it comes back through ``retry`` or ``release``, or leaves
+    through ``finish``, which indexes the next record of its lane. So every change of
+    ``in_flight`` and ``not_before`` goes through ``start``, ``retry``, ``release`` and ``finish``
+    (the worker never sets them itself), and ``dlq`` is set before ``add`` or while the head is
+    in flight. ``ready`` still checks each head it returns, so that a head marked in flight by
+    hand is dropped from its bucket and one whose ``not_before`` was moved later goes to the
+    heap; a head *released* by hand would be lost to the index: use ``release``.
+    """
 
     def __init__(self) -> None:
-        self.lanes: OrderedDict[tuple[str, int, bytes | int], deque[Item]] = OrderedDict()
+        self.lanes: dict[LaneId, deque[Item]] = {}
         self.tracks: dict[TP, PartitionTrack] = {}
+        self._held = 0
+        self._ready: dict[str, dict[Item, None]] = {}  # insertion-ordered sets, one per integration
+        self._dead: dict[Item, None] = {}
+        self._bucket_of: dict[Item, dict[Item, None]] = {}
+        self._waiting: list[tuple[float, int, Item]] = []  # (not_before, token, head); stale entries skipped
+        self._token_of: dict[Item, int] = {}  # heads in the heap -> the token of their live entry
+        self._tokens = 0
+        self._now = 0.0  # the latest time ``ready`` was asked about: heads due by then need no heap
+
+    # ---- records in and out -------------------------------------------------------------------
 
     def add(self, item: Item) -> None:
-        self.lanes.setdefault(item.lane, deque()).append(item)
-        self.tracks.setdefault(item.tp, PartitionTrack()).add(item.offset)
+        """Hold ``item`` behind the records of its key; it is indexed at once if it heads its lane."""
+        lane_id = item.lane
+        lane = self.lanes.get(lane_id)
+        if lane is None:
+            self.lanes[lane_id] = deque((item,))
+            if not item.in_flight:
+                self._index(item)
+        else:
+            lane.append(item)
+        self._held += 1
+        track = self.tracks.get(item.tp)
+        if track is None:
+            track = self.tracks[item.tp] = PartitionTrack()
+        track.add(item.offset)
 
     def ready(self, now: float, active: set[str] | None = None) -> list[Item]:
-        """Lane heads that may be sent now (not in flight, not waiting, integration active)."""
-        out = []
-        for lane in self.lanes.values():
-            head = lane[0]
-            if head.in_flight or head.not_before > now:
-                continue
-            if active is not None and head.integration not in active and head.dlq is None:
-                continue
-            out.append(head)
+        """Lane heads that may be sent now (not in flight, not waiting, integration active), and
+        heads carrying a dead letter whatever their integration. Costs O(ready + heads turned
+        in flight since the last call), plus O(log n) per head whose ``not_before`` came.
+
+        Heads of inactive integrations stay in their bucket, unseen, until it is active again."""
+        self._now = now
+        waiting = self._waiting
+        while waiting and waiting[0][0] <= now:
+            _, token, item = heapq.heappop(waiting)
+            if self._token_of.get(item) == token:
+                del self._token_of[item]
+                self._bucket(item)
+        out: list[Item] = []
+        self._collect(self._dead, now, out)
+        for name, bucket in self._ready.items():
+            if bucket and (active is None or name in active):
+                self._collect(bucket, now, out)
         return out
+
+    def start(self, item: Item) -> None:
+        """``item`` (a ready head) goes into a request or a DLQ write."""
+        item.in_flight = True
+        self._unindex(item)
+
+    def retry(self, item: Item, not_before: float) -> None:
+        """``item`` is back from an attempt and may go again from ``not_before`` (monotonic)."""
+        item.not_before = not_before
+        self.release(item)
+
+    def release(self, item: Item) -> None:
+        """``item`` is back, unsent or not finished: it heads its lane again (if it still has one)."""
+        item.in_flight = False
+        lane = self.lanes.get(item.lane)
+        if lane is not None and lane[0] is item:
+            self._unindex(item)
+            self._index(item)
 
     def finish(self, item: Item) -> None:
         """``item`` is delivered, skipped or dead-lettered: free its lane and mark its offset."""
-        lane = self.lanes.get(item.lane)
+        item.in_flight = False
+        lane_id = item.lane
+        lane = self.lanes.get(lane_id)
         if lane and lane[0] is item:
             lane.popleft()
-            if not lane:
-                del self.lanes[item.lane]
+            self._held -= 1
+            self._unindex(item)
+            if lane:
+                if not lane[0].in_flight:
+                    self._index(lane[0])
+            else:
+                del self.lanes[lane_id]
         track = self.tracks.get(item.tp)
         if track is not None:
             track.finish(item.offset)
@@ -126,8 +205,11 @@ class Lanes:
 
     def drop_partitions(self, tps: set[TP]) -> None:
         """Forget revoked partitions: their uncommitted records are redone by the new owner."""
+        # A scan of the lanes, not of the records: rebalances are rare, the loop's passes are not.
         for lane_id in [lid for lid in self.lanes if (lid[0], lid[1]) in tps]:
-            del self.lanes[lane_id]
+            lane = self.lanes.pop(lane_id)
+            self._held -= len(lane)
+            self._unindex(lane[0])
         for tp in tps:
             self.tracks.pop(tp, None)
 
@@ -136,22 +218,72 @@ class Lanes:
         return track.backlog() if track else 0
 
     def size(self) -> int:
-        return sum(len(lane) for lane in self.lanes.values())
+        """Records held (waiting, ready or in flight), in O(1)."""
+        return self._held
+
+    # ---- the index ----------------------------------------------------------------------------
+
+    def _index(self, head: Item) -> None:
+        if head.not_before <= self._now:
+            self._bucket(head)
+            return
+        self._tokens += 1
+        self._token_of[head] = self._tokens
+        heapq.heappush(self._waiting, (head.not_before, self._tokens, head))
+        if len(self._waiting) > 2 * len(self._token_of) + HEAP_SLACK:
+            self._waiting = [e for e in self._waiting if self._token_of.get(e[2]) == e[1]]
+            heapq.heapify(self._waiting)
+
+    def _bucket(self, head: Item) -> None:
+        if head.dlq is not None:
+            bucket = self._dead
+        elif (found := self._ready.get(head.integration)) is not None:
+            bucket = found
+        else:
+            bucket = self._ready[head.integration] = {}
+        bucket[head] = None
+        self._bucket_of[head] = bucket
+
+    def _unindex(self, head: Item) -> None:
+        bucket = self._bucket_of.pop(head, None)
+        if bucket is not None:
+            del bucket[head]
+        else:
+            self._token_of.pop(head, None)  # its heap entry is now stale
+
+    def _collect(self, bucket: dict[Item, None], now: float, out: list[Item]) -> None:
+        moved: list[Item] | None = None
+        for item in bucket:
+            if item.in_flight or item.not_before > now:
+                if moved is None:
+                    moved = []
+                moved.append(item)
+            else:
+                out.append(item)
+        if moved:
+            for item in moved:
+                del bucket[item]
+                del self._bucket_of[item]
+                if not item.in_flight:
+                    self._index(item)
 
 
-def batches(items: list[Item], max_records: int, max_bytes: int) -> list[list[Item]]:
-    """Requests for ``items``: at most ``max_records`` each and, by the records' encoded size, about
-    ``max_bytes`` (a record larger than ``max_bytes`` still goes, alone)."""
+def batches(items: list[Item], max_records: int, max_bytes: int, envelope_bytes: int = 0) -> list[list[Item]]:
+    """Requests for ``items``: at most ``max_records`` each, and bodies of at most ``max_bytes`` as
+    sent — ``envelope_bytes`` (what surrounds the records, ``payload.envelope``) plus each record's
+    ``json`` and a comma between two (``payload.join_body``). A record whose body alone is larger
+    than ``max_bytes`` still goes, alone."""
     out: list[list[Item]] = []
     batch: list[Item] = []
     size = 0
+    limit = max(1, max_records)
     for item in items:
-        weight = len(item.value or b"")
-        if batch and (len(batch) >= max(1, max_records) or size + weight > max_bytes):
+        weight = len(item.json)
+        if batch and (len(batch) >= limit or size + 1 + weight > max_bytes):
             out.append(batch)
-            batch, size = [], 0
+            batch = []
+        size = size + 1 + weight if batch else envelope_bytes + weight
         batch.append(item)
-        size += weight
     if batch:
         out.append(batch)
     return out

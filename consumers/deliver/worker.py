@@ -10,7 +10,6 @@ partition's contiguous prefix of finished records.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import os
 import re
@@ -23,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
-import fastavro
 import orjson
 import redis
 import redis.asyncio as aioredis
@@ -34,11 +32,12 @@ from opentelemetry.trace import SpanKind
 
 from consumers.deliver.auth import Auth, AuthFailed, TokenUnavailable, build_auth
 from consumers.deliver.config import HttpTarget
+from consumers.deliver.delivered import DeliveredKeys, delivered_key
 from consumers.deliver.lanes import TP, Item, Lanes, batches, now
-from consumers.deliver.payload import batch_body, batch_idempotency_key, idempotency_key, to_json
+from consumers.deliver.payload import batch_idempotency_key, envelope, idempotency_key, join_body, record_json, to_json
 from consumers.deliver.ratelimit import SharedRateLimiter, hold_key
 from consumers.deliver.status import Answer, Verdict, backoff_s, classify_status, interpret
-from router import codes, deadletters, groupwatch
+from router import codec, codes, deadletters, groupwatch
 from router import headers as h
 from router.controls import parse, state_key
 from router.deadletters import DeadLetter
@@ -47,7 +46,6 @@ from router.groupwatch import GroupWatch, Throttle, group_progress
 from router.health import HealthBatch, HealthWriter
 from router.kafka import dlq_topic, member_config, producer_config
 from router.outcomes import Outcomes, delivery_request_seconds, end_to_end_seconds
-from router.pipeline.stages import schema_id_of
 from router.settings import Settings
 from router.telemetry import Heartbeat
 from router.tracing import sampled, start_child
@@ -98,13 +96,14 @@ class DeliverWorker:
         self.revoking: set[TP] = set()  # partitions going away: no request starts for their records
         self.in_flight: Counter[TP] = Counter()  # records in an HTTP request, by partition
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.schemas: dict[int, Any] = {}
+        self.codec = codec.Codec(codec.registry_fetch(registry))  # schemas by id, each fetched once
         self._kafka = ThreadPoolExecutor(1, thread_name_prefix="kafka")  # every consumer call
         self._producing = ThreadPoolExecutor(1, thread_name_prefix="kafka-producer")  # produce, poll, flush
         self.consumer = Consumer(member_config(settings, self.options.group))
         self.producer = Producer(producer_config(settings))
         self.redis = aioredis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
         self.limiter = SharedRateLimiter(self.redis, self.prefix)
+        self.delivered_keys = DeliveredKeys(self.redis, self.prefix)
         self.auth: dict[str, Auth] = {name: build_auth(t.auth) for name, t in targets.items()}
         self.slots = {name: asyncio.Semaphore(self.options.concurrency) for name in targets}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -290,16 +289,26 @@ class DeliverWorker:
     # ---- records in -------------------------------------------------------------------------
 
     async def _accept(self, messages: list[Message]) -> None:
+        good = []
+        unfetched: dict[int, str] = {}  # schema id -> why the registry did not give it
         for msg in messages:
             err = msg.error()
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer error: %s", err)
                 continue
-            item = await self._item(msg)
-            self.lanes.add(item)
+            good.append(msg)
+            # The schemas the batch names first (rare I/O, on the Kafka thread); then pure work.
+            sid = self.codec.missing(msg.value())
+            if sid is not None and sid not in unfetched:
+                try:
+                    await self._k(self.codec.fetch, sid)
+                except Exception as exc:  # unknown id, registry down: the record's decode says so
+                    unfetched[sid] = f"schema id {sid} could not be fetched: {exc}"
+        for msg in good:
+            self.lanes.add(self._item(msg, unfetched))
 
-    async def _item(self, msg: Message) -> Item:
+    def _item(self, msg: Message, unfetched: dict[int, str]) -> Item:
         raw_headers = msg.headers()
         hdrs = h.to_dict(raw_headers)  # type: ignore[arg-type]
         name = hdrs.get(h.INTEGRATION, "")
@@ -330,27 +339,24 @@ class DeliverWorker:
                             f"the record has no {which} header", None, b"")
         else:
             try:
-                item.record = await self._decode(item.value)
-            except ValueError as exc:
+                item.record = self.codec.decode(item.value)
+            except codec.UnknownSchema as exc:
+                item.dlq = (codes.DELIVER_DECODE, unfetched.get(exc.schema_id, str(exc))[:500], None, b"")
+            except ValueError as exc:  # not framed, corrupt Avro
                 item.dlq = (codes.DELIVER_DECODE, str(exc)[:500], None, b"")
             except Exception as exc:  # a record is the unit of failure, never the worker's
                 item.dlq = (codes.INTERNAL_DECODE, f"decode failed unexpectedly: {type(exc).__name__}", None, b"")
+            else:
+                # Its JSON once, here: batches are cut by the size of the body as sent (max_bytes).
+                target = self.targets[name]
+                item.delivered_key = delivered_key(self.prefix, target.destination, item.idempotency_key)
+                try:
+                    item.json = (to_json(item.record) if target.max_records == 1
+                                 else record_json(item.record, item.idempotency_key, target.id_field))
+                except Exception as exc:  # what the JSON body cannot hold: as a failed request was
+                    item.dlq = (codes.INTERNAL_DELIVER, f"deliver failed unexpectedly: {type(exc).__name__}: "
+                                f"{str(exc)[:200]}", None, b"")
         return item
-
-    async def _decode(self, value: bytes | None) -> Any:
-        sid = schema_id_of(value)
-        if value is None or sid is None:
-            raise ValueError("not Confluent-framed Avro")
-        if sid not in self.schemas:
-            try:
-                schema = await self._k(self.registry.get_schema, sid)
-            except Exception as exc:
-                raise ValueError(f"schema id {sid}: {exc}") from None
-            self.schemas[sid] = fastavro.parse_schema(orjson.loads(schema.schema_str or "null"))
-        try:
-            return fastavro.schemaless_reader(io.BytesIO(value[5:]), self.schemas[sid], None)
-        except Exception as exc:  # corrupt bytes raise many types
-            raise ValueError(f"invalid Avro: {exc}") from None
 
     # ---- dispatch ---------------------------------------------------------------------------
 
@@ -359,15 +365,16 @@ class DeliverWorker:
         by_integration: dict[str, list[Item]] = {}
         for item in ready:
             if item.dlq is not None:
-                item.in_flight = True
+                self.lanes.start(item)
                 self._spawn(self._dead_letter(item))
                 continue
             by_integration.setdefault(item.integration, []).append(item)
         for name, items in by_integration.items():
             target = self.targets[name]
-            for batch in batches(items, target.max_records, target.max_bytes):
+            head, tail = envelope(target.batch_key)
+            for batch in batches(items, target.max_records, target.max_bytes, len(head) + len(tail)):
                 for item in batch:
-                    item.in_flight = True
+                    self.lanes.start(item)
                 self._spawn(self._deliver(target, batch))
 
     def _spawn(self, coro: Any) -> None:
@@ -383,36 +390,46 @@ class DeliverWorker:
     # ---- one request ------------------------------------------------------------------------
 
     async def _deliver(self, target: HttpTarget, items: list[Item]) -> None:
+        # What this task still holds: ``_send`` drops what it finishes or hands back unsent, so a
+        # failure never touches a record another task may have taken since.
+        owned = list(items)
         try:
             async with self.slots[target.integration]:
-                await self._send(target, items)
+                await self._send(target, owned)
         except TRANSIENT as exc:  # Redis down, auth endpoint down...: retry later, never lose the record
             log.warning("delivery to %s failed before an answer: %r", target.integration, exc)
-            self._retry(target, items, Answer(Verdict.RETRY, None), str(exc))
+            self._retry(target, owned, Answer(Verdict.RETRY, None), str(exc))
         except Exception as exc:  # a record is the unit of failure: what nothing foresaw dead-letters it
             log.error("delivery to %s raised %s: dead-lettering %d record(s)", target.integration,
-                      type(exc).__name__, len(items))
-            for item in items:
+                      type(exc).__name__, len(owned))
+            for item in owned:
                 item.dlq = (codes.INTERNAL_DELIVER,
                             f"deliver failed unexpectedly: {type(exc).__name__}: {str(exc)[:200]}", None, b"")
                 self._spawn(self._dead_letter(item))
 
-    async def _send(self, target: HttpTarget, items: list[Item]) -> None:
-        keys = [f"{self.prefix}delivered:{target.destination}:{i.idempotency_key}" for i in items]
-        done = await self.redis.mget(keys)
-        fresh = [i for i, d in zip(items, done, strict=True) if not d]
+    async def _send(self, target: HttpTarget, owned: list[Item]) -> None:
+        """Send ``owned`` unless delivered already or not sendable now; ``owned`` is narrowed in
+        place to what this task still holds (see ``_deliver``)."""
+
+        def sendable() -> list[Item]:
+            owned[:] = self._sendable(owned)
+            return owned
+
+        items = list(owned)
+        done = await self.delivered_keys.seen([i.delivered_key for i in items])
+        owned[:] = fresh = [i for i, d in zip(items, done, strict=True) if not d]
         for item, d in zip(items, done, strict=True):
             if d:
                 self._finish(item, "already_delivered")
-        while (fresh := self._sendable(fresh)) and (held := self._held_for(target, fresh[0].tenant)) > 0:
+        while (fresh := sendable()) and (held := self._held_for(target, fresh[0].tenant)) > 0:
             await asyncio.sleep(min(held, self.options.state_interval_s))
         if target.rate_limit is not None:
-            while (fresh := self._sendable(fresh)) and (
+            while (fresh := sendable()) and (
                     wait := await self.limiter.wait_ms(target.destination, fresh[0].tenant, target.rate_limit)) > 0:
                 await asyncio.sleep(min(wait / 1000, self.options.state_interval_s))
         # Stop means stop: a pause, needs_reconnect or revocation seen while this task waited
         # (for a slot, the rate limit, Redis) holds its records; they are sent after a resume.
-        fresh = self._sendable(fresh)
+        fresh = sendable()
         if not fresh:
             return
         tps = [i.tp for i in fresh]
@@ -451,14 +468,13 @@ class DeliverWorker:
             if name in self.active and item.tp not in self.revoking:
                 out.append(item)
             else:
-                item.in_flight = False
+                self.lanes.release(item)
         return out
 
     async def _request_and_apply(self, target: HttpTarget, fresh: list[Item]) -> None:
         single = target.max_records == 1
         ikeys = [i.idempotency_key for i in fresh]
-        body = to_json(fresh[0].record) if single else batch_body([i.record for i in fresh], ikeys, target.batch_key,
-                                                                  target.id_field)
+        body = fresh[0].json if single else join_body([i.json for i in fresh], target.batch_key)
         request_key = ikeys[0] if single else batch_idempotency_key(ikeys)
         headers = {"Content-Type": "application/json", "Idempotency-Key": request_key, **target.headers}
         span = None
@@ -519,15 +535,15 @@ class DeliverWorker:
             await self._delivered(target, items)
         elif verdict is Verdict.PARTIAL:
             # Each record by its own result: its status, its Retry-After, its body in its DLQ entry.
-            delivered = []
-            for item, result in zip(items, answer.results, strict=True):
-                own = classify_status(result.status)
-                if own is Verdict.DELIVERED:
-                    delivered.append(item)
-                else:
+            # The delivered ones first: if writing their keys fails, every record is still this
+            # task's to retry (none was handed back to the lanes yet).
+            results = [(item, result, classify_status(result.status)) for item, result in
+                       zip(items, answer.results, strict=True)]
+            await self._delivered(target, [item for item, _, own in results if own is Verdict.DELIVERED])
+            for item, result, own in results:
+                if own is not Verdict.DELIVERED:
                     after = result.retry_after_s if result.retry_after_s is not None else answer.retry_after_s
                     await self._apply(target, [item], Answer(own, result.status, after), result.body)
-            await self._delivered(target, delivered)
         elif verdict is Verdict.RETRY:
             if answer.status == 429 and target.rate_limit is not None:
                 await self.limiter.penalize(target.destination, items[0].tenant, target.rate_limit)
@@ -551,10 +567,7 @@ class DeliverWorker:
         if not items:
             return
         ttl = int(max(DELIVERED_TTL_MIN_S, 2 * target.dedupe_ttl_s))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for item in items:
-                pipe.set(f"{self.prefix}delivered:{target.destination}:{item.idempotency_key}", b"1", ex=ttl)
-            await pipe.execute()
+        await self.delivered_keys.remember([i.delivered_key for i in items], ttl)
         for item in items:
             self._finish(item, "delivered")
 
@@ -567,11 +580,9 @@ class DeliverWorker:
                 message = (f"still failing after {item.attempts} attempt(s) over max_age "
                            f"{target.retry.max_age_s:.0f}s: {why}")[:500]
                 item.dlq = (codes.DELIVER_RETRIES_EXHAUSTED, message, answer.status, why.encode()[:RESPONSE_BODY_LIMIT])
-                item.not_before = 0.0
-            else:
-                item.not_before = now() + delay
-            item.in_flight = False
+                delay = 0.0  # written to the DLQ at the next pass
             item.refreshed_auth = False  # the credentials were not what failed
+            self.lanes.retry(item, now() + delay)
 
     async def _needs_reconnect(self, target: HttpTarget, items: list[Item], body: bytes, status: int | None = None
                                ) -> None:
@@ -586,8 +597,8 @@ class DeliverWorker:
         self.active.discard(target.integration)
         log.error("integration %s needs reconnecting: %s", target.integration, reason)
         for item in items:
-            item.in_flight = False
             item.refreshed_auth = False
+            self.lanes.release(item)
 
     async def _dead_letter(self, item: Item) -> None:
         """Write ``item`` to its topic's DLQ, wait for the ack, then finish it; on failure retry later."""
@@ -604,8 +615,7 @@ class DeliverWorker:
             [already] = await deadletters.written_async(self.redis, [letter])
         except RETRYABLE_REDIS as exc:
             log.warning("DLQ ledger unavailable, retrying the dead letter later: %s", exc)
-            item.not_before = now() + 1.0
-            item.in_flight = False
+            self.lanes.retry(item, now() + 1.0)
             return
         if already:
             self.outcomes.add("dlq_already_written", item.tenant, item.integration, code)
@@ -629,8 +639,7 @@ class DeliverWorker:
             err = KafkaError(KafkaError._FAIL, str(exc))
         if err is not None:
             log.warning("DLQ write for %s failed, retrying: %s", item.topic, err)
-            item.not_before = now() + 1.0
-            item.in_flight = False
+            self.lanes.retry(item, now() + 1.0)
             return
         try:
             await deadletters.record_async(self.redis, [letter], [code])
@@ -649,7 +658,6 @@ class DeliverWorker:
             if item.received_at_ms is not None:
                 end_to_end_seconds.record(max(0.0, time.time() - item.received_at_ms / 1000),
                                           {"integration": item.integration, "tenant": item.tenant})
-        item.in_flight = False
         self.lanes.finish(item)
 
 

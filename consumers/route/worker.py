@@ -23,21 +23,18 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any
 
-import fastavro
-import orjson
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumers.route.finish import BatchFailed, BatchFinisher, Staged
 from consumers.route.sinks import PRODUCER_CONFIG, BatchSink
-from router import codes, groupwatch
+from router import codec, codes, groupwatch
 from router.groupwatch import GroupWatch, Throttle, group_progress
 from router.kafka import member_config, producer_config
 from router.pipeline.records import Candidate, Claim, Decision, Inbound, Prepared
-from router.pipeline.stages import RoutingTable, claim_for, prepare, schema_id_of
+from router.pipeline.stages import RoutingTable, claim_for, prepare
 from router.pipeline.state import StateStore
 from router.settings import Settings
 from router.telemetry import Heartbeat
@@ -87,7 +84,7 @@ class RouteWorker:
         self.state = state
         self.registry = registry
         self.options = options or WorkerOptions()
-        self.avro_schemas: dict[int, Any] = {}
+        self.avro_schemas = codec.Codec(codec.registry_fetch(registry) if registry is not None else None)
         self.consumer = Consumer(member_config(settings, self.options.group))
         self.producer = Producer(producer_config(settings, **PRODUCER_CONFIG))
         self.finisher = BatchFinisher(table, state, BatchSink(self.producer), self.options.group, health_client)
@@ -294,14 +291,13 @@ class RouteWorker:
         for r in batch:
             if r.topic not in self._avro_topics:
                 continue
-            sid = schema_id_of(r.value)
-            if sid is None or sid in self.avro_schemas:
+            sid = self.avro_schemas.missing(r.value)
+            if sid is None:
                 continue
             try:
-                schema = self.registry.get_schema(sid)
+                self.avro_schemas.fetch(sid)
             except Exception as exc:  # unknown id: the record goes to the DLQ as decode.unknown_schema
                 if getattr(exc, "http_status_code", None) == 404:
                     continue
                 raise BatchFailed(f"schema registry unavailable: {exc}") from None
-            self.avro_schemas[sid] = fastavro.parse_schema(orjson.loads(schema.schema_str or "null"))
 

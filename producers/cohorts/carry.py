@@ -11,24 +11,20 @@ that dies re-reads the same DLQ records next time.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import fastavro
-import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from producers.cohorts.errors import CohortError
 from producers.cohorts.members import Members
 from producers.cohorts.records import audience_of, changes_in
-from router import codes
+from router import codec, codes
 from router import headers as h
 from router.kafka import consumer_config, dlq_topic
-from router.pipeline.stages import schema_id_of
 from router.settings import Settings
 
 log = logging.getLogger("router.cohort")
@@ -67,7 +63,7 @@ class CarryReader:
         self.audience = audience
         self.destination = destination
         self.registry = registry
-        self.schemas: dict[int, Any] = {}
+        self.schemas = codec.Codec(codec.registry_fetch(registry))
         self.consumer = Consumer(consumer_config(settings, carry_group(audience, destination),
                                                  **{"enable.partition.eof": False}))
 
@@ -140,15 +136,11 @@ class CarryReader:
             (found.removes if remove else found.adds).extend(ids)
 
     def _decode(self, value: bytes | None) -> dict[str, Any] | None:
-        sid = schema_id_of(value)
-        if value is None or sid is None:
+        if codec.schema_id_of(value) is None:
             return None
         try:
-            if sid not in self.schemas:
-                schema = self.registry.get_schema(sid)
-                self.schemas[sid] = fastavro.parse_schema(orjson.loads(schema.schema_str or "null"))
-            record = fastavro.schemaless_reader(io.BytesIO(value[5:]), self.schemas[sid], None)
-        except Exception as exc:  # unknown id, registry down, corrupt bytes: count it, never guess
+            record = self.schemas.decode_fetching(value)
+        except ValueError as exc:  # unknown id, registry down, corrupt bytes: count it, never guess
             log.warning("a DLQ record could not be decoded: %s", exc)
             return None
         return record if isinstance(record, dict) else None

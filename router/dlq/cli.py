@@ -9,7 +9,6 @@ refused records, 2 bad options or config, 130 interrupted (after committing what
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import signal
 import sys
@@ -190,25 +189,13 @@ def avro_decoder(settings: Settings) -> AvroDecoder | None:
     """Decode registry-framed Avro values (delivery DLQs) when SCHEMA_REGISTRY_URL is set."""
     if not settings.schema_registry_url:
         return None
-    import fastavro
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
+    from router import codec
+
+    # Unknown id, registry down, corrupt bytes: ValueError, and the value is shown as text.
     registry = SchemaRegistryClient({"url": settings.schema_registry_url})
-    schemas: dict[int, Any] = {}
-
-    def decode(value: bytes) -> Any:
-        sid = int.from_bytes(value[1:5], "big")
-        if sid not in schemas:
-            try:
-                schemas[sid] = fastavro.parse_schema(orjson.loads(registry.get_schema(sid).schema_str or "null"))
-            except Exception as exc:  # unknown id, registry down: the value is shown as text
-                raise ValueError(f"schema id {sid}: {exc}") from None
-        try:
-            return fastavro.schemaless_reader(io.BytesIO(value[5:]), schemas[sid], None)
-        except Exception as exc:  # corrupt bytes raise many types
-            raise ValueError(str(exc)) from None
-
-    return decode
+    return codec.Codec(codec.registry_fetch(registry)).decode_fetching
 
 
 ERROR_FIELDS = ((h.ERROR_CODE, "code"), (h.ERROR_STAGE, "stage"), (h.ERROR_MESSAGE, "message"),

@@ -76,6 +76,7 @@ class DestinationLedger:
     duplicates: dict[str, int] = field(default_factory=dict)
     requests: int = 0
     by_status: Counter[int] = field(default_factory=Counter)
+    bodies: list[tuple[int, int]] = field(default_factory=list)  # (body bytes, records) of each parsed request
 
 
 @dataclass(frozen=True)
@@ -196,11 +197,14 @@ class PartnerSim:
         )
         return RecordOutcome(key, 200, rule)
 
-    def count_request(self, destination: str, status: int) -> None:
-        """Record one delivery request and the status it was answered with."""
+    def count_request(self, destination: str, status: int, body: tuple[int, int] | None = None) -> None:
+        """Record one delivery request, the status it was answered with and, when its body was
+        read, the body's size in bytes and how many records it held."""
         ledger = self.ledger(destination)
         ledger.requests += 1
         ledger.by_status[status] += 1
+        if body is not None:
+            ledger.bodies.append(body)
 
     def ledger_json(self, destination: str | None = None) -> dict[str, Any]:
         """The ``GET /_ledger`` body, for one destination or summed over all of them."""
@@ -212,16 +216,19 @@ class PartnerSim:
         accepted: Counter[str] = Counter()
         duplicates: Counter[str] = Counter()
         by_status: Counter[int] = Counter()
+        bodies: list[tuple[int, int]] = []
         for ledger in ledgers:
             accepted.update(ledger.accepted)
             duplicates.update(ledger.duplicates)
             by_status.update(ledger.by_status)
+            bodies.extend(ledger.bodies)
         return {
             "accepted": dict(accepted),
             "duplicates": dict(duplicates),
             "records": records,
             "requests": sum(ledger.requests for ledger in ledgers),
             "by_status": {str(status): count for status, count in sorted(by_status.items())},
+            "bodies": bodies,
             "tokens_issued": self.tokens_issued,
             "token_requests": self.token_requests,
         }
@@ -351,6 +358,7 @@ async def deliver(request: web.Request) -> web.Response:
     """A delivery: one record (``Idempotency-Key`` header) or ``{"records": [...]}``."""
     sim, destination = request.app[SIM], request.match_info["destination"]
     delay_ms = 0
+    size: tuple[int, int] | None = None
     response = _auth_refusal(sim, request)
     if response is None:
         wait_s = sim.wait_for_slot(destination)
@@ -359,9 +367,13 @@ async def deliver(request: web.Request) -> web.Response:
             response = answer({"error": "rate_limited"}, 429, headers)
     if response is None:
         body = await read_json(request)
-        # Nothing awaits between here and count_request: the delivery is decided in one step.
+        if not isinstance(body, web.Response):
+            records = body.get("records") if isinstance(body, dict) else None
+            size = (len(await request.read()), len(records) if isinstance(records, list) else 1)
+        # Nothing awaits between here and count_request (read() returns the body already read):
+        # the delivery is decided in one step.
         response, delay_ms = (body, 0) if isinstance(body, web.Response) else _deliver(sim, request, destination, body)
-    sim.count_request(destination, response.status)
+    sim.count_request(destination, response.status, size)
     if delay_ms:
         await asyncio.sleep(delay_ms / 1000)
     return response

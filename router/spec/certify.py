@@ -11,20 +11,18 @@ the worker will do the same.
 from __future__ import annotations
 
 import decimal
-import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import fastavro
 import orjson
 
-from router import codes
+from router import codec, codes
 from router import headers as h
 from router.errors import SpecError
 from router.pipeline.records import Decision, Inbound
-from router.pipeline.stages import MAGIC, RoutingTable, claim_for, prepare
+from router.pipeline.stages import RoutingTable, claim_for, prepare
 from router.pipeline.state import MemoryState
 from router.spec.load import Catalog
 from router.spec.model import Integration
@@ -89,10 +87,7 @@ class Harness:
     def encode_input(self, event: Any) -> bytes:
         if self.integration.source.format == "json":
             return orjson.dumps(event)
-        out = io.BytesIO()
-        out.write(MAGIC + _FIXTURE_SCHEMA_ID.to_bytes(4, "big"))
-        fastavro.schemaless_writer(out, self.avro_schemas[_FIXTURE_SCHEMA_ID], event)
-        return out.getvalue()
+        return codec.encode(event, _FIXTURE_SCHEMA_ID, codec.writer_of(self.avro_schemas[_FIXTURE_SCHEMA_ID]))
 
     def run(self, value: bytes, tenant: str = "acme", extra_headers: dict[str, str] | None = None) -> Outcome:
         self.offset += 1

@@ -64,9 +64,10 @@ def partner_sim(tmp_path: Path, *args: str) -> Iterator[Partner]:
 
 
 def http_spec(name: str, source: str, destination: str, url: str, *, batch: int = 1, rate: str = "",
-              max_age: str = "4h", auth: str = "{type: none}", base: str = "10ms") -> str:
+              max_age: str = "4h", auth: str = "{type: none}", base: str = "10ms", max_bytes: int | None = None) -> str:
     """A Zendesk → partner spec delivering to ``url``."""
     rate_line = f"    rate_limit: {rate}\n" if rate else ""
+    max_bytes_item = f", max_bytes: {max_bytes}" if max_bytes is not None else ""
     return f"""name: {name}
 version: 1
 source:
@@ -87,7 +88,7 @@ destination:
   name: {destination}
   http:
     url: "{url}"
-    batch: {{max_records: {batch}}}
+    batch: {{max_records: {batch}{max_bytes_item}}}
     timeout: 5s
     auth: {auth}
 {rate_line}    retry: {{max_age: {max_age}, base: {base}, cap: 2s}}

@@ -113,6 +113,24 @@ def test_a_retrying_key_holds_its_later_records_but_not_other_keys(settings: Set
         assert order.index(keys["o-2"]) < order.index(keys["k-1"]), "ticket 8 did not wait for ticket 7's retries"
 
 
+def test_batch_bodies_respect_max_bytes_as_sent(settings: Settings, registry_url: str, tmp_path: Path,
+                                               name: str) -> None:
+    """D4: ``batch.max_bytes`` limits the JSON body the partner receives, not the Avro records' size."""
+    with partner_sim(tmp_path) as partner:
+        topo = _topo(tmp_path, name, f"{partner.url}/v1/{name}-d", batch=50, max_bytes=2000)
+        events = [zendesk_event(f"e{i}", i, 1, title="Checkout down " + "x" * (i * 37 % 300)) for i in range(60)]
+        events.append(zendesk_event("huge", 999, 1, title="y" * 2500))  # over max_bytes by itself: goes alone
+        publish(settings, registry_url, topo, events)
+        with running_deliverer(settings, registry_url, topo, group=name):
+            wait_for(lambda: len(_accepted(partner, f"{name}-d")) == 61, deadline_s=60, what="all 61 delivered")
+        bodies = partner.ledger(f"{name}-d")["bodies"]
+        assert sum(n for _, n in bodies) == 61, bodies
+        too_big = [(size, n) for size, n in bodies if size > 2000 and n > 1]
+        assert not too_big, f"bodies over max_bytes 2000 with several records: {too_big}"
+        assert any(n > 1 for _, n in bodies), "records are still batched"
+        assert any(size > 2500 and n == 1 for size, n in bodies), "the record larger than max_bytes went alone"
+
+
 def test_multi_status_batch_retries_or_dlqs_only_the_failed_records(settings: Settings, registry_url: str,
                                                                     tmp_path: Path, name: str) -> None:
     with partner_sim(tmp_path) as partner:

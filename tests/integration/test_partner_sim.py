@@ -391,6 +391,7 @@ def test_reset_clears_ledger_rules_tokens_and_buckets() -> None:
             "records": [],
             "requests": 0,
             "by_status": {},
+            "bodies": [],
             "tokens_issued": 0,
             "token_requests": 0,
         }

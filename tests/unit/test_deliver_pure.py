@@ -144,7 +144,48 @@ def test_batches_respect_max_records_and_max_bytes() -> None:
 
     items = [_item(i, bytes([i])) for i in range(7)]
     for item, size in zip(items, [10, 10, 10, 50, 10, 200, 10], strict=True):
-        item.value = b"x" * size
+        item.json = b"x" * size
     assert [[i.offset for i in b] for b in batches(items, 3, 1000)] == [[0, 1, 2], [3, 4, 5], [6]]
-    assert [[i.offset for i in b] for b in batches(items, 10, 60)] == [[0, 1, 2], [3, 4], [5], [6]]
+    # Sizes as sent: the records, a comma between two, and the envelope (here 10 bytes).
+    assert [[i.offset for i in b] for b in batches(items, 10, 62, 10)] == [[0, 1, 2], [3], [4], [5], [6]]
+    assert [[i.offset for i in b] for b in batches(items, 10, 82)] == [[0, 1, 2], [3, 4], [5], [6]]
     assert batches([], 5, 100) == []
+
+
+_values = st.text(max_size=40) | st.integers(-(2**63), 2**63 - 1)
+
+
+@given(st.lists(st.dictionaries(st.sampled_from("abcdef"), _values, max_size=5), max_size=40), st.integers(1, 20),
+       st.integers(20, 600))
+def test_every_batch_body_is_within_max_bytes_unless_it_holds_one_record(
+        records: list[dict[str, object]], max_records: int, max_bytes: int) -> None:
+    from consumers.deliver.lanes import batches
+    from consumers.deliver.payload import envelope, join_body, record_json
+
+    items = []
+    for offset, record in enumerate(records):
+        item = _item(offset, None)
+        item.json = record_json(record, item.idempotency_key, "idempotency_key")
+        items.append(item)
+    head, tail = envelope("records")
+    out = batches(items, max_records, max_bytes, len(head) + len(tail))
+    assert [i for b in out for i in b] == items, "every record once, in order"
+    for batch in out:
+        body = join_body([i.json for i in batch], "records")
+        assert len(batch) <= max_records
+        assert len(body) <= max_bytes or len(batch) == 1, (len(body), len(batch))
+        assert body == batch_body([records[i.offset] for i in batch], [i.idempotency_key for i in batch], "records",
+                                  "idempotency_key")
+
+
+def test_delivered_keys_are_grouped_by_hash_slot_only_on_a_cluster() -> None:
+    from redis.crc import key_slot
+
+    from consumers.deliver.delivered import delivered_key, slot_groups
+
+    keys = [delivered_key("p:", "pagerduty", f"k{i}") for i in range(50)]
+    assert list(slot_groups(keys, clustered=False)) == [list(range(50))], "one call per batch on a standalone server"
+    groups = list(slot_groups(keys, clustered=True))
+    assert sorted(i for g in groups for i in g) == list(range(50))
+    for group in groups:
+        assert len({key_slot(keys[i].encode()) for i in group}) == 1
