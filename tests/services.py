@@ -110,16 +110,18 @@ def wait_for(condition: Callable[[], T | None], *, deadline_s: float, what: str,
 
 
 @contextlib.contextmanager
-def start_registry(bootstrap: str, workdir: os.PathLike[str], topic: str | None = None) -> Iterator[str]:
-    """Run `router registry serve` as a child process; yield its URL once it prints READY."""
+def start_registry(bootstrap: str, workdir: os.PathLike[str], topic: str | None = None, port: int | None = None
+                   ) -> Iterator[str]:
+    """Run `router registry serve` as a child process (on ``port``, or a free one); yield its URL
+    once it prints READY. Started again on the same topic and port, it serves the same schemas."""
     import subprocess
     import sys
     from pathlib import Path
 
     from router.embedded.procs import free_port
 
-    port = free_port()
-    log = Path(workdir) / f"registry-{port}.log"
+    port = port or free_port()
+    log = Path(workdir) / f"registry-{port}-{unique('run')}.log"
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
     argv = [sys.executable, "-m", "router", "registry", "serve", "--port", str(port),
             "--topic", topic or unique("_schemas")]

@@ -48,6 +48,7 @@ class Item:
     received_at_ms: int | None = None  # router-received-at (gateway), for end-to-end latency
     json: bytes = b""  # the record as it goes in a request body (payload.record_json, or to_json alone), made once
     delivered_key: str = ""  # its key in Redis once the partner accepted it (delivered.py)
+    undecoded: bool = False  # its schema could not be fetched for a passing reason (registry down): decoded later
 
     @property
     def tp(self) -> TP:

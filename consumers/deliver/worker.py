@@ -65,6 +65,7 @@ TRANSIENT = (*RETRYABLE_REDIS, aiohttp.ClientError, TokenUnavailable, AuthFailed
 # Commit failures a rebalance causes: the partitions' next owner resumes from the last commit.
 REBALANCE_ERRORS = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS,
                               KafkaError.UNKNOWN_MEMBER_ID, KafkaError._NO_OFFSET, KafkaError._STATE})
+REGISTRY_RETRY_S = 2.0  # a record whose schema the registry could not give (down) is decoded again after this
 DELIVERED_TTL_MIN_S = 7 * 24 * 3600
 
 
@@ -290,7 +291,7 @@ class DeliverWorker:
 
     async def _accept(self, messages: list[Message]) -> None:
         good = []
-        unfetched: dict[int, str] = {}  # schema id -> why the registry did not give it
+        unfetched: dict[int, tuple[str, bool]] = {}  # schema id -> (why the registry did not give it, passing?)
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -303,12 +304,12 @@ class DeliverWorker:
             if sid is not None and sid not in unfetched:
                 try:
                     await self._k(self.codec.fetch, sid)
-                except Exception as exc:  # unknown id, registry down: the record's decode says so
-                    unfetched[sid] = f"schema id {sid} could not be fetched: {exc}"
+                except Exception as exc:  # unknown id: the record's decode says so; registry down: later
+                    unfetched[sid] = (f"schema id {sid} could not be fetched: {exc}", _passes(exc))
         for msg in good:
             self.lanes.add(self._item(msg, unfetched))
 
-    def _item(self, msg: Message, unfetched: dict[int, str]) -> Item:
+    def _item(self, msg: Message, unfetched: dict[int, tuple[str, bool]]) -> Item:
         raw_headers = msg.headers()
         hdrs = h.to_dict(raw_headers)  # type: ignore[arg-type]
         name = hdrs.get(h.INTEGRATION, "")
@@ -338,25 +339,53 @@ class DeliverWorker:
                 item.dlq = (codes.DELIVER_MISSING_EVENT_ID if which == h.EVENT_ID else codes.DELIVER_BAD_HEADER,
                             f"the record has no {which} header", None, b"")
         else:
-            try:
-                item.record = self.codec.decode(item.value)
-            except codec.UnknownSchema as exc:
-                item.dlq = (codes.DELIVER_DECODE, unfetched.get(exc.schema_id, str(exc))[:500], None, b"")
-            except ValueError as exc:  # not framed, corrupt Avro
-                item.dlq = (codes.DELIVER_DECODE, str(exc)[:500], None, b"")
-            except Exception as exc:  # a record is the unit of failure, never the worker's
-                item.dlq = (codes.INTERNAL_DECODE, f"decode failed unexpectedly: {type(exc).__name__}", None, b"")
-            else:
-                # Its JSON once, here: batches are cut by the size of the body as sent (max_bytes).
-                target = self.targets[name]
-                item.delivered_key = delivered_key(self.prefix, target.destination, item.idempotency_key)
-                try:
-                    item.json = (to_json(item.record) if target.max_records == 1
-                                 else record_json(item.record, item.idempotency_key, target.id_field))
-                except Exception as exc:  # what the JSON body cannot hold: as a failed request was
-                    item.dlq = (codes.INTERNAL_DELIVER, f"deliver failed unexpectedly: {type(exc).__name__}: "
-                                f"{str(exc)[:200]}", None, b"")
+            self._decode_into(item, unfetched)
         return item
+
+    def _decode_into(self, item: Item, unfetched: dict[int, tuple[str, bool]]) -> None:
+        """Decode ``item``'s value and make its JSON, or set its dead letter. A schema the registry
+        could not give for a passing reason (down, timing out) is no fault of the record: it is
+        marked ``undecoded`` and decoded again later (``_redecode``), never dead-lettered."""
+        try:
+            item.record = self.codec.decode(item.value)
+        except codec.UnknownSchema as exc:
+            why, passing = unfetched.get(exc.schema_id, (str(exc), False))
+            if passing:
+                item.undecoded = True
+                item.not_before = now() + REGISTRY_RETRY_S
+                return
+            item.dlq = (codes.DELIVER_DECODE, why[:500], None, b"")
+        except ValueError as exc:  # not framed, corrupt Avro
+            item.dlq = (codes.DELIVER_DECODE, str(exc)[:500], None, b"")
+        except Exception as exc:  # a record is the unit of failure, never the worker's
+            item.dlq = (codes.INTERNAL_DECODE, f"decode failed unexpectedly: {type(exc).__name__}", None, b"")
+        else:
+            # Its JSON once, here: batches are cut by the size of the body as sent (max_bytes).
+            target = self.targets[item.integration]
+            item.delivered_key = delivered_key(self.prefix, target.destination, item.idempotency_key)
+            try:
+                item.json = (to_json(item.record) if target.max_records == 1
+                             else record_json(item.record, item.idempotency_key, target.id_field))
+            except Exception as exc:  # what the JSON body cannot hold: as a failed request was
+                item.dlq = (codes.INTERNAL_DELIVER, f"deliver failed unexpectedly: {type(exc).__name__}: "
+                            f"{str(exc)[:200]}", None, b"")
+
+    async def _redecode(self, item: Item) -> None:
+        """Fetch the schema of an ``undecoded`` head again; decode it, or try later while the
+        registry still fails for a passing reason."""
+        sid = codec.schema_id_of(item.value)
+        unfetched: dict[int, tuple[str, bool]] = {}
+        if sid is not None:
+            try:
+                await self._k(self.codec.fetch, sid)
+            except Exception as exc:
+                unfetched[sid] = (f"schema id {sid} could not be fetched: {exc}", _passes(exc))
+                if unfetched[sid][1]:
+                    log.warning("schema registry unavailable, %s[%d]@%d waits: %s", item.topic, item.partition,
+                                item.offset, exc)
+        item.undecoded = False
+        self._decode_into(item, unfetched)
+        self.lanes.retry(item, item.not_before if item.undecoded else 0.0)
 
     # ---- dispatch ---------------------------------------------------------------------------
 
@@ -367,6 +396,10 @@ class DeliverWorker:
             if item.dlq is not None:
                 self.lanes.start(item)
                 self._spawn(self._dead_letter(item))
+                continue
+            if item.undecoded:
+                self.lanes.start(item)
+                self._spawn(self._redecode(item))
                 continue
             by_integration.setdefault(item.integration, []).append(item)
         for name, items in by_integration.items():
@@ -668,6 +701,15 @@ class _Revocation:
     tps: set[TP]
     done: threading.Event = field(default_factory=threading.Event)
     positions: dict[TP, int] = field(default_factory=dict)
+
+
+def _passes(exc: BaseException) -> bool:
+    """Does a failure to fetch a schema pass by itself (registry down, 5xx, timeout), unlike a
+    404 (no such id) or a schema that does not parse?"""
+    if isinstance(exc, ValueError):
+        return False
+    status = getattr(exc, "http_status_code", None)
+    return status is None or status == -1 or status >= 500 or status == 429
 
 
 def _commit_guarded(consumer: Consumer, offsets: list[TopicPartition]) -> bool:

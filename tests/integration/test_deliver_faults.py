@@ -8,11 +8,12 @@ import signal
 import threading
 from pathlib import Path
 
+from router.embedded.procs import free_port
 from router.embedded.redis import start_redis
 from router.settings import Settings
 from tests.integration.delivering import http_spec, partner_sim, publish, running_deliverer
 from tests.integration.routing import make_topology, zendesk_event
-from tests.services import wait_for
+from tests.services import start_registry, unique, wait_for
 
 EVENTS = 300
 FROZEN_S = 8  # over the delivery worker's 5 s Redis socket timeout
@@ -48,3 +49,26 @@ def test_redis_frozen_for_eight_seconds_slows_delivery_but_loses_nothing(setting
     assert len(ledger) == EVENTS
     twice = {k: n for k, n in ledger.items() if n != 1}
     assert not twice, f"{len(twice)} event(s) accepted more than once: {list(twice.items())[:3]}"
+
+
+def test_a_registry_outage_holds_records_instead_of_dead_lettering_them(settings: Settings, tmp_path: Path,
+                                                                        name: str) -> None:
+    """A schema the registry cannot give *now* (connection refused) is no fault of the record: it
+    waits and is delivered once the registry is back; none is dead-lettered as undecodable."""
+    bootstrap = settings.kafka_bootstrap_servers or ""
+    schemas_topic, port, dest = unique("_schemas"), free_port(), f"{name}-d"
+    events = [zendesk_event(f"e{i}", i, 1) for i in range(20)]
+    with partner_sim(tmp_path) as partner:
+        topo = make_topology(tmp_path, name, {"a": http_spec(name, name, dest, f"{partner.url}/v1/{dest}")})
+        with start_registry(bootstrap, tmp_path, schemas_topic, port=port) as url:
+            publish(settings, url, topo, events)
+        # The registry is down now: the worker has never seen the records' schema.
+        with running_deliverer(settings, url, topo, group=name) as worker:
+            wait_for(lambda: worker.lanes.size() == len(events), deadline_s=60, what="the records read")
+            threading.Event().wait(4)  # the outage itself, several decode retries long
+            assert worker.outcomes.totals["dlq"] == 0, "records dead-lettered because the registry was down"
+            assert not partner.ledger(dest)["accepted"]
+            with start_registry(bootstrap, tmp_path, schemas_topic, port=port):
+                wait_for(lambda: len(partner.ledger(dest)["accepted"]) == len(events), deadline_s=60,
+                         what="every record once the registry is back")
+            assert worker.outcomes.totals["dlq"] == 0
