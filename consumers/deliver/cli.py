@@ -24,7 +24,7 @@ from router.spec.load import Catalog, load_catalog
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("deliver", help="run a delivery worker: delivery topics -> partner APIs")
     add_spec_dirs(p)
-    p.add_argument("--group", default="router.deliver", help="consumer group (default router.deliver)")
+    p.add_argument("--group", default=DEFAULT_GROUP, help=f"consumer group (default {DEFAULT_GROUP})")
     p.add_argument("--only", action="append", default=None, metavar="INTEGRATION",
                    help="deliver only these integrations (repeatable); default: every one with destination.http")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight per integration")
@@ -40,6 +40,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
             a.add_argument("name", help="integration name")
         add_spec_dirs(a)
         a.set_defaults(handler=_control, action=action)
+
+
+DEFAULT_GROUP = "router.deliver"
+
+
+def sharing_topics(catalog: Catalog, chosen: dict[str, HttpTarget]) -> frozenset[str]:
+    """Integrations left out by ``--only`` whose records travel on a topic the chosen ones read."""
+    topics = {t.destination for t in chosen.values()}
+    return frozenset(i.name for i in catalog.integrations
+                     if i.destination.http and i.name not in chosen and i.destination.name in topics)
 
 
 def targets_for(catalog: Catalog, only: list[str] | None) -> dict[str, HttpTarget]:
@@ -62,13 +72,21 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("REDIS_URL and SCHEMA_REGISTRY_URL must be set for `router deliver`")
     catalog = load_catalog(args.integrations, args.schemas)
     targets = targets_for(catalog, args.only)
+    others = sharing_topics(catalog, targets)
+    if others and args.group == DEFAULT_GROUP:
+        # In the shared group this worker would take partitions away from the workers that deliver
+        # the others, and could only skip or dead-letter their records.
+        raise ConfigError(f"--only leaves out {', '.join(sorted(others))}, which share(s) a delivery topic with the "
+                          f"chosen integration(s): give this worker its own --group (their records are then "
+                          f"skipped here and delivered by the group that runs them)")
     wait_for_broker(settings)
-    return asyncio.run(_main(settings, targets, args))
+    return asyncio.run(_main(settings, targets, args, others))
 
 
-async def _main(settings: Settings, targets: dict[str, HttpTarget], args: argparse.Namespace) -> int:
+async def _main(settings: Settings, targets: dict[str, HttpTarget], args: argparse.Namespace,
+                others: frozenset[str]) -> int:
     worker = DeliverWorker(settings, targets, SchemaRegistryClient({"url": settings.schema_registry_url}),
-                           DeliverOptions(group=args.group, concurrency=args.concurrency))
+                           DeliverOptions(group=args.group, concurrency=args.concurrency, others=others))
     telemetry.maybe_serve_metrics(worker.healthy)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

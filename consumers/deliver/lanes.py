@@ -204,6 +204,15 @@ class Lanes:
                 out[tp] = moved
         return out
 
+    def skip(self, item: Item) -> None:
+        """``item`` is not this worker's to send (another group delivers it): it is never held,
+        only counted finished in its partition's commit track."""
+        track = self.tracks.get(item.tp)
+        if track is None:
+            track = self.tracks[item.tp] = PartitionTrack()
+        track.add(item.offset)
+        track.finish(item.offset)
+
     def drop_partitions(self, tps: set[TP]) -> None:
         """Forget revoked partitions: their uncommitted records are redone by the new owner."""
         # A scan of the lanes, not of the records: rebalances are rare, the loop's passes are not.

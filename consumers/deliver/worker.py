@@ -77,6 +77,9 @@ class DeliverOptions:
     commit_interval_s: float = 0.5
     state_interval_s: float = 0.5  # pause and needs_reconnect stop new requests within this (+ one request)
     revoke_wait_s: float = 10.0  # how long a revocation waits for the revoked partitions' requests in flight
+    # Integrations that share this worker's delivery topics but another group delivers (`--only`
+    # with its own `--group`): their records are skipped here, never dead-lettered.
+    others: frozenset[str] = frozenset()
 
 
 class DeliverWorker:
@@ -307,7 +310,12 @@ class DeliverWorker:
                 except Exception as exc:  # unknown id: the record's decode says so; registry down: later
                     unfetched[sid] = (f"schema id {sid} could not be fetched: {exc}", _passes(exc))
         for msg in good:
-            self.lanes.add(self._item(msg, unfetched))
+            item = self._item(msg, unfetched)
+            if item.integration in self.options.others:
+                self.lanes.skip(item)
+                self.outcomes.add("not_selected", item.tenant, item.integration)
+            else:
+                self.lanes.add(item)
 
     def _item(self, msg: Message, unfetched: dict[int, tuple[str, bool]]) -> Item:
         raw_headers = msg.headers()

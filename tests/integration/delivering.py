@@ -111,9 +111,10 @@ def delivery_records(topology: Topology, schema_ids: dict[str, int], events: lis
 
 @contextmanager
 def running_deliverer(settings: Settings, registry_url: str, topology: Topology, group: str,
-                      **options: Any) -> Iterator[DeliverWorker]:
-    """A DeliverWorker on its own thread and event loop for the block; stopped cleanly on exit."""
-    targets = targets_for(topology.catalog, None)
+                      only: list[str] | None = None, **options: Any) -> Iterator[DeliverWorker]:
+    """A DeliverWorker (of ``only`` those integrations, else all) on its own thread and event loop
+    for the block; stopped cleanly on exit."""
+    targets = targets_for(topology.catalog, only)
     worker = DeliverWorker(settings, targets, SchemaRegistryClient({"url": registry_url}),
                            DeliverOptions(group=group, **options))
     loop = asyncio.new_event_loop()

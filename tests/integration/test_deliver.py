@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import redis
 
+from consumers.deliver.cli import sharing_topics, targets_for
 from consumers.deliver.payload import idempotency_key
 from router.controls import read_states, set_state
 from router.settings import Settings
@@ -304,3 +308,36 @@ def test_event_ids_that_are_not_utf8_or_too_long_are_dead_lettered_never_merged(
         dead = read_all(settings.kafka_bootstrap_servers or "", f"delivery.{name}-d.dlq", expect=3)
         assert [dict(m.headers())["router-error-code"] for m in dead] == [b"deliver.bad_header"] * 3
         assert sorted(dict(m.headers())["router-event-id"] for m in dead) == sorted(bad_ids), "kept byte for byte"
+
+
+def test_only_with_its_own_group_skips_the_records_of_integrations_sharing_the_topic(
+        settings: Settings, registry_url: str, tmp_path: Path, name: str) -> None:
+    """Two integrations deliver to one destination topic; a worker run for one of them (its own
+    group) delivers that one's records and skips the other's — never dead-letters them as unknown."""
+    other, dest = f"{name}-b", f"{name}-d"
+    with partner_sim(tmp_path) as partner:
+        url = f"{partner.url}/v1/{dest}"
+        topo = make_topology(tmp_path, name, {"a": http_spec(name, name, dest, url),
+                                              "b": http_spec(other, name, dest, url)})
+        events = [zendesk_event(f"e{i}", i, 1) for i in range(10)]
+        publish(settings, registry_url, topo, events)  # 20 records: each event for both integrations
+        with running_deliverer(settings, registry_url, topo, group=name, only=[name],
+                               others=sharing_topics(topo.catalog, targets_for(topo.catalog, [name]))) as worker:
+            wait_for(lambda: worker.outcomes.totals["delivered"] == 10
+                     and worker.outcomes.totals["not_selected"] == 10, deadline_s=60, what="10 delivered, 10 skipped")
+        assert worker.outcomes.totals["dlq"] == 0
+        assert _accepted(partner, dest) == {idempotency_key("acme", name, e["event_id"]): 1 for e in events}
+
+
+def test_only_in_the_shared_group_is_refused_when_it_would_strand_other_integrations(
+        tmp_path: Path, name: str) -> None:
+    other, dest = f"{name}-b", f"{name}-d"
+    topo = make_topology(tmp_path, name, {"a": http_spec(name, name, dest, "http://127.0.0.1:9/x"),
+                                          "b": http_spec(other, name, dest, "http://127.0.0.1:9/x")})
+    env = {**os.environ, "REDIS_URL": "redis://127.0.0.1:9/0", "SCHEMA_REGISTRY_URL": "http://127.0.0.1:9"}
+    done = subprocess.run([sys.executable, "-m", "router", "deliver", "--integrations", str(topo.integrations),
+                           "--schemas", str(topo.schemas), "--only", name], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert f"--only leaves out {other}" in done.stderr and "--group" in done.stderr
+    assert "Traceback" not in done.stderr
