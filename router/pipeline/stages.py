@@ -23,8 +23,8 @@ from router.pipeline.records import Candidate, Claim, Failure, Inbound, Prepared
 from router.spec.avro_writer import Writer
 from router.spec.coerce import version_number
 from router.spec.mapping import Meta
-from router.spec.model import Integration
-from router.spec.paths import MISSING
+from router.spec.model import Integration, Source
+from router.spec.paths import MISSING, Getter
 
 MAGIC = codec.MAGIC  # kept here for the fixtures and tests that frame inputs
 
@@ -134,7 +134,7 @@ def prepare(inbound: Inbound, table: RoutingTable, avro_schemas: Mapping[int, An
         if only and integration.name != only:
             continue
         src = integration.source
-        event_type = src.get_type(event) if src.get_type is not None else None
+        event_type = _read(src, "type", src.get_type, event, hdrs) if src.get_type is not None else None
         if not src.wants(event_type if isinstance(event_type, str) else None, tenant):
             continue
         try:
@@ -147,22 +147,33 @@ def prepare(inbound: Inbound, table: RoutingTable, avro_schemas: Mapping[int, An
     return result
 
 
+def _read(src: Source, field: str, get: Getter, event: dict[str, Any], hdrs: dict[str, str]) -> Any:
+    """A source field's value: from the record's header when the spec names one (``$event_id``),
+    else from the body; MISSING when absent or empty."""
+    header = src.from_headers.get(field) if src.from_headers else None
+    if header is None:
+        return get(event)
+    return hdrs.get(header) or MISSING
+
+
 def _candidate(integration: Integration, event: dict[str, Any], inbound: Inbound, hdrs: dict[str, str],
                tenant: str, received_at: int, table: RoutingTable) -> Candidate:
     src = integration.source
-    event_id = src.get_event_id(event)
+    event_id = _read(src, "event_id", src.get_event_id, event, hdrs)
     if type(event_id) is not str:
         if event_id is MISSING or event_id is None or isinstance(event_id, _CONTAINERS):
             raise ValidateError(f"event id missing at {src.event_id_path}", code=codes.VALIDATE_MISSING_EVENT_ID)
         event_id = str(event_id)
     elif not event_id:
         raise ValidateError(f"event id missing at {src.event_id_path}", code=codes.VALIDATE_MISSING_EVENT_ID)
+    if "\ufffd" in event_id and "event_id" in src.from_headers:  # an undecodable header: never guess an id
+        raise ValidateError(f"{src.from_headers['event_id']} is not UTF-8 text", code=codes.VALIDATE_BAD_HEADER)
     if len(event_id) > h.MAX_EVENT_ID_CHARS:
         raise ValidateError(f"event id at {src.event_id_path} has {len(event_id)} characters; at most "
                             f"{h.MAX_EVENT_ID_CHARS} are accepted", code=codes.VALIDATE_EVENT_ID_TOO_LONG)
     entity_key: str | None = None
     if src.get_entity_key is not None:
-        raw_key = src.get_entity_key(event)
+        raw_key = _read(src, "entity_key", src.get_entity_key, event, hdrs)
         if type(raw_key) is str:
             entity_key = raw_key or None
         elif raw_key is not MISSING and raw_key is not None and not isinstance(raw_key, _CONTAINERS):
@@ -172,7 +183,7 @@ def _candidate(integration: Integration, event: dict[str, Any], inbound: Inbound
                                 f"{h.MAX_ENTITY_KEY_CHARS} are accepted", code=codes.VALIDATE_ENTITY_KEY_TOO_LONG)
     version: float | None = None
     if src.get_version is not None:
-        raw_version = src.get_version(event)
+        raw_version = _read(src, "version", src.get_version, event, hdrs)
         if raw_version is MISSING or raw_version is None:
             raise ValidateError(f"version missing at {src.version_path}", code=codes.VALIDATE_MISSING_VERSION)
         try:

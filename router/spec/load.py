@@ -7,6 +7,7 @@ partner engineer fixes them all in one pass. Nothing is half-loaded: any error f
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -18,6 +19,7 @@ import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
 from router import codes
+from router import headers as h
 from router.errors import RouterError, SpecError
 from router.spec.avro import AvroCatalog
 from router.spec.durations import parse_duration
@@ -30,7 +32,7 @@ from router.spec.model import (
     Integration,
     Source,
 )
-from router.spec.paths import compile_getter
+from router.spec.paths import MISSING, compile_getter
 from router.spec.yamlsrc import SourceDoc, format_path, load_yaml_file
 
 T = TypeVar("T")
@@ -237,12 +239,41 @@ def compile_integration(doc: SourceDoc, file: Path, schemas: AvroCatalog) -> tup
     return integration, []
 
 
+# Names a source field may use instead of a body path: the headers the gateway writes on ingest records.
+HEADER_NAMES = {"$event_id": h.EVENT_ID, "$tenant": h.TENANT, "$received_at": h.RECEIVED_AT}
+_HEADER_PATH = re.compile(r"\$header\.([a-z0-9][a-z0-9-]{0,63})")
+
+
+def header_of(path: str) -> str | None:
+    """The Kafka header a ``$``-path names (``$event_id``, ``$header.<name>``), None for a body path;
+    ValueError for a ``$`` name that means nothing."""
+    if not path.startswith("$"):
+        return None
+    if path in HEADER_NAMES:
+        return HEADER_NAMES[path]
+    if (match := _HEADER_PATH.fullmatch(path)) is not None:
+        return match.group(1)
+    raise ValueError(f"unknown name {path!r}: use a dotted body path (data.id), $event_id (the event id the gateway "
+                     f"wrote in router-event-id, e.g. from a webhook-id or X-GitHub-Delivery header), $tenant, "
+                     f"$received_at, or $header.<name> (a header of the ingest record, lowercase)")
+
+
+def _no_body_value(_doc: Any) -> Any:
+    return MISSING
+
+
 def _source(src: dict[str, Any]) -> Source:
+    from_headers: dict[str, str] = {}
+
     def getter(key: str) -> Any:
         path = src.get(key)
         if path is None:
             return None
         try:
+            header = header_of(path)
+            if header is not None:
+                from_headers[key] = header
+                return _no_body_value
             return compile_getter(path)
         except ValueError as exc:
             raise ValueError(f"source.{key}: {exc}") from None
@@ -263,6 +294,7 @@ def _source(src: dict[str, Any]) -> Source:
         version_path=src.get("version"),
         get_version=getter("version"),
         max_bytes=int(src.get("max_bytes", DEFAULT_MAX_BYTES)),
+        from_headers=from_headers,
     )
 
 

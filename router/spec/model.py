@@ -35,6 +35,9 @@ class Source:
     version_path: str | None
     get_version: Getter | None
     max_bytes: int
+    # Identity read from the record's Kafka headers instead of its body (`event_id: $event_id`,
+    # `entity_key: $header.<name>`): field ("event_id", "entity_key", "version", "type") -> header.
+    from_headers: dict[str, str] = field(default_factory=dict)
 
     @cached_property
     def name(self) -> str:
