@@ -226,6 +226,8 @@ def _spec(code: str, meaning: str) -> str:
     return _declare(code, "spec", "exit 2", retryable=False, meaning=meaning, action="fix the file named in the line")
 
 
+SPEC_PLAIN_SECRET: Final = _spec("spec.plain_secret", "a destination secret (token, key, password, client_secret, "
+                                 "secret) written as its value instead of an env: or file: reference")
 SPEC_INVALID: Final = _spec("spec.invalid", "a spec problem without a more precise code, or several with "
                                             "different codes (each line then ends with its own)")
 SPEC_UNREADABLE: Final = _spec("spec.unreadable", "the file cannot be read, or is not a regular file")

@@ -214,6 +214,13 @@ def compile_integration(doc: SourceDoc, file: Path, schemas: AvroCatalog) -> tup
             durations[section] = parse_duration(spec.get(section, {}).get(key, default))
         except ValueError as exc:
             col.error((section, key), str(exc))
+    auth = spec.get("destination", {}).get("http", {}).get("auth", {})
+    for key in SECRET_AUTH_KEYS:
+        value = auth.get(key)
+        if isinstance(value, str) and not value.startswith(("env:", "file:")):  # the value is never echoed
+            col.error(("destination", "http", "auth", key), f"a secret is written in the spec: give {key} as a "
+                      "reference, env:NAME (an environment variable) or file:/path (e.g. a mounted secret)",
+                      codes.SPEC_PLAIN_SECRET)
     fixtures = spec.get("fixtures")
     fixtures_dir = (file.parent / fixtures).resolve() if fixtures else None
     if fixtures_dir is not None and not fixtures_dir.is_dir():
@@ -238,6 +245,9 @@ def compile_integration(doc: SourceDoc, file: Path, schemas: AvroCatalog) -> tup
     )
     return integration, []
 
+
+# destination.http.auth keys that hold secrets: references only (docs/spec.md), checked at load.
+SECRET_AUTH_KEYS = ("token", "key", "password", "client_secret", "secret")
 
 # Names a source field may use instead of a body path: the headers the gateway writes on ingest records.
 HEADER_NAMES = {"$event_id": h.EVENT_ID, "$tenant": h.TENANT, "$received_at": h.RECEIVED_AT}

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from consumers.deliver.cli import sharing_topics, targets_for
@@ -212,11 +213,12 @@ def test_pause_holds_records_and_resume_delivers_them(settings: Settings, regist
 
 
 def test_oauth2_refreshes_once_then_needs_reconnect(settings: Settings, registry_url: str, tmp_path: Path,
-                                                    name: str) -> None:
+                                                    name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     client = redis.Redis.from_url(settings.redis_url or "")
     with partner_sim(tmp_path, "--require-token", "--client-id", "cid", "--client-secret", "s3cret") as partner:
         auth = (f"{{type: oauth2_client_credentials, token_url: '{partner.url}/oauth/token', client_id: cid, "
-                "client_secret: s3cret}")
+                "client_secret: 'env:ROUTER_TEST_CLIENT_SECRET'}")
+        monkeypatch.setenv("ROUTER_TEST_CLIENT_SECRET", "s3cret")
         topo = _topo(tmp_path, name, f"{partner.url}/v1/{name}-d", auth=auth)
         publish(settings, registry_url, topo, [zendesk_event("e1", 1, 1)])
         try:

@@ -8,6 +8,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
 import redis
 import redis.asyncio as aioredis
 
@@ -56,12 +57,14 @@ def test_simultaneous_429s_cut_the_rate_once(redis_url: str, name: str) -> None:
 
 
 def test_a_token_endpoint_blip_is_retried_with_backoff_not_a_reconnect(settings: Settings, registry_url: str,
-                                                                        tmp_path: Path, name: str) -> None:
+                                                                        tmp_path: Path, name: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     client = redis.Redis.from_url(settings.redis_url or "")
     dest = f"{name}-d"
     with partner_sim(tmp_path, "--require-token", "--client-id", "cid", "--client-secret", "s3cret") as partner:
         auth = (f"{{type: oauth2_client_credentials, token_url: '{partner.url}/oauth/token', client_id: cid, "
-                "client_secret: s3cret}")
+                "client_secret: 'env:ROUTER_TEST_CLIENT_SECRET'}")
+        monkeypatch.setenv("ROUTER_TEST_CLIENT_SECRET", "s3cret")
         topo = make_topology(tmp_path, name, {"a": http_spec(name, name, dest, f"{partner.url}/v1/{dest}", auth=auth)})
         publish(settings, registry_url, topo, [zendesk_event("e0", 0, 1)])
         with running_deliverer(settings, registry_url, topo, group=name, state_interval_s=0.2):

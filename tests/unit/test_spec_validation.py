@@ -437,3 +437,23 @@ def test_the_json_schema_copy_in_docs_is_current() -> None:
 
     docs = Path(__file__).resolve().parents[2] / "docs" / "integration.schema.json"
     assert json.loads(docs.read_text()) == json_schema(), "run: router spec schema > docs/integration.schema.json"
+
+
+# ---- destination auth: each type's keys, secrets by reference ----------------------------------
+
+
+def test_auth_keys_are_checked_per_type_and_named_with_their_path(specs: Path, schemas: Path) -> None:
+    text = VALID + "  http:\n    url: http://127.0.0.1:9/x\n    auth: {type: basic, user: 'env:U', password: 'env:P'}\n"
+    (specs / "a.yaml").write_text(text)
+    messages = " | ".join(f"{e.path}: {e}" for e in errors_of(specs, schemas))
+    assert "destination.http.auth" in messages and "username" in messages and "user" in messages, messages
+
+
+def test_a_secret_written_in_the_spec_is_refused_without_being_shown(specs: Path, schemas: Path) -> None:
+    text = VALID + ("  http:\n    url: http://127.0.0.1:9/x\n"
+                    "    auth: {type: basic, username: jira-bot, password: hunter2}\n")
+    (specs / "a.yaml").write_text(text)
+    error = only_error(specs, schemas)
+    assert error.code == "spec.plain_secret"
+    assert error.path == "destination.http.auth.password"
+    assert "env:NAME" in str(error) and "hunter2" not in str(error)
