@@ -141,11 +141,11 @@ def plan_field(
         return None
     always_set = "const" in spec or has_default
     if not required and not always_set and not ftype.nullable and avro_default is NO_DEFAULT:
-        col.error(at, f"{name!r} may be missing at run time but its Avro type ({ftype.describe()}) is not nullable "
-                  "and has no default: add `required: true`, a `default`, or make the Avro field nullable")
-        return None
+        # The Avro schema already says it: a non-nullable field without a default must have a value.
+        required = True
     fallback = None if avro_default is NO_DEFAULT else avro_default
-    where = f"field {name!r}"
+    read = spec.get("from", spec.get("coalesce", spec.get("template")))
+    where = f"field {name!r}" + (f" (from {read})" if isinstance(read, str | list) else "")
     accepts = compile_check(ftype)
 
     def missing() -> Any:

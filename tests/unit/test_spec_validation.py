@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from router.errors import SpecError
+from router.errors import MappingError, SpecError
 from router.spec.load import SpecErrors, load_catalog
+from router.spec.mapping import Meta
 from router.spec.yamlsrc import format_path, load_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -285,12 +286,16 @@ def test_avro_field_without_default_left_unmapped(specs: Path, schemas: Path) ->
     assert "Avro field 'title' of Incident has no default and is not mapped" in error.message
 
 
-def test_field_that_may_be_missing_must_be_nullable(specs: Path, schemas: Path) -> None:
-    file = specs / "demo.yaml"
-    file.write_text(edit("title: {from: title, required: true}", "title: {from: title}"))
-    error = only_error(specs, schemas)
-    assert_located(error, file, 10, "mapping.fields.title", "spec.mapping")
-    assert "'title' may be missing at run time but its Avro type (string) is not nullable" in error.message
+def test_a_non_nullable_field_without_default_is_required_without_saying_so(specs: Path, schemas: Path) -> None:
+    """The Avro schema already says it (issue 21, finding 4): `required: true` is inferred, and a
+    missing value names the input path it read."""
+    (specs / "demo.yaml").write_text(edit("title: {from: title, required: true}", "title: {from: title}"))
+    [integration] = load_catalog(specs, schemas).integrations
+    meta = Meta(tenant="acme", source="demo", event_id="e1", integration="demo", received_at=1)
+    with pytest.raises(MappingError) as missing:
+        integration.mapper({"id": "e1", "at": "2026-11-20T10:15:00Z"}, meta)
+    assert missing.value.code == "map.required_missing"
+    assert "field 'title' (from title)" in str(missing.value)
 
 
 def test_field_that_may_be_missing_is_fine_when_nullable_or_defaulted(specs: Path, schemas: Path) -> None:
@@ -367,7 +372,8 @@ def test_every_problem_in_every_file_is_reported_in_one_load(specs: Path, schema
     (specs / "a-unknown-key.yaml").write_text(edit("name: demo\n", "name: a\ncolor: red\n"))
     (specs / "b-syntax.yml").write_text(edit("  event_id: id\n", "  event_id: id: x\n"))
     (specs / "c-mapping.yaml").write_text(
-        edit("name: demo\n", "name: c\n", edit("title: {from: title, required: true}", "title: {from: title}"))
+        edit("name: demo\n", "name: c\n",
+             edit("severity: {from: sev, default: 2}", "severity: {from: sev, default: high}"))
         .replace("    severity:", "    colour: c\n    severity:")
     )
     (specs / "d-schema.yaml").write_text(edit("name: demo\n", "name: d\n",
@@ -377,8 +383,8 @@ def test_every_problem_in_every_file_is_reported_in_one_load(specs: Path, schema
     assert found == [
         ("a-unknown-key.yaml", 2, "color", "spec.unknown_key"),
         ("b-syntax.yml", 5, "", "spec.yaml"),
-        ("c-mapping.yaml", 10, "mapping.fields.title", "spec.mapping"),
         ("c-mapping.yaml", 11, "mapping.fields.colour", "spec.mapping"),
+        ("c-mapping.yaml", 12, "mapping.fields.severity.default", "spec.mapping"),
         ("d-schema.yaml", 7, "mapping.schema", "spec.unknown_schema"),
     ]
 
