@@ -463,3 +463,10 @@ def test_a_secret_written_in_the_spec_is_refused_without_being_shown(specs: Path
     assert error.code == "spec.plain_secret"
     assert error.path == "destination.http.auth.password"
     assert "env:NAME" in str(error) and "hunter2" not in str(error)
+
+
+def test_a_malformed_duration_says_the_form_with_examples(specs: Path, schemas: Path) -> None:
+    (specs / "demo.yaml").write_text(VALID.replace("destination:\n", "dedupe: {ttl: 1 hour}\ndestination:\n"))
+    error = only_error(specs, schemas)
+    assert error.path == "dedupe.ttl"
+    assert "500ms, 10s, 5m, 24h or 7d" in str(error), str(error)
