@@ -24,7 +24,7 @@ from router.errors import SpecError
 from router.pipeline.records import Decision, Inbound
 from router.pipeline.stages import RoutingTable, claim_for, prepare
 from router.pipeline.state import MemoryState
-from router.spec.load import Catalog
+from router.spec.load import Catalog, validate_against
 from router.spec.model import Integration
 from router.spec.paths import MISSING, compile_getter, with_value, without
 from router.spec.yamlsrc import load_yaml_file
@@ -115,11 +115,36 @@ class Harness:
         return Outcome("routed", candidate.record)
 
 
+# What a fixture case may hold (docs/spec.md, "Certification"): a misspelt key (`tennant:`) is an
+# error naming the allowed keys, never silently the default.
+FIXTURE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["expect"],
+    "properties": {
+        "name": {"type": "string"},
+        "tenant": {"type": "string", "description": "the router-tenant header (\"\" = none)"},
+        "headers": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
+        "event": {},
+        "raw": {"type": "string"},
+        "expect": {
+            "type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
+            "properties": {"record": {"type": "object"}, "error": {"type": "string"},
+                           "outcome": {"enum": ["routed", "ignored", "duplicate", "stale"]}},
+        },
+    },
+}
+
+
 def load_cases(directory: Path) -> list[Case]:
     """Every ``*.yaml`` case in a fixtures folder, sorted by file name."""
     cases: list[Case] = []
     for file in sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")]):
         doc = load_yaml_file(file)
+        problems = validate_against(doc, FIXTURE_SCHEMA)
+        if problems:
+            first = problems[0]
+            raise SpecError(first.message, file=first.file, path=first.path, line=first.line, code=codes.SPEC_FIXTURE)
         spec = doc.value
         if not isinstance(spec, dict) or "expect" not in spec or ("event" not in spec and "raw" not in spec):
             raise doc.error((), "a fixture case needs `event` (or `raw`) and `expect`", codes.SPEC_FIXTURE)

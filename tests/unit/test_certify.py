@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from router.spec.certify import CHECKS, CheckResult, certify
+from router.errors import SpecError
+from router.spec.certify import CHECKS, CheckResult, certify, load_cases
 from router.spec.cli import register
 from router.spec.load import Catalog, load_catalog
 
@@ -143,3 +144,15 @@ def test_cli_spec_test(tmp_path: Path, capsys: pytest.CaptureFixture[str], monke
     out = capsys.readouterr().out
     assert "severity: expected 3, got 1" in out
     assert "1 check(s) failed" in out
+
+
+def test_a_misspelt_fixture_key_is_an_error_naming_the_allowed_keys(tmp_path: Path) -> None:
+    """Issue 21, finding 3: `tennant:` was ignored and the default tenant hid the typo."""
+    (tmp_path / "01.yaml").write_text("name: typo\ntennant: globex\nevent: {id: 1}\nexpect: {outcome: ignored}\n")
+    with pytest.raises(SpecError) as raised:
+        load_cases(tmp_path)
+    assert raised.value.code == "spec.fixture"
+    assert "tennant" in str(raised.value) and "tenant" in str(raised.value) and "headers" in str(raised.value)
+    (tmp_path / "01.yaml").write_text("event: {id: 1}\nexpect: {outcome: maybe}\n")
+    with pytest.raises(SpecError, match="ignored"):
+        load_cases(tmp_path)
