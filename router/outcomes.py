@@ -42,8 +42,18 @@ class Outcomes:
         self.batch.clear()
 
 
+# Bucket boundaries in seconds, 1 ms to 60 s, for every duration histogram. The SDK's default
+# boundaries (0, 5, 10, ... 10000) suit milliseconds: every partner request would land in the first.
+SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def seconds_histogram(meter: metrics.Meter, name: str, description: str) -> metrics.Histogram:
+    """A duration histogram in seconds with :data:`SECONDS_BUCKETS`."""
+    return meter.create_histogram(name, unit="s", description=description,
+                                  explicit_bucket_boundaries_advisory=list(SECONDS_BUCKETS))
+
+
 # Latencies (seconds): one HTTP request to a partner, and received-at (gateway) → partner 2xx.
-delivery_request_seconds = _meter.create_histogram(
-    "router_delivery_request_seconds", unit="s", description="partner API request duration")
-end_to_end_seconds = _meter.create_histogram(
-    "router_end_to_end_seconds", unit="s", description="from router-received-at to the partner's 2xx")
+delivery_request_seconds = seconds_histogram(_meter, "router_delivery_request_seconds", "partner API request duration")
+end_to_end_seconds = seconds_histogram(_meter, "router_end_to_end_seconds",
+                                       "from router-received-at to the partner's 2xx")

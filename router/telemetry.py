@@ -3,8 +3,9 @@
 ``setup(service)`` is called once by each command. Metrics go through the OTel SDK into the
 Prometheus client registry and are served on ``/metrics`` (by the aiohttp apps themselves, or by
 :func:`serve_metrics` for the Kafka workers on ``ROUTER_METRICS_PORT``). Traces are sampled
-parent-based (``ROUTER_TRACE_SAMPLE_RATIO``, default 1.0 in dev) and exported over OTLP when
-``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; tests install an in-memory exporter instead.
+by ``ROUTER_TRACE_SAMPLE_RATIO`` or the SDK's ``OTEL_TRACES_SAMPLER``/``_ARG``, and exported as
+``OTEL_TRACES_EXPORTER`` and ``OTEL_EXPORTER_OTLP_*`` say (:func:`span_exporter_from_env`);
+``OTEL_SERVICE_NAME`` names the service. Tests install an in-memory exporter instead.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -23,11 +24,59 @@ from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
+
+from router.errors import ConfigError
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"done": False, "tracer_provider": None}
+
+
+def sampler_from_env(env: Mapping[str, str]) -> Sampler | None:
+    """``ROUTER_TRACE_SAMPLE_RATIO`` (0..1, parent-based) when set; else None, so the SDK reads
+    ``OTEL_TRACES_SAMPLER`` and ``OTEL_TRACES_SAMPLER_ARG`` (default: parent-based, always on)."""
+    text = env.get("ROUTER_TRACE_SAMPLE_RATIO")
+    if text is None:
+        return None
+    try:
+        ratio = float(text)
+    except ValueError:
+        ratio = -1.0
+    if not 0.0 <= ratio <= 1.0:
+        raise ConfigError(f"ROUTER_TRACE_SAMPLE_RATIO: {text[:40]!r} is not a number from 0 to 1")
+    return ParentBased(TraceIdRatioBased(ratio))
+
+
+def span_exporter_from_env(env: Mapping[str, str]) -> SpanExporter | None:
+    """The exporter ``OTEL_TRACES_EXPORTER`` names (``otlp``, ``console``, ``none``); by default OTLP
+    when an OTLP endpoint is set (``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT``),
+    else none. OTLP goes over ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``http/protobuf``, the default, or
+    ``grpc`` with the opentelemetry-exporter-otlp-proto-grpc package); the exporter reads its own
+    endpoint, headers and timeout variables."""
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    kind = env.get("OTEL_TRACES_EXPORTER", "otlp" if endpoint else "none").split(",")[0].strip().lower()
+    if kind == "none":
+        return None
+    if kind == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    if kind != "otlp":
+        raise ConfigError(f"OTEL_TRACES_EXPORTER: {kind[:40]!r} is not one of otlp, console, none")
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    if protocol == "grpc":
+        try:
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+        except ImportError:
+            raise ConfigError("OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs the opentelemetry-exporter-otlp-proto-grpc "
+                              "package; or use http/protobuf") from None
+        return GrpcExporter()  # type: ignore[no-any-return]
+    if protocol not in ("http/protobuf", "http/json"):
+        raise ConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL: {protocol[:40]!r} is not grpc or http/protobuf")
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
 
 
 def setup(service: str, *, span_processor: SpanProcessor | None = None, log_level: str | None = None) -> None:
@@ -39,7 +88,8 @@ def setup(service: str, *, span_processor: SpanProcessor | None = None, log_leve
                 _state["tracer_provider"].add_span_processor(span_processor)
             return
         _state["done"] = True
-        resource = Resource.create({"service.name": f"router-{service}"})
+        # OTEL_SERVICE_NAME (and OTEL_RESOURCE_ATTRIBUTES) win over the default name, as the SDK documents.
+        resource = Resource.create({} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": f"router-{service}"})
         try:
             from opentelemetry.exporter.prometheus import PrometheusMetricReader
 
@@ -47,14 +97,13 @@ def setup(service: str, *, span_processor: SpanProcessor | None = None, log_leve
         except ImportError:  # pragma: no cover - the exporter is a declared dependency
             readers = []
         metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
-        ratio = float(os.environ.get("ROUTER_TRACE_SAMPLE_RATIO", "1.0"))
-        provider = TracerProvider(resource=resource, sampler=ParentBased(TraceIdRatioBased(ratio)))
+        provider = TracerProvider(resource=resource, sampler=sampler_from_env(os.environ))
         if span_processor is not None:
             provider.add_span_processor(span_processor)
-        elif os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        else:
+            exporter = span_exporter_from_env(os.environ)
+            if exporter is not None:
+                provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
         _state["tracer_provider"] = provider
         setup_logging(service, log_level or os.environ.get("ROUTER_LOG_LEVEL", "INFO"))
