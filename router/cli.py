@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 from router.errors import RouterError
 
@@ -31,8 +32,16 @@ COMMAND_MODULES = (
 )
 
 
+def _version() -> str:
+    try:
+        return metadata.version("event-router")
+    except metadata.PackageNotFoundError:  # run from a source tree without an install
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="router", description="Streaming event router for integration platforms.")
+    parser.add_argument("--version", action="version", version=f"router {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     for name in COMMAND_MODULES:

@@ -470,3 +470,10 @@ def test_a_malformed_duration_says_the_form_with_examples(specs: Path, schemas: 
     error = only_error(specs, schemas)
     assert error.path == "dedupe.ttl"
     assert "500ms, 10s, 5m, 24h or 7d" in str(error), str(error)
+
+
+def test_router_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        run_router(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("router 0.")
