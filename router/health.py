@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from router.dlq.redact import fields_from_env, readable, redact_text
+from router.redact import fields_from_env, readable, redact_text
 
 BUCKET_TTL_S = 2 * 3600
 SAMPLE_LIMIT = 500

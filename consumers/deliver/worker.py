@@ -42,12 +42,12 @@ from router import codes, deadletters, groupwatch
 from router import headers as h
 from router.controls import parse, state_key
 from router.deadletters import DeadLetter
-from router.dlq.redact import fields_from_env, redact_text
 from router.groupwatch import GroupWatch, Throttle, group_progress
 from router.health import HealthBatch, HealthWriter
 from router.kafka import dlq_topic, member_config, producer_config
 from router.outcomes import Outcomes, delivery_request_seconds, end_to_end_seconds
 from router.pipeline.stages import schema_id_of
+from router.redact import fields_from_env, redact_text
 from router.settings import Settings
 from router.telemetry import Heartbeat
 from router.tracing import sampled, start_child

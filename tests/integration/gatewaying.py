@@ -19,7 +19,7 @@ from aiohttp import web
 from producers.webhooks.app import create_app
 from producers.webhooks.options import GatewayOptions
 from producers.webhooks.verify import sign_standard_webhooks, sign_stripe
-from router.embedded.procs import free_port
+from router.procs import free_port
 from router.settings import Settings
 from router.spec.sources import decode_standard_webhooks_secret, load_sources
 

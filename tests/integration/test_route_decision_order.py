@@ -26,7 +26,7 @@ from router.deadletters import Slot
 from router.pipeline.records import Claim, Decision, Inbound
 from router.pipeline.stages import RoutingTable
 from router.settings import Settings
-from tests.integration.routing import (
+from support.routing import (
     headers_of,
     json_records,
     make_topology,
@@ -37,7 +37,7 @@ from tests.integration.routing import (
     zendesk_event,
     zendesk_spec,
 )
-from tests.integration.workers import wait_committed
+from support.workers import wait_committed
 
 ENTITIES = 200
 

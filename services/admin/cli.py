@@ -48,7 +48,7 @@ def admin_settings(args: argparse.Namespace, settings: Settings) -> tuple[Settin
 
     ConfigError when there is no token, or (without ``--dev-token``) one shorter than 32 characters.
     """
-    from router.admin.auth import dev_token, require_strong_token
+    from services.admin.auth import dev_token, require_strong_token
 
     made_up = None
     if not settings.admin_token:
@@ -72,8 +72,8 @@ def admin_settings(args: argparse.Namespace, settings: Settings) -> tuple[Settin
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``router admin``."""
-    from router.admin.app import AdminOptions, create_app
     from router.spec.load import load_catalog
+    from services.admin.app import AdminOptions, create_app
 
     settings, made_up = admin_settings(args, Settings.from_env())
     telemetry.setup("admin", log_level=settings.log_level)

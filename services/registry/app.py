@@ -21,7 +21,8 @@ from aiohttp import web
 
 from router import codes
 from router.errors import RegistryError
-from router.registry.compat import (
+from router.settings import Settings
+from services.registry.compat import (
     AvroSchema,
     InvalidSchemaError,
     check_compatibility,
@@ -29,7 +30,7 @@ from router.registry.compat import (
     parse_avro,
     parse_compatibility,
 )
-from router.registry.store import (
+from services.registry.store import (
     SCHEMA_NOT_FOUND,
     SUBJECT_NOT_FOUND,
     VERSION_NOT_FOUND,
@@ -38,7 +39,6 @@ from router.registry.store import (
     SchemaStore,
     SubjectVersion,
 )
-from router.settings import Settings
 
 logger = logging.getLogger(__name__)
 

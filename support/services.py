@@ -13,8 +13,8 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
-from router.embedded.broker import start_broker
-from router.embedded.redis import DEFAULT_URL, redis_answers, start_redis
+from tools.dev.embedded.broker import start_broker
+from tools.dev.embedded.redis import DEFAULT_URL, redis_answers, start_redis
 
 T = TypeVar("T")
 
@@ -116,7 +116,7 @@ def start_registry(bootstrap: str, workdir: os.PathLike[str], topic: str | None 
     import sys
     from pathlib import Path
 
-    from router.embedded.procs import free_port
+    from router.procs import free_port
 
     port = free_port()
     log = Path(workdir) / f"registry-{port}.log"

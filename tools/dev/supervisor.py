@@ -22,15 +22,16 @@ from pathlib import Path
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from router import ready as ready_line
-from router.embedded.broker import start_broker
-from router.embedded.procs import ChildProcess, free_port, port_is_free
-from router.embedded.redis import DEFAULT_URL, redis_answers, start_redis
 from router.errors import ConfigError
 from router.kafka import admin_client, ensure_topics, wait_for_broker
+from router.procs import free_port, port_is_free
 from router.schemas import register_all
 from router.settings import Settings
 from router.spec.cli import add_spec_dirs
 from router.spec.load import Catalog, load_catalog
+from tools.dev.embedded.broker import start_broker
+from tools.dev.embedded.procs import ChildProcess
+from tools.dev.embedded.redis import DEFAULT_URL, redis_answers, start_redis
 
 DEV_SESSION_TIMEOUT_MS = 6000  # Tansu forms groups in ~3 s with this, ~23 s with the default (DESIGN §7)
 
@@ -169,7 +170,7 @@ DEMO_CREDENTIALS = {
 
 def demo_env(partner_url: str) -> dict[str, str]:
     """Endpoint and credential variables of the example integrations, for the variables not set."""
-    from producers.webhooks.devsecrets import DEV_SECRETS  # published development signing secrets
+    from router.devsecrets import DEV_SECRETS  # published development signing secrets
 
     values = {
         **DEV_SECRETS,

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from router.sim.rules import NO_KEY, FaultRule, firing_rule, parse_rules, record_key
+from services.partner_sim.rules import NO_KEY, FaultRule, firing_rule, parse_rules, record_key
 
 SIM_CONTENT_TYPE = "application/json"
 MAX_BODY_BYTES = 64 * 1024 * 1024  # benchmarks send large batches

@@ -53,7 +53,7 @@ async def serve(
     ready: Callable[[str], None] = announce_ready,
 ) -> None:
     """Serve the registry until SIGTERM or SIGINT; raise ConfigError if it cannot start."""
-    from router.registry.app import create_app
+    from services.registry.app import create_app
 
     # The port is checked before the store connects to Kafka, so a busy port fails at once.
     await serve_until_signalled(create_app(settings, topic=topic), host=host, port=port, on_ready=ready,

@@ -31,9 +31,9 @@ from rich.text import Text
 from router import headers as h
 from router.dlq.filters import DlqFilter, iso_ms
 from router.dlq.read import DlqRecord, ReadFailed, dlq_topics, open_reader, read_to_end
-from router.dlq.redact import AvroDecoder, escape_text, fields_from_env, readable, redact_text, truncate
 from router.dlq.replay import ReplayObserver, ReplayRequest, ReplaySummary, parse_rate, replay
 from router.errors import ConfigError
+from router.redact import AvroDecoder, escape_text, fields_from_env, readable, redact_text, truncate
 from router.settings import Settings
 
 SHOW_LIMIT = 50

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import redis
 
-from router.embedded.procs import ChildProcess, free_port, port_is_free
 from router.errors import ConfigError
+from router.procs import free_port, port_is_free
+from tools.dev.embedded.procs import ChildProcess
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 

@@ -41,7 +41,8 @@ from router.kafka import (
     producer_config,
     wait_for_broker,
 )
-from router.registry.compat import (
+from router.settings import Settings
+from services.registry.compat import (
     DEFAULT_COMPATIBILITY,
     AvroSchema,
     Compatibility,
@@ -49,7 +50,6 @@ from router.registry.compat import (
     parse_avro,
     parse_compatibility,
 )
-from router.settings import Settings
 
 logger = logging.getLogger(__name__)
 

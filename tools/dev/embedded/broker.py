@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from router.embedded.procs import ChildProcess, free_port, port_is_free, tcp_answers
 from router.errors import ConfigError
+from router.procs import free_port, port_is_free
+from tools.dev.embedded.procs import ChildProcess, tcp_answers
 
 
 def broker_binary() -> str:

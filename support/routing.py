@@ -24,7 +24,7 @@ from router.schemas import register_all
 from router.settings import Settings
 from router.spec.load import Catalog, load_catalog
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = (ROOT / "integrations" / "zendesk-escalations-to-pagerduty.yaml").read_text()
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from tests.services import wait_for
+from support.services import wait_for
 
 
 class WorkerProcess:

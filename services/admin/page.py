@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 
-from router.admin.probe import DlqDepth, KafkaSnapshot, PartitionLag
-from router.admin.rows import NO_TENANT, HealthRow
+from services.admin.probe import DlqDepth, KafkaSnapshot, PartitionLag
+from services.admin.rows import NO_TENANT, HealthRow
 
 LAG_NOTE = ("Consumer lag = reported high watermark minus committed offset, per partition, for the route group on "
             "the source topic and the delivery group on the delivery topic. On the embedded broker (Tansu) the "

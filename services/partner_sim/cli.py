@@ -18,7 +18,7 @@ from router.errors import ConfigError
 from router.serving import serve_until_signalled
 
 if TYPE_CHECKING:  # aiohttp is imported only when this command runs, not for every `router` call
-    from router.sim.partner import SimConfig
+    from services.partner_sim.partner import SimConfig
 
 
 def register(subparsers: Any) -> None:
@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     """The simulator's config from the parsed options; ConfigError for values it cannot use."""
-    from router.sim.partner import SimConfig
+    from services.partner_sim.partner import SimConfig
 
     if args.rate is not None and args.rate < 1:
         raise ConfigError(f"--rate must be at least 1, not {args.rate}")
@@ -76,7 +76,7 @@ announce_ready = ready_line.announcer("partner")
 
 async def serve(config: SimConfig, *, ready: Callable[[str], None] = announce_ready) -> None:
     """Serve the simulator until SIGTERM or SIGINT; ConfigError if it cannot listen."""
-    from router.sim.partner import create_app
+    from services.partner_sim.partner import create_app
 
     # No access log: benchmarks send many thousands of requests; the ledger says what came.
     await serve_until_signalled(create_app(config), host=config.host, port=config.port, on_ready=ready,

@@ -29,10 +29,6 @@ import redis.asyncio as aioredis
 from aiohttp import web
 
 from router import codes, groupwatch, telemetry
-from router.admin import auth
-from router.admin.page import STYLESHEET, PageContext, RowKafka, iso, render_login, render_message, render_page
-from router.admin.probe import KafkaProbe, KafkaSnapshot, dlq_topics_of, register_gauges
-from router.admin.rows import HealthRow, read_rows
 from router.controls import State, set_state
 from router.dlq.filters import DlqFilter
 from router.dlq.replay import ReplayRequest, ReplaySummary, replay
@@ -40,6 +36,10 @@ from router.errors import ConfigError, RouterError
 from router.settings import Secret, Settings
 from router.spec.load import Catalog, load_catalog
 from router.spec.model import Integration
+from services.admin import auth
+from services.admin.page import STYLESHEET, PageContext, RowKafka, iso, render_login, render_message, render_page
+from services.admin.probe import KafkaProbe, KafkaSnapshot, dlq_topics_of, register_gauges
+from services.admin.rows import HealthRow, read_rows
 
 log = logging.getLogger("router.admin")
 

@@ -21,8 +21,8 @@ from router import headers as h
 from router.pipeline.records import Inbound
 from router.pipeline.stages import RoutingTable, prepare
 from router.settings import Settings
-from tests.integration.routing import Topology, prepare_services, produce
-from tests.services import wait_for
+from support.routing import Topology, prepare_services, produce
+from support.services import wait_for
 
 
 class Partner:
