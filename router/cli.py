@@ -17,13 +17,13 @@ from consumers.route.cli import register as route
 from producers.cohorts.cli import register as cohort
 from producers.webhooks.cli import register as gateway
 from router.errors import RouterError
-from router.spec.cli import register as spec
 from services.admin.cli import register as admin
 from services.partner_sim.cli import register as partner_sim
 from services.registry.cli import register as registry
 from tools.codes.cli import register as codes
 from tools.dev.supervisor import register as dev
 from tools.dlq.cli import register as dlq
+from tools.spec.cli import register as spec
 
 # Each adds its subcommand(s): register(subparsers) -> None. In the order `router --help` lists them.
 COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (  # type: ignore[type-arg]

@@ -27,7 +27,7 @@ from router.kafka import admin_client, ensure_topics, wait_for_broker
 from router.procs import free_port, port_is_free
 from router.schemas import register_all
 from router.settings import Settings
-from router.spec.cli import add_spec_dirs
+from router.spec.args import add_spec_dirs
 from router.spec.load import Catalog, load_catalog
 from tools.dev.embedded.broker import start_broker
 from tools.dev.embedded.procs import ChildProcess

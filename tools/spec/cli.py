@@ -10,20 +10,13 @@ from pathlib import Path
 from rich.console import Console
 
 from router.errors import SpecError
+from router.spec.args import add_spec_dirs
 from router.spec.certify import iter_results
 from router.spec.load import SpecErrors, json_schema, load_catalog
 
 # Exit statuses: 0 valid / certified; 1 a certification check failed (`spec test`); 2 a spec that
 # cannot be loaded, like every other command's one-line errors (router/cli.py).
 SPEC_INVALID = 2
-
-
-def add_spec_dirs(parser: argparse.ArgumentParser) -> None:
-    """The two folders every spec-loading command takes (DESIGN §3)."""
-    parser.add_argument("--integrations", type=Path, default=Path("integrations"), metavar="DIR",
-                        help="folder of integration specs (default: integrations/)")
-    parser.add_argument("--schemas", type=Path, default=Path("schemas/avro"), metavar="DIR",
-                        help="folder of Avro schemas (default: schemas/avro/)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
