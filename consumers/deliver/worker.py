@@ -244,7 +244,7 @@ class DeliverWorker:
         if self.health.rows:
             try:  # best effort: health is for people, never a reason to hold a commit
                 pipe = self.redis.pipeline(transaction=False)
-                self.health_writer.stage(pipe, self.health)
+                self.health_writer.queue(pipe, self.health)
                 await pipe.execute()
             except Exception as exc:
                 log.warning("health not recorded: %s", exc)

@@ -50,8 +50,8 @@ class _StagesSeen(RouteWorker):
         self.staged = 0
         self.second_staged = threading.Event()
 
-    def stage(self, batch: list[Inbound]) -> Staged:
-        staged = super().stage(batch)
+    def run_stages(self, batch: list[Inbound]) -> Staged:
+        staged = super().run_stages(batch)
         self.staged += 1
         if self.staged == 2:
             self.second_staged.set()

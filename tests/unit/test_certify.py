@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from router.spec.certify import CHECKS, CheckResult, certify
 from router.spec.load import Catalog, load_catalog
+from tools.spec.certify import CHECKS, CheckResult, certify
 from tools.spec.cli import register
 
 ROOT = Path(__file__).resolve().parents[2]

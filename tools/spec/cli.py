@@ -11,8 +11,8 @@ from rich.console import Console
 
 from router.errors import SpecError
 from router.spec.args import add_spec_dirs
-from router.spec.certify import iter_results
 from router.spec.load import SpecErrors, json_schema, load_catalog
+from tools.spec.certify import iter_results
 
 # Exit statuses: 0 valid / certified; 1 a certification check failed (`spec test`); 2 a spec that
 # cannot be loaded, like every other command's one-line errors (router/cli.py).
