@@ -124,3 +124,10 @@ def test_the_contract_catches_what_it_names() -> None:
     assert not broken_rules("bench.route_bench", "support.routing")
     assert not broken_rules("tests.unit.test_layers", "consumers.route.worker")
 
+
+
+def test_every_kind_has_a_room_in_the_architecture_doc() -> None:
+    """docs/architecture.md names each kind's folder, so a newcomer finds it from the kind's name."""
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    missing = [kind for kind in kinds() if f"`{kind.replace('.', '/')}/`" not in doc]
+    assert missing == [], f"docs/architecture.md has no row for: {', '.join(missing)}"
