@@ -13,6 +13,8 @@ COPY pyproject.toml README.md ./
 COPY router/ router/
 COPY consumers/ consumers/
 COPY producers/ producers/
+COPY services/ services/
+COPY tools/ tools/
 RUN pip wheel --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}

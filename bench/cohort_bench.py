@@ -35,7 +35,7 @@ import zstandard
 from confluent_kafka.admin import AdminClient
 
 from producers.cohorts.members import Members
-from tests.services import kafka_service, redis_service, start_registry, unique
+from support.services import kafka_service, redis_service, start_registry, unique
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNC_LINE = re.compile(r"diff (?P<diff>[0-9.]+)s \((?P<steps>[^)]*)\), publish (?P<publish>[0-9.]+)s, "

@@ -49,12 +49,12 @@ from consumers.deliver.payload import batch_body, batch_idempotency_key, idempot
 from router import codec
 from router import headers as h
 from router import ready as ready_line
-from router.embedded.procs import ChildProcess
 from router.settings import Settings
-from tests.integration.delivering import Partner, delivery_records, http_spec
-from tests.integration.routing import Topology, make_topology, prepare_services, produce, zendesk_event
-from tests.integration.workers import worker_env
-from tests.services import kafka_service, redis_service, start_registry, unique
+from support.delivering import Partner, delivery_records, http_spec
+from support.routing import Topology, make_topology, prepare_services, produce, zendesk_event
+from support.services import kafka_service, redis_service, start_registry, unique
+from support.workers import worker_env
+from tools.dev.embedded.procs import ChildProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 0.05

@@ -42,7 +42,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench.loadgen import build_requests
-from tests.services import kafka_service, unique
+from support.services import kafka_service, unique
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "whsec_" + base64.b64encode(b"bench-only-secret-not-for-prod!!").decode()

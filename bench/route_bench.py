@@ -38,12 +38,12 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.workload import Record, Workload, generate
-from router.embedded.procs import ChildProcess
 from router.kafka import admin_client, ensure_topics, producer_config
 from router.settings import Settings
-from tests.integration.routing import Topology, make_topology, prepare_services, zendesk_spec
-from tests.integration.workers import worker_env
-from tests.services import kafka_service, redis_service, start_registry, unique
+from support.routing import Topology, make_topology, prepare_services, zendesk_spec
+from support.services import kafka_service, redis_service, start_registry, unique
+from support.workers import worker_env
+from tools.dev.embedded.procs import ChildProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 POLL_S = 0.1

@@ -3,7 +3,7 @@
 On the embedded broker (Tansu 0.6.0) a group can wedge when all of its members disappear within
 a few seconds of each other: every new member gets "JoinGroup generation N, leader X" and then
 "SyncGroup: rebalance in progress" for minutes. This script reproduces that with no project code
-in the consumers (only the broker is started with ``router.embedded.broker.start_broker``).
+in the consumers (only the broker is started with ``tools.dev.embedded.broker.start_broker``).
 
 Per round, in a group of its own: start two members (one subprocess each), wait until both hold
 a non-empty assignment, make both disappear together (``--mode kill``: SIGKILL both; ``--mode
@@ -147,7 +147,7 @@ class Member:
         self.started_at = time.time()
         self.log_path = logdir / f"{name}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in reap()
-        from router.embedded.procs import die_with_parent  # imported here, not in the forked child
+        from router.procs import die_with_parent  # imported here, not in the forked child
 
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.tansu_group_wedge", "--member", json.dumps(conf), topic],
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-logs", action="store_true", help="keep the member and broker logs (path printed)")
     args = p.parse_args(argv)
 
-    from router.embedded.broker import start_broker
+    from tools.dev.embedded.broker import start_broker
 
     logdir = Path(tempfile.mkdtemp(prefix="tansu-wedge-"))
     started = time.monotonic()

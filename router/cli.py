@@ -1,34 +1,35 @@
 """The `router` command: one entry point, a subcommand per process kind and tool.
 
-Each subcommand lives in its own module and exposes ``register(subparsers)``; this file only
-wires them and turns a ``RouterError`` into a one-line message and a non-zero exit code, so
-users never see a stack trace for a problem they can fix.
+Each process kind and tool has its own package with a ``cli`` module exposing
+``register(subparsers)``; this file (the one module of ``router`` allowed to import them,
+tests/unit/test_layers.py) only wires them and turns a ``RouterError`` into a one-line message
+and a non-zero exit code, so users never see a stack trace for a problem they can fix.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 
+from consumers.deliver.cli import register as deliver
+from consumers.route.cli import register as route
+from producers.cohorts.cli import register as cohort
+from producers.webhooks.cli import register as gateway
 from router.errors import RouterError
+from services.admin.cli import register as admin
+from services.partner_sim.cli import register as partner_sim
+from services.registry.cli import register as registry
+from tools.codes.cli import register as codes
+from tools.connections.cli import register as connections
+from tools.dev.supervisor import register as dev
+from tools.dlq.cli import register as dlq
+from tools.spec.cli import register as spec
 
-# Modules that add subcommands; each has register(subparsers) -> None.
-COMMAND_MODULES = (
-    "router.dev",
-    "router.spec.cli",
-    "router.registry.cli",
-    "consumers.route.cli",
-    "router.sim.cli",
-    "consumers.deliver.cli",
-    "producers.webhooks.cli",
-    "router.dlq.cli",
-    "router.admin.cli",
-    "producers.cohorts.cli",
-    "router.codedocs",
-    "router.connections.cli",
+# Each adds its subcommand(s): register(subparsers) -> None. In the order `router --help` lists them.
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (  # type: ignore[type-arg]
+    dev, spec, registry, route, partner_sim, deliver, gateway, dlq, admin, cohort, codes, connections,
 )
 
 
@@ -44,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"router {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for register in COMMANDS:
+        register(subparsers)
     return parser
 
 

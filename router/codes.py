@@ -14,7 +14,7 @@ the partner's side or the router itself. For a dead letter: retryable codes are 
 ``router dlq replay`` once the outage is over; terminal ones only after the fix.
 
 Run ``router codes --write`` after changing an entry: it regenerates docs/error-codes.md and
-the dead-letter table of docs/dlq.md (router/codedocs.py).
+the dead-letter table of docs/dlq.md (tools/codes/cli.py).
 """
 
 from __future__ import annotations

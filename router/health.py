@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from router.dlq.redact import fields_from_env, readable, redact_text
+from router.redact import fields_from_env, readable, redact_text
 
 BUCKET_TTL_S = 2 * 3600
 SAMPLE_LIMIT = 500
@@ -57,10 +57,10 @@ class HealthWriter:
         """Write with a synchronous client (one round trip)."""
         if batch.rows:
             pipe = client.pipeline(transaction=False)
-            self.stage(pipe, batch)
+            self.queue(pipe, batch)
             pipe.execute()
 
-    def stage(self, pipe: Any, batch: HealthBatch) -> None:
+    def queue(self, pipe: Any, batch: HealthBatch) -> None:
         """Queue the batch's commands on ``pipe`` and clear the batch."""
         now_ms = int(time.time() * 1000)
         minute = now_ms // 60_000

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from router import ready as ready_line
-from router.embedded.procs import port_is_free
 from router.errors import ConfigError
+from router.procs import port_is_free
 
 if TYPE_CHECKING:  # aiohttp is imported when a server runs, not for every `router` call
     from aiohttp import web

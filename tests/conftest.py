@@ -1,4 +1,4 @@
-"""Session services and per-test names. See tests/services.py for where services come from."""
+"""Session services and per-test names. See support/services.py for where services come from."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from router.settings import Settings
-from tests.services import kafka_service, redis_service, unique
+from support.services import kafka_service, redis_service, unique
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -105,7 +105,7 @@ def name() -> str:
 @pytest.fixture(scope="session")
 def registry_url(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `router registry serve` process on the session's broker (its own _schemas topic)."""
-    from tests.services import start_registry
+    from support.services import start_registry
 
     with start_registry(kafka_bootstrap, tmp_path_factory.mktemp("registry")) as url:
         yield url

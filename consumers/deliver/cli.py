@@ -17,7 +17,7 @@ from router.controls import read_states, set_state
 from router.errors import ConfigError
 from router.kafka import wait_for_broker
 from router.settings import Settings
-from router.spec.cli import add_spec_dirs
+from router.spec.args import add_spec_dirs
 from router.spec.load import Catalog, load_catalog
 
 

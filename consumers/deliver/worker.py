@@ -41,11 +41,11 @@ from router import codec, codes, deadletters, groupwatch
 from router import headers as h
 from router.controls import parse, state_key
 from router.deadletters import DeadLetter
-from router.dlq.redact import fields_from_env, redact_text
 from router.groupwatch import GroupWatch, Throttle, group_progress
 from router.health import HealthBatch, HealthWriter
 from router.kafka import dlq_topic, member_config, producer_config
 from router.outcomes import Outcomes, delivery_request_seconds, end_to_end_seconds
+from router.redact import fields_from_env, redact_text
 from router.settings import Settings
 from router.telemetry import Heartbeat
 from router.tracing import sampled, start_child
@@ -247,7 +247,7 @@ class DeliverWorker:
         if self.health.rows:
             try:  # best effort: health is for people, never a reason to hold a commit
                 pipe = self.redis.pipeline(transaction=False)
-                self.health_writer.stage(pipe, self.health)
+                self.health_writer.queue(pipe, self.health)
                 await pipe.execute()
             except Exception as exc:
                 log.warning("health not recorded: %s", exc)

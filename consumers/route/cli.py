@@ -18,7 +18,7 @@ from router.kafka import admin_client, ensure_topics, wait_for_broker
 from router.pipeline.stages import RoutingTable
 from router.schemas import register_all
 from router.settings import Settings
-from router.spec.cli import add_spec_dirs
+from router.spec.args import add_spec_dirs
 from router.spec.load import load_catalog
 
 

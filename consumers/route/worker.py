@@ -126,7 +126,7 @@ class RouteWorker:
                 staged: Staged | None = None
                 failure: BaseException | None = None
                 try:
-                    staged = self.stage(batch) if batch else None
+                    staged = self.run_stages(batch) if batch else None
                 except RETRYABLE as exc:
                     failure = exc
                 committed = self._drain(asynchronous=True)  # N's I/O ran while N+1 was polled and prepared
@@ -210,7 +210,7 @@ class RouteWorker:
 
     # ---- one batch --------------------------------------------------------------------------
 
-    def stage(self, batch: list[Inbound]) -> Staged:
+    def run_stages(self, batch: list[Inbound]) -> Staged:
         """The CPU half of a batch, on the loop's thread: registry schemas the batch's Avro records
         name (rare I/O), the pure stages for every record, then its claims go to ``route-state``.
 

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING
 
 from router import ready as ready_line
 from router import telemetry
-from router.embedded.procs import die_with_parent, free_port, port_is_free
 from router.errors import ConfigError
+from router.procs import die_with_parent, free_port, port_is_free
 from router.serving import serve_until_signalled
 from router.settings import Settings
 

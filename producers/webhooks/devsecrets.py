@@ -1,4 +1,4 @@
-"""The published development signing secrets, and the guard that keeps them out of production.
+"""The guard that keeps the published development signing secrets (router/devsecrets.py) out of production.
 
 ``router dev`` sets ``ZENDESK_WEBHOOK_SECRET`` and ``STRIPE_WEBHOOK_SECRET`` to these values
 when they are unset and starts ``router gateway --dev-secrets``. Everyone can read them here,
@@ -9,15 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from router.devsecrets import DEV_SECRETS
 from router.errors import ConfigError
 from router.spec.sources import WebhookSource, decode_standard_webhooks_secret
-
-# Not secret: development only. Standard Webhooks format (whsec_<base64>) for the Zendesk source,
-# Stripe's (an opaque string used as is) for the Stripe source.
-DEV_SECRETS: dict[str, str] = {
-    "ZENDESK_WEBHOOK_SECRET": "whsec_RouterDevOnlyZendeskSecretNotForProduction00",
-    "STRIPE_WEBHOOK_SECRET": "whsec_router_dev_only_stripe_secret_not_for_production",
-}
 
 
 def _dev_keys() -> frozenset[bytes]:

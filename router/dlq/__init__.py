@@ -1,6 +1,6 @@
-"""Dead-letter tooling shared by `router dlq` and the admin page.
+"""Dead-letter reading and replay, shared by `router dlq` (tools/dlq) and the admin page (services/admin).
 
 ``read`` reads DLQ topics to their end (assign only), ``filters`` selects records (pure),
-``redact`` makes values readable without leaking PII (pure), ``replay`` sends records back
-through the pipeline resumably, ``cli`` is the `router dlq ls|show|replay` command.
+``replay`` sends records back through the pipeline resumably. Making values readable without
+leaking PII is ``router.redact`` (also used by health rows and the delivery worker).
 """

@@ -1,1 +1,1 @@
-"""Pure pipeline stages shared by the route worker and `router spec test` (no sockets here)."""
+"""Pure pipeline stages shared by the route worker and `router spec test` (tools/spec; no sockets here)."""

@@ -26,9 +26,9 @@ from playwright.sync_api import expect, sync_playwright
 from router.controls import read_states
 from router.health import row_key
 from router.settings import Settings
-from tests.integration.delivering import http_spec, partner_sim, running_deliverer
-from tests.integration.routing import json_records, make_topology, produce, running_worker, zendesk_event
-from tests.services import wait_for
+from support.delivering import http_spec, partner_sim, running_deliverer
+from support.routing import json_records, make_topology, produce, running_worker, zendesk_event
+from support.services import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from router.settings import Settings
-from tests.integration.routing import read_all
+from support.routing import read_all
 
 ROOT = Path(__file__).resolve().parents[2]
 OLD_KEY = "old:" + base64.b64encode(bytes(range(32))).decode()

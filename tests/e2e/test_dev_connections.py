@@ -10,9 +10,9 @@ from pathlib import Path
 
 from producers.webhooks.devsecrets import DEV_SECRETS
 from router.connections.demo import demo_secrets
+from support.services import wait_for
 from tests.e2e.test_pipeline import _post
 from tests.integration.test_gateway_connections import signed
-from tests.services import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import psutil
 
-from producers.webhooks.devsecrets import DEV_SECRETS
+from router.devsecrets import DEV_SECRETS
+from support.routing import read_all
+from support.services import wait_for
 from tests.integration.gatewaying import ENV, Answer, request, std_headers, ticket_event, write_sources
-from tests.integration.routing import read_all
-from tests.services import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

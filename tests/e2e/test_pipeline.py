@@ -14,8 +14,8 @@ from pathlib import Path
 
 from standardwebhooks.webhooks import Webhook
 
-from producers.webhooks.devsecrets import DEV_SECRETS
-from tests.services import wait_for
+from router.devsecrets import DEV_SECRETS
+from support.services import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from support.services import wait_for
 from tests.fault.processes import Service, Supervisor
-from tests.services import wait_for
 
 KILLED_KINDS = ("gateway", "route", "deliver")
 ALL_KINDS = (*KILLED_KINDS, "redis", "partner")

@@ -18,7 +18,7 @@ from typing import Any
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from producers.webhooks.verify import sign_standard_webhooks
-from router.embedded.procs import die_with_parent
+from router.procs import die_with_parent
 from tests.fault.workload import Post
 
 

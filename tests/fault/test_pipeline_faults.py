@@ -41,11 +41,14 @@ from typing import Any
 
 import pytest
 
-from producers.webhooks.devsecrets import DEV_SECRETS
-from router.embedded.procs import free_port
-from router.embedded.redis import start_redis
+from router.devsecrets import DEV_SECRETS
+from router.procs import free_port
 from router.settings import Settings
 from router.spec.sources import decode_standard_webhooks_secret
+from support.delivering import http_spec, partner_sim
+from support.routing import make_topology, prepare_services
+from support.services import unique, wait_for
+from support.workers import worker_env
 from tests.fault.checks import (
     DeadLetter,
     IngestRecord,
@@ -57,10 +60,7 @@ from tests.fault.checks import (
 from tests.fault.faults import ALL_KINDS, FaultRunner, phase_needed_s, plan_faults
 from tests.fault.processes import GroupOffsets, Service, Supervisor, TopicReader, WebhookSender, headers_of, int_header
 from tests.fault.workload import build_workload
-from tests.integration.delivering import http_spec, partner_sim
-from tests.integration.routing import make_topology, prepare_services
-from tests.integration.workers import worker_env
-from tests.services import unique, wait_for
+from tools.dev.embedded.redis import start_redis
 
 TENANT = "acme"
 SECRET_VAR = "ZENDESK_WEBHOOK_SECRET"

@@ -27,9 +27,9 @@ from consumers.deliver.payload import idempotency_key
 from consumers.deliver.worker import DeliverWorker
 from router import headers as h
 from router.settings import Settings
-from tests.integration.delivering import Partner, delivery_records, http_spec, partner_sim, running_deliverer
-from tests.integration.routing import make_topology, prepare_services, produce, zendesk_event
-from tests.services import unique, wait_for
+from support.delivering import Partner, delivery_records, http_spec, partner_sim, running_deliverer
+from support.routing import make_topology, prepare_services, produce, zendesk_event
+from support.services import unique, wait_for
 
 EXAMPLES = max(5, int(os.environ.get("FUZZ_EXAMPLES", "40")) // 2)
 CODE = re.compile(r"^(deliver|internal)\.[a-z_]+$")

@@ -35,9 +35,9 @@ from consumers.route.worker import RouteWorker, WorkerOptions
 from router import headers as h
 from router.pipeline.stages import RoutingTable
 from router.settings import Settings
-from tests.integration.routing import make_topology, prepare_services, produce, worker_thread, zendesk_spec
-from tests.integration.workers import committed_total
-from tests.services import unique, wait_for
+from support.routing import make_topology, prepare_services, produce, worker_thread, zendesk_spec
+from support.services import unique, wait_for
+from support.workers import committed_total
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "40"))
 OUTCOMES = ("routed", "duplicate", "stale", "stale_delivered", "ignored", "dlq")

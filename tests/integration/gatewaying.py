@@ -20,7 +20,7 @@ from producers.webhooks.app import create_app
 from producers.webhooks.options import GatewayOptions
 from producers.webhooks.verify import sign_standard_webhooks, sign_stripe
 from router.connections.store import ConnectionStore
-from router.embedded.procs import free_port
+from router.procs import free_port
 from router.settings import Settings
 from router.spec.sources import WebhookSource, decode_standard_webhooks_secret, load_sources
 

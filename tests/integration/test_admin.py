@@ -15,14 +15,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from router import headers as h
 from router import telemetry
-from router.admin.app import AdminOptions, create_app
-from router.admin.rows import NO_TENANT
 from router.controls import read_states, set_state
 from router.errors import ConfigError
 from router.health import HealthBatch, HealthWriter
 from router.kafka import admin_client, ensure_topics
 from router.settings import Secret, Settings
-from tests.integration.routing import Topology, make_topology, produce, read_all, zendesk_spec
+from services.admin.app import AdminOptions, create_app
+from services.admin.rows import NO_TENANT
+from support.routing import Topology, make_topology, produce, read_all, zendesk_spec
 
 TOKEN = "test-admin-token-0123456789abcdef"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}

@@ -18,13 +18,13 @@ import redis
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
-from router.admin import auth
-from router.admin.app import AdminOptions, create_app
-from router.admin.cli import admin_settings as cli_settings
 from router.controls import read_states
 from router.errors import ConfigError
 from router.settings import Secret, Settings
-from tests.integration.routing import Topology, make_topology, zendesk_spec
+from services.admin import auth
+from services.admin.app import AdminOptions, create_app
+from services.admin.cli import admin_settings as cli_settings
+from support.routing import Topology, make_topology, zendesk_spec
 
 TOKEN = "hostile-admin-token-0123456789abcdef"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}

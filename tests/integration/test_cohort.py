@@ -16,10 +16,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from producers.cohorts.sync import CohortSync, SyncRequest, SyncResult
 from router.settings import Settings
-from tests.integration.delivering import Partner, partner_sim, running_deliverer
-from tests.integration.routing import Topology, headers_of, make_topology, read_all, running_worker
-from tests.integration.workers import worker_env
-from tests.services import wait_for
+from support.delivering import Partner, partner_sim, running_deliverer
+from support.routing import Topology, headers_of, make_topology, read_all, running_worker
+from support.services import wait_for
+from support.workers import worker_env
 
 
 def cohort_spec(name: str, audience: str, destination: str, url: str) -> str:

@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from router.settings import Settings
-from tests.integration.workers import worker_env
+from support.workers import worker_env
 
 pytestmark = pytest.mark.timeout(600)
 

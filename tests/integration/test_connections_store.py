@@ -11,8 +11,8 @@ from router.connections.model import Basic, Bearer, Connection
 from router.connections.store import ConnectionStore, ConnectionWriter
 from router.kafka import admin_client
 from router.settings import Secret, Settings
-from tests.integration.routing import read_all
-from tests.services import wait_for
+from support.routing import read_all
+from support.services import wait_for
 
 RING = KeyRing.parse(base64.b64encode(bytes(range(32))).decode(), "test")
 SIGNING = "whsec_StoreTestSigningSecretABCDEFGH"

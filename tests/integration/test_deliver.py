@@ -15,9 +15,9 @@ from consumers.deliver.cli import sharing_topics, targets_for
 from consumers.deliver.payload import idempotency_key
 from router.controls import read_states, set_state
 from router.settings import Settings
-from tests.integration.delivering import delivery_records, http_spec, partner_sim, publish, running_deliverer
-from tests.integration.routing import headers_of, make_topology, prepare_services, produce, read_all, zendesk_event
-from tests.services import wait_for
+from support.delivering import delivery_records, http_spec, partner_sim, publish, running_deliverer
+from support.routing import headers_of, make_topology, prepare_services, produce, read_all, zendesk_event
+from support.services import wait_for
 
 
 def _accepted(partner, dest: str) -> dict[str, int]:  # type: ignore[no-untyped-def]

@@ -16,9 +16,9 @@ from consumers.deliver.config import RateLimit
 from consumers.deliver.ratelimit import SharedRateLimiter
 from router.controls import read_states
 from router.settings import Settings
-from tests.integration.delivering import http_spec, partner_sim, publish, running_deliverer
-from tests.integration.routing import make_topology, zendesk_event
-from tests.services import wait_for
+from support.delivering import http_spec, partner_sim, publish, running_deliverer
+from support.routing import make_topology, zendesk_event
+from support.services import wait_for
 
 HOLD_S = 2
 

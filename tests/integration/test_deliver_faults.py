@@ -8,12 +8,12 @@ import signal
 import threading
 from pathlib import Path
 
-from router.embedded.procs import free_port
-from router.embedded.redis import start_redis
+from router.procs import free_port
 from router.settings import Settings
-from tests.integration.delivering import http_spec, partner_sim, publish, running_deliverer
-from tests.integration.routing import make_topology, zendesk_event
-from tests.services import start_registry, unique, wait_for
+from support.delivering import http_spec, partner_sim, publish, running_deliverer
+from support.routing import make_topology, zendesk_event
+from support.services import start_registry, unique, wait_for
+from tools.dev.embedded.redis import start_redis
 
 EVENTS = 300
 FROZEN_S = 8  # over the delivery worker's 5 s Redis socket timeout

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from consumers.deliver.payload import idempotency_key
-from router.embedded.redis import start_redis
 from router.settings import Settings
-from tests.integration.delivering import Partner, http_spec, partner_sim, publish
-from tests.integration.routing import make_topology, zendesk_event
-from tests.integration.workers import WorkerProcess, worker_env
-from tests.services import Budget, wait_for
+from support.delivering import Partner, http_spec, partner_sim, publish
+from support.routing import make_topology, zendesk_event
+from support.services import Budget, wait_for
+from support.workers import WorkerProcess, worker_env
+from tools.dev.embedded.redis import start_redis
 
 CONCURRENCY = 8  # `router deliver`'s default requests in flight per integration (batch: 1 record each)
 

@@ -14,9 +14,9 @@ import redis
 from consumers.deliver.payload import idempotency_key
 from router.controls import set_state
 from router.settings import Settings
-from tests.integration.delivering import http_spec, partner_sim, publish, running_deliverer
-from tests.integration.routing import make_topology, zendesk_event
-from tests.services import wait_for
+from support.delivering import http_spec, partner_sim, publish, running_deliverer
+from support.routing import make_topology, zendesk_event
+from support.services import wait_for
 
 
 def _topo(tmp_path: Path, name: str, url: str, rate: str) -> Any:

@@ -12,7 +12,7 @@ import psutil
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from tests.services import wait_for
+from support.services import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -24,8 +24,8 @@ from router.dlq.read import open_reader, read_to_end
 from router.dlq.replay import ReplayRequest, ReplaySummary, replay
 from router.kafka import admin_client, ensure_topics
 from router.settings import Settings
-from tests.integration.delivering import Partner, http_spec, partner_sim, running_deliverer
-from tests.integration.routing import (
+from support.delivering import Partner, http_spec, partner_sim, running_deliverer
+from support.routing import (
     Topology,
     headers_of,
     json_records,
@@ -35,8 +35,8 @@ from tests.integration.routing import (
     running_worker,
     zendesk_event,
 )
-from tests.integration.workers import committed_total
-from tests.services import wait_for
+from support.services import wait_for
+from support.workers import committed_total
 
 PARTITIONS = 3
 RIGHT = "title: {from: data.ticket.title, required: true}"

@@ -21,7 +21,7 @@ from consumers.route.worker import RouteWorker, WorkerOptions
 from router.pipeline.records import Inbound
 from router.pipeline.stages import RoutingTable
 from router.settings import Settings
-from tests.integration.routing import (
+from support.routing import (
     headers_of,
     json_records,
     make_topology,
@@ -32,8 +32,8 @@ from tests.integration.routing import (
     zendesk_event,
     zendesk_spec,
 )
-from tests.integration.workers import wait_committed
-from tests.services import wait_for
+from support.services import wait_for
+from support.workers import wait_committed
 
 POISON = b'{"event_id": '
 

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from router.embedded.broker import broker_binary, start_broker
 from router.errors import ConfigError
+from tools.dev.embedded.broker import broker_binary, start_broker
 
 
 def test_a_missing_broker_binary_is_a_clear_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 from openapi_spec_validator import validate
 
 from producers.webhooks.options import GatewayOptions
-from router.embedded.broker import start_broker
 from router.settings import Settings
+from support.routing import headers_of, read_all
 from tests.integration.gatewaying import (
     Answer,
     request,
@@ -22,7 +22,7 @@ from tests.integration.gatewaying import (
     ticket_event,
     write_sources,
 )
-from tests.integration.routing import headers_of, read_all
+from tools.dev.embedded.broker import start_broker
 
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
@@ -189,7 +189,7 @@ def test_broker_down_answers_503_with_retry_after_and_not_ready(tmp_path: Path, 
 
 
 def test_not_ready_until_a_broker_answers(tmp_path: Path, name: str) -> None:
-    from router.embedded.procs import free_port
+    from router.procs import free_port
 
     settings = Settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}")
     with running_gateway(settings, write_sources(tmp_path / "sources", name),

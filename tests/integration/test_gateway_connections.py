@@ -19,9 +19,9 @@ from router.connections.model import Connection
 from router.connections.store import ConnectionStore, ConnectionWriter
 from router.settings import Secret, Settings
 from router.spec.sources import load_sources
+from support.routing import headers_of, read_all
+from support.services import wait_for
 from tests.integration.gatewaying import Answer, request, running_gateway
-from tests.integration.routing import headers_of, read_all
-from tests.services import wait_for
 
 RING = KeyRing.parse(base64.b64encode(bytes(range(32))).decode(), "test")
 SPEC_SECRET = "whsec_" + base64.b64encode(b"the-spec-secret-shared-by-all-00").decode()

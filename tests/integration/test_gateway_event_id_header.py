@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from router.settings import Settings
+from support.routing import headers_of, read_all
 from tests.integration.gatewaying import request, running_gateway, std_headers, ticket_event, write_sources
-from tests.integration.routing import headers_of, read_all
 
 
 def test_event_id_header_must_be_utf8(settings: Settings, tmp_path: Path, name: str) -> None:

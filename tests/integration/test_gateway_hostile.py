@@ -15,8 +15,8 @@ import orjson
 
 from producers.webhooks.verify import sign_github
 from router.settings import Settings
+from support.routing import headers_of, read_all
 from tests.integration.gatewaying import Answer, request, running_gateway, std_headers, ticket_event, write_sources
-from tests.integration.routing import headers_of, read_all
 
 GITHUB_SECRET = "gh-gateway-test-secret"
 

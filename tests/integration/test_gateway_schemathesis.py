@@ -32,9 +32,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from router.settings import Settings
+from support.services import wait_for
 from tests.integration.gatewaying import request as fetch
 from tests.integration.gatewaying import running_gateway, write_sources
-from tests.services import wait_for
 
 CHECKS = [
     not_a_server_error,  # no 5xx for any input

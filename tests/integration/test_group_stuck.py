@@ -20,7 +20,7 @@ from router import groupwatch
 from router.kafka import consumer_config
 from router.pipeline.stages import RoutingTable
 from router.settings import Settings
-from tests.integration.routing import (
+from support.routing import (
     json_records,
     make_topology,
     prepare_services,
@@ -29,7 +29,7 @@ from tests.integration.routing import (
     zendesk_event,
     zendesk_spec,
 )
-from tests.services import wait_for
+from support.services import wait_for
 
 
 def test_a_worker_without_partitions_in_a_group_that_does_not_move_turns_unhealthy(

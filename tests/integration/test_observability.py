@@ -15,9 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from router import telemetry
 from router.health import row_key
 from router.settings import Settings
-from tests.integration.delivering import http_spec, partner_sim, running_deliverer
-from tests.integration.routing import make_topology, produce, running_worker, zendesk_event
-from tests.services import wait_for
+from support.delivering import http_spec, partner_sim, running_deliverer
+from support.routing import make_topology, produce, running_worker, zendesk_event
+from support.services import wait_for
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 

@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from router.sim.partner import SimConfig, create_app
+from services.partner_sim.partner import SimConfig, create_app
 
 Client = TestClient[web.Request, web.Application]
 Scenario = Callable[[Client], Awaitable[None]]
@@ -453,8 +453,8 @@ def test_cli_serves_metrics_on_router_metrics_port(tmp_path: pathlib.Path) -> No
     """Prometheus in docker-compose scrapes the simulator on ROUTER_METRICS_PORT like the workers."""
     import urllib.request
 
-    from router.embedded.procs import free_port
-    from tests.services import wait_for
+    from router.procs import free_port
+    from support.services import wait_for
 
     port = free_port()
     out = tmp_path / "sim.out"

@@ -8,7 +8,6 @@ as a subprocess.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import selectors
@@ -31,12 +30,12 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, Schema
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from router.embedded.procs import free_port
 from router.errors import ConfigError
 from router.kafka import admin_client, consumer_config, ensure_topics, producer_config
-from router.registry.app import create_app
+from router.procs import free_port
 from router.settings import Settings
-from tests.services import wait_for
+from services.registry.app import create_app
+from support.services import wait_for
 
 ORDER_V1 = json.dumps(
     {
@@ -373,9 +372,8 @@ def test_an_unreachable_broker_is_a_config_error(name: str) -> None:
 
 
 def registry_command() -> list[str]:
-    """``router registry serve`` via router.cli once its other commands exist, else this module's own main."""
-    whole_cli = all(importlib.util.find_spec(module) for module in ("router.dev", "router.spec.cli"))
-    return [sys.executable, "-m", "router.cli" if whole_cli else "router.registry.cli", "registry", "serve"]
+    """``router registry serve`` through the root CLI, as a user runs it."""
+    return [sys.executable, "-m", "router", "registry", "serve"]
 
 
 def read_line(proc: subprocess.Popen[str], deadline_s: float) -> str:

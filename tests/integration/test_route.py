@@ -11,7 +11,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from router.settings import Settings
-from tests.integration.routing import (
+from support.routing import (
     headers_of,
     json_records,
     make_topology,
@@ -21,7 +21,7 @@ from tests.integration.routing import (
     zendesk_event,
     zendesk_spec,
 )
-from tests.services import wait_for
+from support.services import wait_for
 
 
 def processed(worker, n: int) -> bool:  # type: ignore[no-untyped-def]
@@ -181,7 +181,7 @@ def test_a_record_that_fits_the_mapping_but_not_the_schema_is_encode_schema_mism
         settings: Settings, registry_url: str, tmp_path: Path, name: str) -> None:
     import shutil
 
-    from tests.integration.routing import ROOT
+    from support.routing import ROOT
 
     schemas = tmp_path / "schemas"
     shutil.copytree(ROOT / "schemas" / "avro", schemas)

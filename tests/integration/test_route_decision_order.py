@@ -26,7 +26,7 @@ from router.deadletters import Slot
 from router.pipeline.records import Claim, Decision, Inbound
 from router.pipeline.stages import RoutingTable
 from router.settings import Settings
-from tests.integration.routing import (
+from support.routing import (
     headers_of,
     json_records,
     make_topology,
@@ -37,7 +37,7 @@ from tests.integration.routing import (
     zendesk_event,
     zendesk_spec,
 )
-from tests.integration.workers import wait_committed
+from support.workers import wait_committed
 
 ENTITIES = 200
 
@@ -50,8 +50,8 @@ class _StagesSeen(RouteWorker):
         self.staged = 0
         self.second_staged = threading.Event()
 
-    def stage(self, batch: list[Inbound]) -> Staged:
-        staged = super().stage(batch)
+    def run_stages(self, batch: list[Inbound]) -> Staged:
+        staged = super().run_stages(batch)
         self.staged += 1
         if self.staged == 2:
             self.second_staged.set()

@@ -15,7 +15,7 @@ from consumers.route.worker import RouteWorker, WorkerOptions
 from router import headers as h
 from router.pipeline.stages import RoutingTable
 from router.settings import Settings
-from tests.integration.routing import (
+from support.routing import (
     headers_of,
     make_topology,
     prepare_services,
@@ -25,7 +25,7 @@ from tests.integration.routing import (
     zendesk_event,
     zendesk_spec,
 )
-from tests.integration.workers import wait_committed
+from support.workers import wait_committed
 
 DEEP = "[" * 1000 + '"x"' + "]" * 1000
 

@@ -15,11 +15,10 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from consumers.route.state_redis import RedisState
 from consumers.route.worker import RouteWorker, WorkerOptions
 from router.deadletters import Slot
-from router.embedded.redis import start_redis
 from router.pipeline.records import Claim, Decision
 from router.pipeline.stages import RoutingTable
 from router.settings import Settings
-from tests.integration.routing import (
+from support.routing import (
     headers_of,
     json_records,
     make_topology,
@@ -31,8 +30,9 @@ from tests.integration.routing import (
     zendesk_event,
     zendesk_spec,
 )
-from tests.integration.workers import WorkerProcess, committed_total, wait_committed, worker_env
-from tests.services import Budget
+from support.services import Budget
+from support.workers import WorkerProcess, committed_total, wait_committed, worker_env
+from tools.dev.embedded.redis import start_redis
 
 PARTITIONS = 3
 
@@ -144,7 +144,7 @@ def test_redis_outage_of_ten_seconds_loses_nothing(settings: Settings, registry_
         redis_proc.stop()
         produce(bootstrap, topo.source_topic, records[half:])
         # The outage lasts until the worker has noticed it and kept failing for 10 s.
-        from tests.services import wait_for
+        from support.services import wait_for
 
         wait_for(lambda: "batch failed" in worker.log.read_text(), deadline_s=budget.s(60),
                  what="the worker to see the outage")

@@ -19,7 +19,7 @@ from router import headers as h
 from router.deadletters import STUB_VALUE_BYTES
 from router.pipeline.stages import RoutingTable
 from router.settings import Settings
-from tests.integration.routing import (
+from support.routing import (
     headers_of,
     json_records,
     make_topology,
@@ -31,7 +31,7 @@ from tests.integration.routing import (
     zendesk_event,
     zendesk_spec,
 )
-from tests.integration.workers import wait_committed
+from support.workers import wait_committed
 
 BIG = 3_000_000  # over the route producer's message.max.bytes (2 MB): the DLQ write is refused as it is
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from router.errors import SpecError
-from router.spec.certify import CHECKS, CheckResult, certify, load_cases
-from router.spec.cli import register
 from router.spec.load import Catalog, load_catalog
+from tools.spec.certify import CHECKS, CheckResult, certify, load_cases
+from tools.spec.cli import register
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas" / "avro"

@@ -610,6 +610,9 @@ def test_dockerfile_builds_a_non_root_router_image_with_the_specs() -> None:
     assert user and not user[-1].startswith(("root", "0")), "the image must run as a non-root user"
     for folder in ("integrations/", "schemas/avro/", "sources/"):
         assert re.search(rf"^COPY {re.escape(folder)} ", text, re.M), f"the image lacks {folder}"
+    shipped = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    for package in (pattern.rstrip("*") for pattern in shipped):  # the wheel is built from what is copied
+        assert re.search(rf"^COPY {package}/ {package}/$", text, re.M), f"the image lacks the {package} package"
     assert "[embedded]" not in text and "[test]" not in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "tests", "deploy", "**/.env"} <= set(ignored)

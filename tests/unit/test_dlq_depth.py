@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from router import headers as h
-from router.dlq.cli import TopicStats
 from router.dlq.read import DlqRecord
+from tools.dlq.cli import TopicStats
 
 
 def _copy(dlq_offset: int, original_offset: int, integration: str = "zd", code: str = "map.required_missing"

@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from router import headers as h
 from router.dlq.filters import DlqFilter, iso_ms, parse_time
-from router.dlq.redact import (
+from router.dlq.replay import DROPPED_HEADERS, chunk_size_for, cursor_group, destination_of, parse_rate, replay_headers
+from router.errors import ConfigError
+from router.redact import (
     DEFAULT_FIELDS,
     MASK,
     fields_from_env,
@@ -21,8 +23,6 @@ from router.dlq.redact import (
     redact,
     redact_text,
 )
-from router.dlq.replay import DROPPED_HEADERS, chunk_size_for, cursor_group, destination_of, parse_rate, replay_headers
-from router.errors import ConfigError
 
 NOW = 1_795_000_000_000  # 2026-11-18T...Z
 HDRS = {h.ERROR_CODE: "map.required_missing", h.TENANT: "acme", h.INTEGRATION: "zd-pd", h.EVENT_ID: "e1"}

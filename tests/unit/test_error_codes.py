@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from router import codes
-from router.codedocs import REGENERATE, stale_docs
 from router.errors import RouterError
+from tools.codes.cli import REGENERATE, stale_docs
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE_DIRS = ("router", "consumers", "producers")
+SOURCE_DIRS = ("router", "producers", "consumers", "services", "tools")
 CATALOGUE_FILE = ROOT / "router" / "codes.py"
 FIXED = re.compile(r"^[a-z]+\.[a-z][a-z0-9_]*$")
 FAMILY = re.compile(r"^[a-z]+\.[a-z0-9_]*<[a-z]+>$")
@@ -81,7 +81,7 @@ def test_no_bare_code_literal_in_the_source() -> None:
 
 
 def test_every_error_class_code_is_declared() -> None:
-    for name in ("producers.cohorts.errors", "router.dlq.read", "router.dlq.replay", "router.registry.compat",
+    for name in ("producers.cohorts.errors", "router.dlq.read", "router.dlq.replay", "services.registry.compat",
                  "router.spec.load", "consumers.route.worker", "consumers.deliver.auth"):
         importlib.import_module(name)
     seen, todo = set(), [RouterError]

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router import headers as h
-from router.dlq.redact import DEFAULT_FIELDS, TOO_DEEP, readable, redact
 from router.errors import ValidateError
 from router.pipeline.records import Inbound
 from router.pipeline.stages import RoutingTable, dlq_headers, prepare
+from router.redact import DEFAULT_FIELDS, TOO_DEEP, readable, redact
 from router.spec.load import load_catalog
 
 ROOT = Path(__file__).resolve().parents[2]

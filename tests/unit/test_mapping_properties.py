@@ -27,10 +27,10 @@ from router import headers as h
 from router.errors import MappingError
 from router.pipeline.records import Inbound
 from router.pipeline.stages import MAGIC, RoutingTable, encode_avro, prepare
-from router.spec.certify import load_cases
 from router.spec.load import Catalog, load_catalog
 from router.spec.mapping import Meta
 from router.spec.paths import MISSING, compile_getter
+from tools.spec.certify import load_cases
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG: Catalog = load_catalog(ROOT / "integrations", ROOT / "schemas" / "avro")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from router.sim.rules import (
+from services.partner_sim.rules import (
     NO_KEY,
     FaultRule,
     Match,

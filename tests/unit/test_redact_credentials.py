@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.dlq.redact import DEFAULT_FIELDS, readable, redact_text
+from router.redact import DEFAULT_FIELDS, readable, redact_text
 
 LEAKS = [
     ("Authorization: Bearer sk_live_51HxYzAbCdEf", "sk_live_51HxYzAbCdEf"),

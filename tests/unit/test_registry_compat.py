@@ -12,8 +12,8 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from router.registry.app import confluent_errors
-from router.registry.compat import (
+from services.registry.app import confluent_errors
+from services.registry.compat import (
     Compatibility,
     InvalidSchemaError,
     check_compatibility,
@@ -21,7 +21,7 @@ from router.registry.compat import (
     parse_avro,
     parse_compatibility,
 )
-from router.registry.store import (
+from services.registry.store import (
     INCOMPATIBLE,
     SUBJECT_NOT_FOUND,
     SUBJECT_NOT_SOFT_DELETED,

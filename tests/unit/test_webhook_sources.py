@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from producers.webhooks.devsecrets import DEV_SECRETS, check_dev_secrets
+from producers.webhooks.devsecrets import check_dev_secrets
+from router.devsecrets import DEV_SECRETS
 from router.errors import ConfigError, SpecError
 from router.spec.load import SpecErrors
 from router.spec.sources import WebhookSource, decode_standard_webhooks_secret, load_sources

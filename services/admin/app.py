@@ -1,0 +1,511 @@
+"""The admin page as an aiohttp application: ``create_app(settings)``.
+
+Routes: ``GET /`` (the page), ``GET /api/health`` (the same rows as JSON), ``POST
+/integrations/{name}/pause|resume|replay``, ``GET|POST /login``, ``POST /logout``, ``GET /healthz``,
+``GET /metrics``. Redis clients and the Kafka probe start and stop in ``cleanup_ctx``.
+
+A browser gets HTML and, after a form, a redirect to ``/`` with a one-time flash message; an API
+client (``Authorization: Bearer``, or any ``/api/`` path) gets JSON. Problems are answered, not
+raised: a 404 names the known integrations, an unexpected error is logged and answered with a
+short message, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import logging
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from router import codes, groupwatch, telemetry
+from router.controls import State, set_state
+from router.dlq.filters import DlqFilter
+from router.dlq.replay import ReplayRequest, ReplaySummary, replay
+from router.errors import ConfigError, RouterError
+from router.settings import Secret, Settings
+from router.spec.load import Catalog, load_catalog
+from router.spec.model import Integration
+from services.admin import auth
+from services.admin.page import STYLESHEET, PageContext, RowKafka, iso, render_login, render_message, render_page
+from services.admin.probe import KafkaProbe, KafkaSnapshot, dlq_topics_of, register_gauges
+from services.admin.rows import HealthRow, read_rows
+
+log = logging.getLogger("router.admin")
+
+FLASH_COOKIE = "router_admin_flash"
+CODE_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\-]{1,100}$")
+PUBLIC_PATHS = frozenset({"/healthz", "/metrics", "/login", "/static/admin.css"})
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class AdminOptions:
+    """What `router admin` adds to the settings."""
+
+    deliver_group: str = "router.deliver"
+    cache_ttl_s: float = 5.0
+    login_limits: auth.LoginLimits = field(default_factory=auth.LoginLimits)
+    development: bool = False  # `--dev-token`: a ROUTER_ADMIN_TOKEN shorter than 32 characters is accepted
+    clock: Callable[[], float] = time.time  # seconds since the epoch: sessions and the login throttle
+
+
+class Services:
+    """The clients the handlers share, started and stopped by :func:`_services_ctx`."""
+
+    client: aioredis.Redis  # reads (decoded strings)
+    controls: redis.Redis  # router.controls.set_state is synchronous: used from a thread
+    probe: KafkaProbe
+
+    def __init__(self, settings: Settings, catalog: Catalog, options: AdminOptions) -> None:
+        if not settings.admin_token:
+            raise ConfigError("ROUTER_ADMIN_TOKEN is not set; set it to a long random value "
+                              "(or pass --dev-token on a development machine)")
+        if not options.development:
+            auth.require_strong_token(settings.admin_token)
+        self.token: Secret = settings.admin_token
+        self.throttle = auth.LoginThrottle(settings.redis_key_prefix, options.login_limits)
+        self.settings = settings
+        self.catalog = catalog
+        self.options = options
+        self.names = [i.name for i in catalog.integrations]
+        self.replay_lock = asyncio.Lock()
+        self.stop = threading.Event()  # ends a replay in progress at shutdown
+
+    def integration(self, name: str) -> Integration | None:
+        return next((i for i in self.catalog.integrations if i.name == name), None)
+
+
+SERVICES = web.AppKey("admin_services", Services)
+
+
+def create_app(settings: Settings, *, catalog: Catalog | None = None, options: AdminOptions | None = None
+               ) -> web.Application:
+    """The admin application; ConfigError when the token, Redis or Kafka is not configured."""
+    if not settings.redis_url:
+        raise ConfigError("REDIS_URL is not set: health rows and integration states live in Redis")
+    settings.kafka_common()  # KAFKA_BOOTSTRAP_SERVERS is needed for DLQ depth, lag and replay
+    catalog = catalog or load_catalog(settings.integrations_dir, settings.schemas_dir)
+    services = Services(settings, catalog, options or AdminOptions())
+    register_gauges()
+    app = web.Application(middlewares=[_errors, _authenticate])
+    app[SERVICES] = services
+    app.cleanup_ctx.append(_services_ctx)
+    app.on_response_prepare.append(_security_headers)
+    app.router.add_get("/", index)
+    app.router.add_get("/api/health", api_health)
+    app.router.add_post("/integrations/{name}/pause", pause)
+    app.router.add_post("/integrations/{name}/resume", resume)
+    app.router.add_post("/integrations/{name}/replay", replay_dlq)
+    app.router.add_get("/login", login)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/static/admin.css", stylesheet)
+    return app
+
+
+async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
+    services = app[SERVICES]
+    settings = services.settings
+    url = settings.redis_url or ""
+    services.client = aioredis.Redis.from_url(url, decode_responses=True, encoding_errors="replace",
+                                             socket_timeout=5)
+    services.controls = redis.Redis.from_url(url, socket_timeout=5)
+    services.probe = KafkaProbe(settings, services.catalog, route_group=settings.route_group,
+                                deliver_group=services.options.deliver_group, ttl_s=services.options.cache_ttl_s)
+    yield
+    services.stop.set()
+    await services.probe.close()
+    await services.client.aclose()
+    services.controls.close()
+
+
+# ---- responses ---------------------------------------------------------------------------------
+
+
+def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
+
+
+def _html(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
+
+
+def _redirect(location: str) -> web.Response:
+    return web.Response(status=303, headers={"Location": location})
+
+
+def wants_json(request: web.Request) -> bool:
+    """API clients: a Bearer header, an ``/api/`` path, or an Accept preferring JSON to HTML."""
+    accept = request.headers.get("Accept", "")
+    return (auth.bearer(request) is not None or request.path.startswith("/api/")
+            or ("application/json" in accept and "text/html" not in accept))
+
+
+def problem(request: web.Request, status: int, title: str, message: str, code: str | None = None,
+            headers: dict[str, str] | None = None) -> web.Response:
+    """An error the user can act on, as JSON or as a small page; ``code`` is a stable machine code."""
+    if wants_json(request):
+        return _json({"error": title, "message": message} | ({"code": code} if code else {}), status, headers)
+    response = _html(render_message(title, f"{message} [{code}]" if code else message), status)
+    response.headers.update(headers or {})
+    return response
+
+
+def _throttled(request: web.Request, retry_after_s: int) -> web.Response:
+    return problem(request, 429, "Too many wrong tokens",
+                   f"too many wrong admin tokens from this address (or from everywhere); "
+                   f"try again in {retry_after_s} s", code=codes.ADMIN_LOGIN_THROTTLED,
+                   headers={"Retry-After": str(retry_after_s)})
+
+
+async def _check_token(request: web.Request, given: str | None) -> auth.TokenVerdict:
+    """Compare a presented token, throttled per client address and globally."""
+    services = request.app[SERVICES]
+    return await services.throttle.check(services.client, auth.client_address(request), services.token, given,
+                                         services.options.clock())
+
+
+def _flash(response: web.StreamResponse, request: web.Request, kind: str, text: str) -> None:
+    value = base64.urlsafe_b64encode(orjson.dumps([kind, text[:2000]])).decode()
+    response.set_cookie(FLASH_COOKIE, value, max_age=120, path="/", httponly=True, samesite="Strict",
+                        secure=request.secure)
+
+
+def _read_flash(request: web.Request) -> tuple[str, str] | None:
+    raw = request.cookies.get(FLASH_COOKIE)
+    if not raw:
+        return None
+    try:
+        kind, text = orjson.loads(base64.urlsafe_b64decode(raw.encode()))
+    except (ValueError, TypeError, orjson.JSONDecodeError):
+        return None
+    return ("error" if kind == "error" else "ok", str(text))
+
+
+def _done(request: web.Request, status: int, body: dict[str, Any], flash: tuple[str, str]) -> web.Response:
+    """An action's answer: JSON for API clients; for a browser, back to the page with a flash message."""
+    if wants_json(request):
+        return _json(body, status)
+    response = _redirect("/")
+    _flash(response, request, *flash)
+    return response
+
+
+# ---- middleware ------------------------------------------------------------------------------
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Routing errors and anything unexpected become short answers, never a stack trace."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = "no such page" if exc.status == 404 else exc.reason
+        return problem(request, exc.status, exc.reason, message)
+    except redis.RedisError as exc:
+        log.warning("%s %s: Redis failed: %s", request.method, request.path, exc)
+        return problem(request, 503, "Service Unavailable", f"Redis did not answer ({type(exc).__name__}); "
+                                                            "try again in a moment")
+    except RouterError as exc:
+        log.warning("%s %s failed: %s", request.method, request.path, exc)
+        return problem(request, 500, "Internal Server Error", f"[{exc.code}] {exc}")
+    except Exception as exc:
+        log.exception("%s %s failed unexpectedly", request.method, request.path)
+        return problem(request, 500, "Internal Server Error",
+                       f"internal error ({type(exc).__name__}); see the admin log")
+
+
+@web.middleware
+async def _authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """State changes only from this origin; everything but the public paths needs the token or a session.
+
+    A Bearer token is a guess until it matches: it goes through the login throttle. A session
+    cookie is an HMAC nobody can guess, so it does not.
+    """
+    if request.method not in auth.SAFE_METHODS and not auth.same_origin(request):
+        return problem(request, 403, "Cross-origin request refused",
+                       "state-changing requests must come from this page's own origin", code=codes.ADMIN_CROSS_ORIGIN)
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    services = request.app[SERVICES]
+    given = auth.bearer(request)
+    if given is not None:
+        verdict = await _check_token(request, given)
+        if verdict.retry_after_s:
+            return _throttled(request, verdict.retry_after_s)
+        if verdict.accepted:
+            return await handler(request)
+    elif auth.session_id(request, services.token, services.options.clock()) is not None:
+        return await handler(request)
+    if wants_json(request):
+        return _json({"error": "unauthorized", "code": codes.ADMIN_UNAUTHORIZED,
+                      "message": "send Authorization: Bearer <ROUTER_ADMIN_TOKEN>"}, 401,
+                     headers={"WWW-Authenticate": 'Bearer realm="router-admin"'})
+    if request.method in ("GET", "HEAD"):
+        return _redirect("/login")
+    return _html(render_message("Log in first", "Your session has ended; log in again."), 401)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
+# ---- the page and its JSON ---------------------------------------------------------------------
+
+
+async def _read(services: Services) -> tuple[int, list[HealthRow], KafkaSnapshot, dict[str, RowKafka], list[str]]:
+    now_ms = int(time.time() * 1000)
+    rows, snapshot, stuck = await asyncio.gather(
+        read_rows(services.client, services.settings.redis_key_prefix, services.names, now_ms),
+        services.probe.current(),
+        services.client.hgetall(groupwatch.page_key(services.settings.redis_key_prefix)))
+
+    kafka = {}
+    for i in services.catalog.integrations:
+        src, dest = i.source.topic, i.destination.topic
+        kafka[i.name] = RowKafka(src, dest, snapshot.dlq_of(i.name) if snapshot.taken_ms else None,
+                                 snapshot.lag_of(services.probe.route_group, src),
+                                 snapshot.lag_of(services.probe.deliver_group, dest))
+    return now_ms, rows, snapshot, kafka, groupwatch.stuck_groups(stuck, now_ms)
+
+
+async def index(request: web.Request) -> web.Response:
+    """The health page."""
+    services = request.app[SERVICES]
+    now_ms, rows, snapshot, kafka, stuck = await _read(services)
+    sid = auth.session_id(request, services.token, services.options.clock())
+    csrf = auth.csrf_token(services.token, sid) if sid else ""  # a Bearer client's forms cannot be posted
+    flash = _read_flash(request)
+    ctx = PageContext(now_ms, csrf, services.probe.route_group, services.probe.deliver_group, flash, tuple(stuck))
+    response = _html(render_page(rows, kafka, snapshot, ctx))
+    if flash is not None:
+        response.del_cookie(FLASH_COOKIE, path="/")
+    return response
+
+
+def _ms(ms: int | None) -> str | None:
+    return iso(ms) if ms else None
+
+
+def row_json(row: HealthRow, kafka: RowKafka) -> dict[str, Any]:
+    """One row of ``GET /api/health``."""
+    error = row.last_error
+    return {
+        "integration": row.integration,
+        "tenant": row.tenant,
+        "state": row.state.state,
+        "state_reason": row.state.reason or None,
+        "state_since": _ms(row.state.since_ms),
+        "last_success": _ms(row.last_success_ms),
+        "last_routed": _ms(row.last_routed_ms),
+        "last_error": None if error is None else {"code": error.code, "message": error.message,
+                                                  "at": _ms(error.at_ms), "sample": error.sample},
+        "success_rate_1h": row.success_rate,
+        "ok_1h": row.ok_1h,
+        "fail_1h": row.fail_1h,
+        "dlq": None if kafka.dlq is None else {"depth": kafka.dlq.depth, "by_code": dict(kafka.dlq.by_code),
+                                               "by_topic": dict(kafka.dlq.by_topic)},
+        "consumer_lag": {
+            "route": {"topic": kafka.source_topic, "total": sum(p.lag for p in kafka.route_lag),
+                      "partitions": {str(p.partition): p.lag for p in kafka.route_lag}},
+            "deliver": {"topic": kafka.delivery_topic, "total": sum(p.lag for p in kafka.deliver_lag),
+                        "partitions": {str(p.partition): p.lag for p in kafka.deliver_lag}},
+        },
+    }
+
+
+async def api_health(request: web.Request) -> web.Response:
+    """Every row as JSON, with when Kafka was read and any Kafka problem."""
+    services = request.app[SERVICES]
+    now_ms, rows, snapshot, kafka, stuck = await _read(services)
+    return _json({
+        "generated_at": iso(now_ms),
+        "kafka": {"read_at": _ms(snapshot.taken_ms), "error": snapshot.error, "stuck_groups": stuck,
+                  "route_group": services.probe.route_group, "deliver_group": services.probe.deliver_group},
+        "rows": [row_json(r, kafka[r.integration]) for r in rows],
+    })
+
+
+# ---- actions -----------------------------------------------------------------------------------
+
+
+async def _checked(request: web.Request) -> tuple[Integration, dict[str, str]] | web.Response:
+    """The named integration and the submitted form, or the answer refusing the request."""
+    services = request.app[SERVICES]
+    form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+    if auth.bearer(request) is None and not _csrf_ok(request, form.get(auth.CSRF_FIELD)):
+        return _csrf_refused(request)
+    name = request.match_info["name"]
+    integration = services.integration(name)
+    if integration is None:
+        known = ", ".join(services.names) or "none"
+        return problem(request, 404, "Unknown integration", f"no integration named {name!r}; known: {known}")
+    return integration, form
+
+
+async def _set(request: web.Request, state: State) -> web.Response:
+    checked = await _checked(request)
+    if isinstance(checked, web.Response):
+        return checked
+    integration, _form = checked
+    services = request.app[SERVICES]
+    reason = "paused from the admin page" if state == "paused" else ""
+    result = await asyncio.to_thread(set_state, services.controls, services.settings.redis_key_prefix,
+                                     integration.name, state, reason)
+    log.info("integration %s set to %s from the admin page", integration.name, state, extra={
+        "integration": integration.name})
+    verb = "Paused" if state == "paused" else "Resumed"
+    text = f"{verb} {integration.name}." + (" Records wait in Kafka until it is resumed." if state == "paused" else "")
+    return _done(request, 200, {"integration": integration.name, "state": result.state}, ("ok", text))
+
+
+async def pause(request: web.Request) -> web.Response:
+    """Stop delivering the integration's records (they wait in Kafka)."""
+    return await _set(request, "paused")
+
+
+async def resume(request: web.Request) -> web.Response:
+    """Deliver again; also clears needs_reconnect."""
+    return await _set(request, "active")
+
+
+async def replay_dlq(request: web.Request) -> web.Response:
+    """Replay the integration's DLQ records with one error code (or glob) to their original topics."""
+    checked = await _checked(request)
+    if isinstance(checked, web.Response):
+        return checked
+    integration, form = checked
+    services = request.app[SERVICES]
+    code = (request.query.get("code") or form.get("code") or "").strip()
+    if not CODE_PATTERN.match(code):
+        return problem(request, 400, "Bad code", "give an error code such as map.required_missing "
+                                                 "(letters, digits, _ . - and the globs * ?)")
+    if services.replay_lock.locked():
+        return problem(request, 409, "Replay running", "a replay is already running here; try again when it ends")
+    async with services.replay_lock:
+        topics = await services.probe.existing_topics(dlq_topics_of(integration))
+        dlq_filter = DlqFilter(codes=frozenset({code}), integrations=frozenset({integration.name}))
+        loop = asyncio.get_running_loop()
+        results: list[tuple[str, ReplaySummary | None, str | None]] = []
+        for topic in topics:
+            run = functools.partial(replay, services.settings, ReplayRequest(topic=topic, dlq_filter=dlq_filter),
+                                    stop=services.stop)
+            try:
+                summary = await loop.run_in_executor(None, run)
+                results.append((topic, summary, summary.error))
+            except RouterError as exc:
+                results.append((topic, None, str(exc)))
+        services.probe.invalidate()
+    return _replayed(request, integration.name, code, results)
+
+
+def _replayed(request: web.Request, name: str, code: str,
+              results: list[tuple[str, ReplaySummary | None, str | None]]) -> web.Response:
+    replayed = sum(s.replayed for _, s, _ in results if s)
+    failed = sum(s.failed for _, s, _ in results if s)
+    errors = [f"{topic}: {error}" for topic, _, error in results if error]
+    body = {"integration": name, "code": code, "replayed": replayed, "failed": failed,
+            "topics": [{"topic": t, "replayed": s.replayed if s else 0, "failed": s.failed if s else 0,
+                        "error": e} for t, s, e in results]}
+    log.info("replayed %d DLQ record(s) of %s with code %s", replayed, name, code, extra={"integration": name})
+    if errors:
+        return _done(request, 502, body, ("error", f"Replay of {name} {code}: {replayed} replayed, then failed: "
+                                                   + "; ".join(errors)))
+    if not results:
+        text = f"{name} has no DLQ topic yet: nothing to replay."
+    elif replayed == 0 and failed == 0:
+        text = (f"No DLQ records of {name} with code {code} to replay "
+                "(records replayed before are not replayed again).")
+    else:
+        text = (f"Replayed {replayed} DLQ record(s) of {name} with code {code} to their original topic"
+                + (f"; {failed} could not be replayed (see `router dlq show`)." if failed else "."))
+    return _done(request, 200, body, ("error" if failed else "ok", text))
+
+
+# ---- login, health, metrics ------------------------------------------------------------------
+
+
+def _csrf_ok(request: web.Request, submitted: object) -> bool:
+    services = request.app[SERVICES]
+    return auth.csrf_matches(request, services.token, submitted if isinstance(submitted, str) else None,
+                             services.options.clock())
+
+
+def _csrf_refused(request: web.Request) -> web.Response:
+    return problem(request, 403, "Form expired", "This form is out of date; reload the page and try again.",
+                   code=codes.ADMIN_CSRF_INVALID)
+
+
+async def login(request: web.Request) -> web.Response:
+    """``GET /login?token=`` or the posted form: set the session cookie and go to the page (throttled)."""
+    services = request.app[SERVICES]
+    given = request.query.get("token")
+    if request.method == "POST":
+        value = (await request.post()).get("token")
+        given = value if isinstance(value, str) else None
+    if given is None:
+        return _html(render_login())
+    verdict = await _check_token(request, given)
+    if verdict.retry_after_s:
+        if wants_json(request):
+            return _throttled(request, verdict.retry_after_s)
+        response = _html(render_login(f"Too many wrong tokens; try again in {verdict.retry_after_s} s "
+                                      "[admin.login_throttled]"), 429)
+        response.headers["Retry-After"] = str(verdict.retry_after_s)
+        return response
+    if not verdict.accepted:
+        return _html(render_login("That is not the admin token."), 401)
+    response = _redirect("/")
+    auth.start_session(response, request, services.token, services.options.clock())
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    """End the browser's session (the form's CSRF token is required)."""
+    form = await request.post()
+    if not _csrf_ok(request, form.get(auth.CSRF_FIELD)):
+        return _csrf_refused(request)
+    response = _redirect("/login")
+    auth.end_session(response)
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The process is up and serving."""
+    return _json({"status": "ok"})
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    """Prometheus exposition, with the lag and DLQ gauges refreshed from Kafka (cached like the page)."""
+    await request.app[SERVICES].probe.current()
+    body = await asyncio.to_thread(telemetry.metrics_text)
+    return web.Response(body=body, headers={"Content-Type": telemetry.PROMETHEUS_CONTENT_TYPE})
+
+
+async def stylesheet(request: web.Request) -> web.Response:
+    return web.Response(text=STYLESHEET, content_type="text/css", charset="utf-8")

@@ -1,0 +1,1 @@
+"""`router spec validate|test|schema`: what a partner engineer runs on a spec folder."""
