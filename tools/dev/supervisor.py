@@ -150,10 +150,10 @@ def start_stack(settings: Settings, catalog: Catalog, port_base: int | None, log
 def _demo_connections(stack: DevStack) -> None:
     """Connect two demo tenants (acme, globex) with different signing secrets; the gateway then verifies
     each tenant with its own (docs/connections.md). A development key is made when none is configured."""
-    from router.devsecrets import DEV_SECRETS
     from router.connections.demo import create_demo_connections, demo_secrets
     from router.connections.keyring import KEY_ENV, KeyRing, generate_key
     from router.connections.store import DEFAULT_TOPIC, TOPIC_ENV
+    from router.devsecrets import DEV_SECRETS
 
     ring = KeyRing.from_env()
     if ring is None:  # a fresh key per run: the embedded broker starts empty every run too
