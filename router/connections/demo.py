@@ -32,6 +32,8 @@ def demo_secrets(dev_secrets: Mapping[str, str]) -> dict[tuple[str, str], str]:
         ("acme", "stripe"): dev_secrets["STRIPE_WEBHOOK_SECRET"],
         ("globex", "zendesk"): _whsec("RouterDevOnlyGlobexZendeskSecret"),
         ("globex", "stripe"): "whsec_router_dev_only_globex_stripe_secret",
+        ("acme", "github"): dev_secrets["GITHUB_WEBHOOK_SECRET"],
+        ("globex", "github"): "router-dev-only-globex-github-secret",
     }
 
 

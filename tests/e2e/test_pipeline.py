@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import hashlib
+import hmac
 import json
 import os
 import signal
@@ -76,6 +78,24 @@ def test_a_signed_webhook_reaches_the_partner_once_and_bad_ones_are_refused(tmp_
         assert list(ledger["accepted"].values()) == [1], "the retried webhook was deduplicated"
         record = ledger["records"][0]["record"]
         assert (record["incident_key"], record["severity"]) == ("acme:8801", 1)
+
+        # A GitHub-style issue (issue 21): no id in the payload, X-Hub-Signature-256 over the body; the
+        # spec reads the id the gateway wrote (`event_id: $event_id`) and the issue reaches the tracker.
+        issue = {"action": "opened", "repository": {"full_name": "acme/shop"},
+                 "issue": {"id": 2001, "number": 42, "title": "Checkout button does nothing", "body": None,
+                           "state": "open", "updated_at": "2026-11-22T09:00:00Z", "user": {"login": "ana"},
+                           "html_url": "https://github.example/acme/shop/issues/42", "labels": [{"name": "bug"}]}}
+        gh_body = json.dumps(issue).encode()
+        digest = hmac.new(DEV_SECRETS["GITHUB_WEBHOOK_SECRET"].encode(), gh_body, hashlib.sha256).hexdigest()
+        gh_headers = {"Content-Type": "application/json", "X-GitHub-Event": "issues",
+                      "X-GitHub-Delivery": "72d4c6a0-e2e", "X-Hub-Signature-256": f"sha256={digest}"}
+        status, answer = _post(f"{ready['gateway']}/v1/hooks/acme/github", gh_body, gh_headers)
+        assert status == 202, answer
+        jira_url = f"{ready['partner']}/_ledger?destination=jira"
+        wait_for(lambda: _get(jira_url)["accepted"], deadline_s=60, what="the issue at the tracker")
+        [jira] = _get(jira_url)["records"]
+        assert (jira["record"]["key"], jira["record"]["status"], jira["record"]["labels"]) == (
+            "acme:acme/shop#42", "To Do", ["bug"])
 
         listing = subprocess.run([sys.executable, "-m", "router", "dlq", "ls", "--json"], cwd=ROOT, env={
             **env, "KAFKA_BOOTSTRAP_SERVERS": ready["kafka"], "SCHEMA_REGISTRY_URL": ready["registry"]},

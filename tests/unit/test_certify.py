@@ -137,7 +137,7 @@ def test_cli_spec_test(tmp_path: Path, capsys: pytest.CaptureFixture[str], monke
         return int(args.handler(args))
 
     assert run(str(ROOT / "integrations")) == 0
-    assert "3 integration(s): certified" in capsys.readouterr().out
+    assert "4 integration(s): certified" in capsys.readouterr().out
     zendesk_copy(tmp_path, fixture_edit=(
         "fixtures/zendesk-escalations/01-high-priority.yaml", "    severity: 1\n", "    severity: 3\n"))
     assert run(str(tmp_path / "integrations")) == 1

@@ -122,7 +122,7 @@ def events_for(name: str) -> st.SearchStrategy[Any]:
 
 named_events = st.sampled_from(NAMES).flatmap(lambda name: st.tuples(st.just(name), events_for(name)))
 
-STRIPE, VIP, ZENDESK = NAMES
+GITHUB, STRIPE, VIP, ZENDESK = NAMES
 STRIPE_EVENT = sample_events(STRIPE)[0]
 STRIPE_AMOUNT = ("data", "object", "items", "data", 0, "price", "unit_amount")
 # Edge cases pinned as explicit examples, so that the derandomized search cannot miss them.

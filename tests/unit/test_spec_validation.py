@@ -21,7 +21,8 @@ from router.spec.yamlsrc import format_path, load_yaml
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_INTEGRATIONS = ROOT / "integrations"
 SHIPPED_SCHEMAS = ROOT / "schemas" / "avro"
-SHIPPED_NAMES = {"stripe-subscriptions-to-crm", "vip-cohort-to-braze", "zendesk-escalations-to-pagerduty"}
+SHIPPED_NAMES = {"github-issues-to-jira", "stripe-subscriptions-to-crm", "vip-cohort-to-braze",
+                 "zendesk-escalations-to-pagerduty"}
 
 VALID = """\
 name: demo
@@ -97,8 +98,8 @@ def test_the_minimal_spec_loads(specs: Path, schemas: Path) -> None:
 def test_the_shipped_integrations_load() -> None:
     catalog = load_catalog(SHIPPED_INTEGRATIONS, SHIPPED_SCHEMAS)
     assert {i.name for i in catalog.integrations} == SHIPPED_NAMES
-    assert catalog.source_topics() == ["cohort.vip-users", "ingest.stripe", "ingest.zendesk"]
-    assert catalog.delivery_topics() == ["delivery.braze", "delivery.crm", "delivery.pagerduty"]
+    assert catalog.source_topics() == ["cohort.vip-users", "ingest.github", "ingest.stripe", "ingest.zendesk"]
+    assert catalog.delivery_topics() == ["delivery.braze", "delivery.crm", "delivery.jira", "delivery.pagerduty"]
 
 
 # ---- YAML ---------------------------------------------------------------------------------------
@@ -412,7 +413,7 @@ def test_cli_validate_accepts_the_shipped_integrations(capsys: pytest.CaptureFix
                        "--schemas", str(SHIPPED_SCHEMAS)])
     out = capsys.readouterr().out
     assert code == 0
-    assert "3 integration(s) valid" in out
+    assert "4 integration(s) valid" in out
     for name in SHIPPED_NAMES:
         assert name in out
 

@@ -38,7 +38,10 @@ def errors_of(tmp_path: Path, text: str, env: dict[str, str] | None = None, stem
 
 def test_shipped_sources_load_with_the_dev_secrets() -> None:
     sources = load_sources(ROOT / "sources", DEV_SECRETS)
-    assert set(sources) == {"zendesk", "stripe"}
+    assert set(sources) == {"github", "zendesk", "stripe"}
+    github = sources["github"]
+    assert (github.scheme, github.topic, github.delivery_id_header) == ("github", "ingest.github", "x-github-delivery")
+    assert github.keys == (DEV_SECRETS["GITHUB_WEBHOOK_SECRET"].encode(),)
     zendesk, stripe = sources["zendesk"], sources["stripe"]
     assert (zendesk.scheme, zendesk.topic, zendesk.event_id_header) == ("standard_webhooks", "ingest.zendesk",
                                                                        "webhook-id")
@@ -48,7 +51,7 @@ def test_shipped_sources_load_with_the_dev_secrets() -> None:
     assert "whsec" not in repr(zendesk) and "whsec" not in repr(stripe)  # keys never print
     with pytest.raises(ConfigError, match="development secret"):
         check_dev_secrets(sources, allowed=False)
-    assert check_dev_secrets(sources, allowed=True) == ["stripe", "zendesk"]
+    assert check_dev_secrets(sources, allowed=True) == ["github", "stripe", "zendesk"]
 
 
 def test_defaults(tmp_path: Path) -> None:

@@ -182,6 +182,8 @@ DEMO_CREDENTIALS = {
     "CRM_CLIENT_ID": "sim-client",
     "CRM_CLIENT_SECRET": "sim-secret",
     "BRAZE_API_KEY": "dev-only-braze-key",
+    "JIRA_USER": "dev-bot",
+    "JIRA_API_TOKEN": "dev-only-jira-token",
 }
 
 
@@ -195,6 +197,7 @@ def demo_env(partner_url: str) -> dict[str, str]:
         "CRM_ACCOUNTS_URL": f"{partner_url}/v1/crm",
         "CRM_TOKEN_URL": f"{partner_url}/oauth/token",
         "BRAZE_COHORT_URL": f"{partner_url}/v1/braze",
+        "JIRA_ISSUES_URL": f"{partner_url}/v1/jira",
         **DEMO_CREDENTIALS,
     }
     return {k: v for k, v in values.items() if k not in os.environ}

@@ -197,9 +197,12 @@ def _required_field(integration: Integration, catalog: Catalog, sample: Case) ->
     src = integration.source
     # Identity paths fail earlier, in validate (missing event id / entity key / version): not a mapping probe.
     identity = {src.event_id_path, src.entity_key_path, src.version_path, src.type_path}
-    paths = [(name, f["from"]) for name, f in fields.items()
-             if isinstance(f, dict) and f.get("required") and isinstance(f.get("from"), str)
-             and not f["from"].startswith("$") and f["from"] not in identity]
+    inferred = _required_by_schema(integration)
+    paths = [(name, spec["from"]) for name, spec in ((n, {"from": f} if isinstance(f, str) else f)
+                                                     for n, f in fields.items())
+             if isinstance(spec, dict) and (spec.get("required") or (name in inferred and "default" not in spec))
+             and isinstance(spec.get("from"), str) and not spec["from"].startswith("$")
+             and spec["from"] not in identity]
     if not paths:
         return CheckResult("required-field failure", None, "no required `from` field to probe")
     problems = []
@@ -217,6 +220,18 @@ def _required_field(integration: Integration, catalog: Catalog, sample: Case) ->
             problems.append(f"without {path}: expected dlq map.required_missing, got {got.describe()}")
     names = ", ".join(n for n, _ in paths)
     return CheckResult("required-field failure", not problems, "; ".join(problems) or names)
+
+
+def _required_by_schema(integration: Integration) -> set[str]:
+    """Output fields the Avro schema makes required: not nullable and without a default (the
+    mapping infers `required`, docs/spec.md)."""
+    out = set()
+    for avro_field in integration.schema.raw.get("fields", []):
+        kind = avro_field.get("type")
+        nullable = kind == "null" or (isinstance(kind, list) and "null" in kind)
+        if not nullable and "default" not in avro_field:
+            out.add(avro_field["name"])
+    return out
 
 
 def _duplicate(integration: Integration, catalog: Catalog, sample: Case) -> CheckResult:
@@ -238,10 +253,14 @@ def _out_of_order(integration: Integration, catalog: Catalog, sample: Case) -> C
     current = src.get_version(sample.event)
     newer = _bump(current)
     harness = Harness(integration, catalog)
-    eid_path = src.event_id_path
-    newer_event = with_value(with_value(sample.event, src.version_path, newer), eid_path,
-                             f"{compile_getter(eid_path)(sample.event)}-newer")
-    first = harness.run(harness.encode_input(newer_event), sample.tenant, sample.headers)
+    newer_event = with_value(sample.event, src.version_path, newer)
+    newer_headers = dict(sample.headers)
+    if (id_header := src.from_headers.get("event_id")) is not None:  # `event_id: $event_id`: a new id there
+        newer_headers[id_header] = f"{sample.headers.get(id_header, '')}-newer"
+    else:
+        eid_path = src.event_id_path
+        newer_event = with_value(newer_event, eid_path, f"{compile_getter(eid_path)(sample.event)}-newer")
+    first = harness.run(harness.encode_input(newer_event), sample.tenant, newer_headers)
     late = _run_case(harness, sample)
     expected = {"drop": "stale", "deliver": "routed", "dlq": "dlq"}[integration.on_stale]
     ok = first.kind == "routed" and late.kind == expected
