@@ -30,6 +30,7 @@ DEFAULT_FIELDS = frozenset({"email", "phone", "phone_number", "ssn", "password",
 ENV_NAME = "ROUTER_REDACT_FIELDS"
 MASK = "***"
 TEXT_LIMIT = 500
+REDACT_MARGIN = 1024  # characters past the shown text still redacted, so a credential across the cut is masked
 MAX_DEPTH = 64  # containers shown; deeper ones become TOO_DEEP
 TOO_DEEP = "… (nested deeper than 64 levels)"
 
@@ -98,7 +99,9 @@ _CREDENTIALS = re.compile(
 )
 
 
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# Anchored at the start of a token: unanchored, a long run of word characters without an "@" was
+# scanned again from every position (quadratic: a 2 MB record hung the route worker's health write).
+_EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 
 
 def _mask_credential(m: re.Match[str]) -> str:
@@ -198,5 +201,10 @@ def readable(value: bytes | None, fields: frozenset[str], *, avro: AvroDecoder |
         return ReadableValue("json", redact(orjson.loads(value), fields), size)
     except orjson.JSONDecodeError:
         pass
-    text = redact_text(value.decode("utf-8", "backslashreplace"), fields)
-    return ReadableValue("text", truncate(escape_text(text), text_limit), size)
+    # Only what can be shown is redacted (plus a margin, so a credential across the cut is still
+    # masked whole): the cost stays bounded whatever the record's size.
+    window = 4 * text_limit + REDACT_MARGIN
+    text = escape_text(redact_text(value[:window].decode("utf-8", "backslashreplace"), fields))
+    if size > window:  # cut before redaction: say how much of the record is not shown, in bytes
+        return ReadableValue("text", f"{text[:text_limit]}… (+{size - min(len(text), text_limit)} bytes)", size)
+    return ReadableValue("text", truncate(text, text_limit), size)

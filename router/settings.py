@@ -119,7 +119,10 @@ class Settings:
         """librdkafka settings shared by every client (bootstrap and security)."""
         if not self.kafka_bootstrap_servers:
             raise ConfigError("KAFKA_BOOTSTRAP_SERVERS is not set; set it, or use `router dev` for the embedded broker")
-        conf: dict[str, str | int | float | bool] = {"bootstrap.servers": self.kafka_bootstrap_servers}
+        # librdkafka's own log at warning and worse: its informational lines (e.g. "Purging 1 unserved
+        # events from background queue" at close) are not for operators and broke one-line CLI errors.
+        conf: dict[str, str | int | float | bool] = {"bootstrap.servers": self.kafka_bootstrap_servers,
+                                                     "log_level": 4}
         if self.kafka_security_protocol:
             conf["security.protocol"] = self.kafka_security_protocol
         if self.kafka_sasl_mechanism:

@@ -79,7 +79,8 @@ def running_worker(settings: Settings, registry_url: str, topology: Topology, gr
     table = RoutingTable.build(topology.catalog.integrations, schema_ids, prefix)
     client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
     worker = RouteWorker(settings, table, RedisState(client), SchemaRegistryClient({"url": registry_url}),
-                         WorkerOptions(group=group, batch_size=batch_size, backoff_initial_s=0.2, backoff_max_s=2))
+                         WorkerOptions(group=group, batch_size=batch_size, backoff_initial_s=0.2, backoff_max_s=2),
+                         health_client=client)
     try:
         with worker_thread(worker, f"route-{group}"):
             yield worker
