@@ -73,8 +73,7 @@ async def _delivered(worker: DeliverWorker, target: HttpTarget, items: list[Item
         return
     ttl = int(max(DELIVERED_TTL_MIN_S, 2 * target.dedupe_ttl_s))
     await worker.delivered_keys.remember([i.delivered_key for i in items], ttl)
-    for item in items:
-        worker.finish(item, "delivered")
+    worker.finish_delivered(items)
 
 
 def retry(worker: DeliverWorker, target: HttpTarget, items: list[Item], answer: Answer, why: str) -> None:

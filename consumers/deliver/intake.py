@@ -26,6 +26,7 @@ _TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}") 
 REGISTRY_RETRY_S = 2.0  # a record whose schema the registry could not give (down) is decoded again after this
 
 Unfetched = dict[int, tuple[str, bool]]  # schema id -> (why the registry did not give it, passing?)
+_WANTED = frozenset({h.INTEGRATION, h.TENANT, h.EVENT_ID, h.TRACEPARENT, h.RECEIVED_AT})
 
 
 async def accept(worker: DeliverWorker, messages: list[Message]) -> None:
@@ -57,20 +58,28 @@ async def accept(worker: DeliverWorker, messages: list[Message]) -> None:
 
 def _item(worker: DeliverWorker, msg: Message, unfetched: Unfetched) -> Item:
     """The ``Item`` for one message: identity from its headers, then decoded, or its dead letter set."""
-    raw_headers = msg.headers()
-    hdrs = h.to_dict(raw_headers)  # type: ignore[arg-type]
-    name = hdrs.get(h.INTEGRATION, "")
+    raw_headers: list[tuple[str, bytes | None]] = msg.headers() or []  # type: ignore[assignment]
+    # One pass over the headers, keeping only those read here (last one wins, names in any case):
+    # the same values as ``h.to_dict`` and ``h.identity`` give, without decoding every header.
+    found: dict[str, bytes | None] = {}
+    for key, value in raw_headers:
+        if key in _WANTED or (key := key.lower()) in _WANTED:
+            found[key] = value
+    raw_name = found.get(h.INTEGRATION)
+    name = raw_name.decode("utf-8", "replace") if raw_name is not None else ""
     # Identity is never guessed: a replaced byte could make two events one (the second skipped).
-    tenant = h.identity(raw_headers, h.TENANT) or ""  # type: ignore[arg-type]
-    event_id = h.identity(raw_headers, h.EVENT_ID) or ""  # type: ignore[arg-type]
+    tenant = _identity(found.get(h.TENANT)) or ""
+    event_id = _identity(found.get(h.EVENT_ID)) or ""
     ts_type, ts = msg.timestamp()
     item = Item(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value(),
-                list(raw_headers or []), name, tenant, event_id,  # type: ignore[arg-type]
+                raw_headers, name, tenant, event_id,
                 idempotency_key(tenant, name, event_id), None, (ts / 1000) if ts_type and ts > 0 else time.time())
     # A junk traceparent is dropped, never a reason to fail the record (it becomes an HTTP header).
-    traceparent = hdrs.get(h.TRACEPARENT)
+    raw_parent = found.get(h.TRACEPARENT)
+    traceparent = raw_parent.decode("utf-8", "replace") if raw_parent else None
     item.traceparent = traceparent if traceparent and _TRACEPARENT.fullmatch(traceparent) else None
-    received = hdrs.get(h.RECEIVED_AT, "")
+    raw_received = found.get(h.RECEIVED_AT)
+    received = raw_received.decode("utf-8", "replace") if raw_received else ""
     item.received_at_ms = (int(received) if received.isascii() and received.isdigit() and len(received) <= 16
                            else None)
     if name not in worker.targets:
@@ -78,9 +87,9 @@ def _item(worker: DeliverWorker, msg: Message, unfetched: Unfetched) -> Item:
         item.dlq = (codes.DELIVER_UNKNOWN_INTEGRATION, why, None, b"")
     elif not event_id or not tenant:
         which = h.EVENT_ID if not event_id else h.TENANT
-        if hdrs.get(which):
+        if shown := h.to_dict(raw_headers).get(which):
             why = (f"{which} is not an identity: it must be UTF-8 of 1 to {h.MAX_EVENT_ID_CHARS} characters, "
-                   f"got {len(hdrs[which])} character(s) after decoding")
+                   f"got {len(shown)} character(s) after decoding")
             item.dlq = (codes.DELIVER_BAD_HEADER, why, None, b"")
         else:
             item.dlq = (codes.DELIVER_MISSING_EVENT_ID if which == h.EVENT_ID else codes.DELIVER_BAD_HEADER,
@@ -135,6 +144,17 @@ async def redecode(worker: DeliverWorker, item: Item) -> None:
     item.undecoded = False
     _decode_into(worker, item, unfetched)
     worker.lanes.retry(item, item.not_before if item.undecoded else 0.0)
+
+
+def _identity(raw: bytes | None) -> str | None:
+    """``h.identity`` of the header's last value: None when absent, empty, not UTF-8 or too long."""
+    if not raw or len(raw) > 4 * h.MAX_EVENT_ID_CHARS:
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return text if len(text) <= h.MAX_EVENT_ID_CHARS else None
 
 
 def _passes(exc: BaseException) -> bool:

@@ -110,6 +110,7 @@ class DeliverWorker:
         self._state_failures = 0
         self.holds: dict[str, float] = {}  # hold key -> epoch seconds before which nothing is sent
         self._watch_due = Throttle()
+        self._labels: dict[tuple[str, str], dict[str, str]] = {}
 
     def healthy(self) -> bool:
         """``/healthz``: the loop is turning and its group is not stuck."""
@@ -236,3 +237,26 @@ class DeliverWorker:
                 end_to_end_seconds.record(max(0.0, time.time() - item.received_at_ms / 1000),
                                           {"integration": item.integration, "tenant": item.tenant})
         self.lanes.finish(item)
+
+    def finish_delivered(self, items: list[Item]) -> None:
+        """Records the partner accepted are done: as ``finish(item, "delivered")`` for each, with the
+        counters and health tallied once per (integration, tenant) of the batch, not per record."""
+        tally: Counter[tuple[str, str]] = Counter()
+        for item in items:
+            tally[(item.integration, item.tenant)] += 1
+        for (integration, tenant), n in tally.items():
+            self.outcomes.add("delivered", tenant, integration, n=n)
+            self.health.ok(integration, tenant, n)
+        now_s = time.time()
+        for item in items:
+            if item.received_at_ms is not None:
+                end_to_end_seconds.record(max(0.0, now_s - item.received_at_ms / 1000),
+                                          self._latency_labels(item.integration, item.tenant))
+            self.lanes.finish(item)
+
+    def _latency_labels(self, integration: str, tenant: str) -> dict[str, str]:
+        """The end-to-end histogram's attributes, one dict per (integration, tenant), never changed."""
+        labels = self._labels.get((integration, tenant))
+        if labels is None:
+            labels = self._labels[(integration, tenant)] = {"integration": integration, "tenant": tenant}
+        return labels
