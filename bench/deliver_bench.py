@@ -266,6 +266,21 @@ def worker_run(label: str, title: str, job: Job, services: Services, service_cpu
     return run
 
 
+def floor_run(label: str, job: Job, services: Services, service_cpu: ServiceCpu, workdir: Path, deadline_s: float,
+              partitions: int) -> Run:
+    """(f) bench.deliver_floor on the same topic, posting to its own destination (its own ledger)."""
+    destination = f"{job.name}-floor"
+    run = Run(label, f"floor, batch {job.batch}", job.batch, len(job.keys), destination, job.keys)
+    group = f"{job.name}-{label}"
+    env = {**worker_env(services.bootstrap, services.redis_url, services.registry_url, f"{job.name}:"),
+           "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "bench.deliver_floor", "--url", f"{services.partner.url}/v1/{destination}",
+            "--group", group, "--topic", f"delivery.{job.name}", "--batch", str(job.batch)]
+    progress = GroupProgress(services.bootstrap, group, f"delivery.{job.name}", partitions)
+    execute(run, argv, env, services, service_cpu, workdir, deadline_s, progress, None)
+    return run
+
+
 # ---- the report -----------------------------------------------------------------------------
 
 def report(console: Console, runs: list[Run]) -> None:
@@ -399,6 +414,10 @@ def bench(args: argparse.Namespace, console: Console, runs: list[Run]) -> None:
                                            args.run_deadline, args.partitions, lanes_from, profile))
                     if profile is not None and profile.exists():
                         print_profile(console, label, profile)
+                if args.floor:
+                    console.print(f"(f{batch}{suffix}) floor, batch {batch} …", highlight=False)
+                    runs.append(floor_run(f"f{batch}{suffix}", jobs[name], services, service_cpu, workdir,
+                                          args.run_deadline, args.partitions))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -412,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-deadline", type=float, default=120.0, help="seconds each run may take (default 120)")
     parser.add_argument("--profile", action="store_true",
                         help="record the first batch-50 worker with py-spy (pip install py-spy), print top functions")
+    parser.add_argument("--floor", action="store_true",
+                        help="also run bench.deliver_floor (consume, decode, encode, post: no lanes, Redis or DLQ)")
     parser.add_argument("--lanes-from", type=Path, default=None, metavar="LANES_PY",
                         help="also run each worker with consumers/deliver/lanes.py replaced by this file (A/B)")
     args = parser.parse_args(argv)
@@ -431,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {"deliver_rps": median_of(runs, "w50", "rps"), "client_rps": median_of(runs, "c50", "rps"),
                "ratio_b50": round_ratio(runs, "w50", "c50"), "ratio_b1": round_ratio(runs, "w1", "c1"),
                "cpu_us_b50": median_of(runs, "w50", "cpu_us")}
-    expected_runs = args.rounds * (6 if args.lanes_from else 4)
+    expected_runs = args.rounds * ((6 if args.lanes_from else 4) + (2 if args.floor else 0))
     output_ok = not failed and len(runs) == expected_runs and all(r.ok for r in runs)
     medians = f"medians of {args.rounds} rounds: " if args.rounds > 1 else ""
     met = {k: (figures[k] <= v if k.startswith("cpu") else figures[k] >= v) for k, v in TARGETS.items()}
@@ -443,6 +464,14 @@ def main(argv: list[str] | None = None) -> int:
                       f"records/s at {median_of(runs, 'o50', 'cpu_us'):,.0f} µs/record (ratio "
                       f"{round_ratio(runs, 'o50', 'c50'):.2f}), batch 1 {median_of(runs, 'o1', 'rps'):,.0f} records/s "
                       f"(ratio {round_ratio(runs, 'o1', 'c1'):.2f})", highlight=False)
+    if args.floor:
+        console.print(f"{medians}floor (bench.deliver_floor): batch 50 {median_of(runs, 'f50', 'rps'):,.0f} records/s "
+                      f"at {median_of(runs, 'f50', 'cpu_us'):,.1f} µs/record (ratio to the client "
+                      f"{round_ratio(runs, 'f50', 'c50'):.2f}; the worker reaches "
+                      f"{round_ratio(runs, 'w50', 'f50'):.2f} of it), batch 1 {median_of(runs, 'f1', 'rps'):,.0f} "
+                      f"records/s (ratio to the client "
+                      f"{round_ratio(runs, 'f1', 'c1'):.2f}; the worker {round_ratio(runs, 'w1', 'f1'):.2f} of it)",
+                      highlight=False)
     verdicts = {k: "met" if ok else "NOT met" for k, ok in met.items()}
     console.print(f"{medians}targets: ratio_b50 {figures['ratio_b50']:.2f} (≥ 0.5: {verdicts['ratio_b50']}), "
                   f"ratio_b1 {figures['ratio_b1']:.2f} (≥ 0.8: {verdicts['ratio_b1']}), "

@@ -14,6 +14,8 @@ from typing import Any
 
 def json_scalar(value: Any) -> Any:
     """The JSON form of one Avro scalar that JSON has no type for; TypeError for anything else."""
+    if type(value) is datetime and value.tzinfo is UTC:  # what Avro timestamps decode to: the hot case
+        return value.isoformat(timespec="milliseconds")[:-6] + "Z"  # drops "+00:00"
     if isinstance(value, decimal.Decimal):
         return str(value)
     if isinstance(value, datetime):

@@ -11,11 +11,19 @@ by slot (``slot_groups``): on a standalone server every key is in one group (one
 on a cluster client, one call per slot. The key names carry no hash tag on purpose: a tag per
 destination would put a week of a destination's keys on one shard, and renaming the keys would
 forget, at deploy, what was delivered before.
+
+Calls are combined: while one read (or one write of a TTL) is in flight, the calls that come
+queue, and go together as the next one. At batch 1 each request otherwise made two Redis round
+trips of its own, and the socket writes to Redis were the worker's largest cost (19% of its
+samples). A caller still waits for its own keys' answer, so what it does next (send, finish) is
+ordered after Redis answered, as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.crc import key_slot
@@ -45,14 +53,63 @@ def slot_groups(keys: list[str], clustered: bool) -> Iterable[list[int]]:
     return groups.values()
 
 
+class _Combined:
+    """Calls of one Redis operation over keys, combined: those made while one is in flight go
+    together as the next (one call, in order); each caller gets the results of its own keys."""
+
+    def __init__(self, run: Callable[[list[str]], Awaitable[list[Any]]]) -> None:
+        """``run`` answers a list of keys with one result per key."""
+        self._run = run
+        self._queue: list[tuple[list[str], asyncio.Future[list[Any]]]] = []
+        self._drain: asyncio.Task[None] | None = None
+
+    async def __call__(self, keys: list[str]) -> list[Any]:
+        """The results for ``keys``, from the next combined call."""
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._queue.append((keys, future))
+        if self._drain is None:
+            self._drain = asyncio.create_task(self._drain_queue())
+        return await future
+
+    async def _drain_queue(self) -> None:
+        """Run the queued calls, as one call each time, until none is left; fail them with its error."""
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                try:
+                    results = await self._run([key for keys, _ in batch for key in keys])
+                except BaseException as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                start = 0
+                for keys, future in batch:
+                    if not future.done():  # its caller may have been cancelled meanwhile
+                        future.set_result(results[start:start + len(keys)])
+                    start += len(keys)
+        finally:
+            self._drain = None
+            if self._queue:  # only when cancelled: no call is left waiting forever
+                batch, self._queue = self._queue, []
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(ConnectionError("delivered keys: the combined call was cancelled"))
+
+
 class DeliveredKeys:
-    """Read and write delivered keys, one Redis call per slot and batch."""
+    """Read and write delivered keys, one Redis call per slot for every batch of combined calls."""
 
     def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        """Keys under ``prefix`` on ``client`` (standalone, or a cluster client)."""
         self.client = client
         self.prefix = prefix
         self.clustered = not isinstance(client, aioredis.Redis)  # e.g. redis.asyncio.cluster.RedisCluster
         self._remember = client.register_script(REMEMBER)
+        self._seen = _Combined(self._seen_now)
+        self._writes: dict[int, _Combined] = {}  # by TTL: one script call sets one TTL
 
     def keys(self, destination: str, idempotency_keys: list[str]) -> list[str]:
         """The delivered keys of these records."""
@@ -60,6 +117,21 @@ class DeliveredKeys:
 
     async def seen(self, keys: list[str]) -> list[bool]:
         """For each key, whether the record was delivered already."""
+        if not keys:
+            return []
+        return await self._seen(keys)
+
+    async def remember(self, keys: list[str], ttl_s: int) -> None:
+        """Write ``keys`` with a TTL of ``ttl_s`` seconds."""
+        if not keys:
+            return
+        write = self._writes.get(ttl_s)
+        if write is None:
+            write = self._writes[ttl_s] = _Combined(lambda keys: self._remember_now(keys, ttl_s))
+        await write(keys)
+
+    async def _seen_now(self, keys: list[str]) -> list[bool]:
+        """One ``MGET`` per slot."""
         out = [False] * len(keys)
         for group in slot_groups(keys, self.clustered):
             found = await self.client.mget([keys[i] for i in group])
@@ -67,9 +139,8 @@ class DeliveredKeys:
                 out[i] = value is not None
         return out
 
-    async def remember(self, keys: list[str], ttl_s: int) -> None:
-        """Write ``keys`` with a TTL of ``ttl_s`` seconds."""
-        if not keys:
-            return
+    async def _remember_now(self, keys: list[str], ttl_s: int) -> list[None]:
+        """One script call per slot."""
         for group in slot_groups(keys, self.clustered):
             await self._remember(keys=[keys[i] for i in group], args=[ttl_s])
+        return [None] * len(keys)

@@ -189,3 +189,29 @@ def test_delivered_keys_are_grouped_by_hash_slot_only_on_a_cluster() -> None:
     assert sorted(i for g in groups for i in g) == list(range(50))
     for group in groups:
         assert len({key_slot(keys[i].encode()) for i in group}) == 1
+
+
+def test_delivered_key_calls_made_while_one_is_in_flight_go_together_each_getting_its_own() -> None:
+    import asyncio
+
+    from consumers.deliver.delivered import _Combined
+
+    calls: list[list[str]] = []
+
+    async def run(keys: list[str]) -> list[str]:
+        calls.append(keys)
+        await asyncio.sleep(0)  # in flight: the other callers queue meanwhile
+        if "bad" in keys:
+            raise ConnectionError("down")
+        return [k.upper() for k in keys]
+
+    async def scenario() -> None:
+        combined = _Combined(run)
+        first = await asyncio.gather(combined(["a"]), combined(["b", "c"]), combined(["d"]))
+        assert first == [["A"], ["B", "C"], ["D"]]
+        assert calls == [["a", "b", "c", "d"]], "one call for the three"
+        failed = await asyncio.gather(combined(["x"]), combined(["bad"]), return_exceptions=True)
+        assert all(isinstance(r, ConnectionError) for r in failed), "every caller of a failed call sees its error"
+        assert await combined(["e"]) == ["E"], "a failure does not stop later calls"
+
+    asyncio.run(scenario())
