@@ -56,15 +56,19 @@ MAX_ENTITY_KEY_CHARS = 512
 
 
 def identity(headers: KafkaHeaders | None, name: str) -> str | None:
-    """The value of identity header ``name`` (last one wins), or None when it is absent, empty, not
-    valid UTF-8 or longer than :data:`MAX_EVENT_ID_CHARS`. Unlike :func:`to_dict`, nothing is
-    replaced: two different invalid ids must never become one id."""
+    """The value of identity header ``name`` (last one wins), checked by :func:`identity_value`."""
     raw: bytes | None = None
-    found = False
     for key, value in headers or ():
         if key.lower() == name:
-            raw, found = value, True
-    if not found or not raw or len(raw) > 4 * MAX_EVENT_ID_CHARS:
+            raw = value
+    return identity_value(raw)
+
+
+def identity_value(raw: bytes | None) -> str | None:
+    """An identity header's value as text, or None when it is absent, empty, not valid UTF-8 or
+    longer than :data:`MAX_EVENT_ID_CHARS`. Unlike :func:`to_dict`, nothing is replaced: two
+    different invalid ids must never become one id."""
+    if not raw or len(raw) > 4 * MAX_EVENT_ID_CHARS:
         return None
     try:
         text = raw.decode("utf-8")

@@ -68,8 +68,8 @@ def _item(worker: DeliverWorker, msg: Message, unfetched: Unfetched) -> Item:
     raw_name = found.get(h.INTEGRATION)
     name = raw_name.decode("utf-8", "replace") if raw_name is not None else ""
     # Identity is never guessed: a replaced byte could make two events one (the second skipped).
-    tenant = _identity(found.get(h.TENANT)) or ""
-    event_id = _identity(found.get(h.EVENT_ID)) or ""
+    tenant = h.identity_value(found.get(h.TENANT)) or ""
+    event_id = h.identity_value(found.get(h.EVENT_ID)) or ""
     ts_type, ts = msg.timestamp()
     item = Item(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, msg.key(), msg.value(),
                 raw_headers, name, tenant, event_id,
@@ -144,17 +144,6 @@ async def redecode(worker: DeliverWorker, item: Item) -> None:
     item.undecoded = False
     _decode_into(worker, item, unfetched)
     worker.lanes.retry(item, item.not_before if item.undecoded else 0.0)
-
-
-def _identity(raw: bytes | None) -> str | None:
-    """``h.identity`` of the header's last value: None when absent, empty, not UTF-8 or too long."""
-    if not raw or len(raw) > 4 * h.MAX_EVENT_ID_CHARS:
-        return None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return text if len(text) <= h.MAX_EVENT_ID_CHARS else None
 
 
 def _passes(exc: BaseException) -> bool:

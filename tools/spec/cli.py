@@ -11,7 +11,7 @@ from rich.console import Console
 
 from router.errors import SpecError
 from router.spec.args import add_spec_dirs
-from router.spec.load import SpecErrors, json_schema, load_catalog
+from router.spec.load import Catalog, SpecErrors, json_schema, load_catalog
 from tools.spec.certify import iter_results
 
 # Exit statuses: 0 valid / certified; 1 a certification check failed (`spec test`); 2 a spec that
@@ -39,17 +39,23 @@ def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
     return (args.dir or args.integrations), args.schemas
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace, after_errors: str) -> Catalog | None:
+    """The catalog, or None after printing each problem (then ``after_errors``) on stderr."""
     integrations, schemas = _dirs(args)
     try:
-        catalog = load_catalog(integrations, schemas)
+        return load_catalog(integrations, schemas)
     except SpecErrors as exc:
         for error in exc.errors:
             print(f"{error}  [{error.code}]", file=sys.stderr)
-        print(f"{len(exc.errors)} problem(s) in {integrations}", file=sys.stderr)
-        return SPEC_INVALID
+        print(after_errors.format(count=len(exc.errors), folder=integrations), file=sys.stderr)
     except SpecError as exc:
         print(f"{exc}  [{exc.code}]", file=sys.stderr)
+    return None
+
+
+def _validate(args: argparse.Namespace) -> int:
+    catalog = _load(args, "{count} problem(s) in {folder}")
+    if catalog is None:
         return SPEC_INVALID
     for integration in catalog.integrations:
         print(f"ok  {integration.file}  {integration.name} v{integration.version}: "
@@ -59,16 +65,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
-    integrations, schemas = _dirs(args)
-    try:
-        catalog = load_catalog(integrations, schemas)
-    except SpecErrors as exc:
-        for error in exc.errors:
-            print(f"{error}  [{error.code}]", file=sys.stderr)
-        print("fix these with `router spec validate` first", file=sys.stderr)
-        return SPEC_INVALID
-    except SpecError as exc:
-        print(f"{exc}  [{exc.code}]", file=sys.stderr)
+    catalog = _load(args, "fix these with `router spec validate` first")
+    if catalog is None:
         return SPEC_INVALID
     console = Console(highlight=False)
     failed = 0
