@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 from tools.dev.embedded.broker import start_broker
-from tools.dev.embedded.redis import DEFAULT_URL, redis_answers, start_redis
+from tools.dev.embedded.redis import DEFAULT_URL, redis_answers, start_redis, start_redis_cluster
 
 T = TypeVar("T")
 
@@ -90,6 +90,22 @@ def redis_service() -> Iterator[str]:
         yield url
     finally:
         child.stop()
+
+
+@contextlib.contextmanager
+def redis_cluster_service() -> Iterator[str]:
+    """Yield a ``redis+cluster://`` URL: ``REDIS_CLUSTER_URL`` when set, else a local 3-master
+    cluster on loopback ports started for the session (redis-server and redis-cli)."""
+    env = os.environ.get("REDIS_CLUSTER_URL")
+    if env:
+        yield env
+        return
+    children, url = start_redis_cluster(3)
+    try:
+        yield url
+    finally:
+        for child in children:
+            child.stop()
 
 
 def unique(prefix: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -11,7 +12,7 @@ import psutil
 import pytest
 
 from router.settings import Settings
-from support.services import kafka_service, redis_service, unique
+from support.services import kafka_service, redis_cluster_service, redis_service, unique
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -83,6 +84,26 @@ def kafka_bootstrap() -> Iterator[str]:
 def redis_url() -> Iterator[str]:
     with redis_service() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A Redis Cluster (3 masters on loopback ports, or ``REDIS_CLUSTER_URL``) for the session."""
+    with redis_cluster_service() as url:
+        yield url
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def each_redis(request: pytest.FixtureRequest) -> str:
+    """The test runs twice: on the standalone Redis and on the Redis Cluster (docs/redis.md)."""
+    fixture = "redis_url" if request.param == "standalone" else "redis_cluster_url"
+    return str(request.getfixturevalue(fixture))
+
+
+@pytest.fixture
+def settings_each_redis(settings: Settings, each_redis: str) -> Settings:
+    """:func:`settings` on each kind of Redis in turn (see :func:`each_redis`)."""
+    return dataclasses.replace(settings, redis_url=each_redis)
 
 
 @pytest.fixture

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import random
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -75,3 +78,54 @@ def start_redis(
     url = f"redis://127.0.0.1:{port}/0"
     child.wait_until(lambda: redis_answers(url), deadline_s, f"answering PING on port {port}")
     return child, url
+
+
+def start_redis_cluster(masters: int = 3, *, log_dir: Path | None = None, deadline_s: float = 30.0
+                        ) -> tuple[list[ChildProcess], str]:
+    """Start a throw-away Redis Cluster of ``masters`` primaries (no replicas) on loopback ports;
+    return (processes, ``redis+cluster://`` URL). Needs ``redis-server`` and ``redis-cli`` on PATH."""
+    cli = shutil.which("redis-cli")
+    if cli is None or shutil.which("redis-server") is None:
+        raise ConfigError("a local Redis Cluster needs redis-server and redis-cli on PATH (Debian: redis-server)")
+    children: list[ChildProcess] = []
+    ports: list[int] = []
+    try:
+        for _ in range(masters):
+            port = _cluster_port()
+            workdir = tempfile.mkdtemp(prefix="router-redis-cluster-")
+            child = ChildProcess(
+                f"Redis Cluster node {port}",
+                [redis_binary(), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+                 "--dir", workdir, "--protected-mode", "no", "--cluster-enabled", "yes",
+                 "--cluster-config-file", f"{workdir}/nodes.conf", "--cluster-node-timeout", "5000"],
+                log=(log_dir / f"redis-{port}.log") if log_dir else None,
+            )
+            children.append(child)
+            ports.append(port)
+            node_url = f"redis://127.0.0.1:{port}/0"
+            child.wait_until(functools.partial(redis_answers, node_url), deadline_s, f"answering PING on port {port}")
+        created = subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-replicas", "0",
+             "--cluster-yes"], capture_output=True, text=True, timeout=deadline_s, check=False)
+        if created.returncode != 0:
+            raise ConfigError(f"redis-cli --cluster create failed: {created.stdout[-500:]} {created.stderr[-500:]}")
+        probe = redis.Redis(host="127.0.0.1", port=ports[0], socket_timeout=1.0)
+        try:
+            children[0].wait_until(lambda: b"cluster_state:ok" in probe.execute_command("CLUSTER", "INFO"), deadline_s,
+                                   "the cluster reporting cluster_state:ok")
+        finally:
+            probe.close()
+    except BaseException:
+        for child in children:
+            child.stop()
+        raise
+    return children, f"redis+cluster://127.0.0.1:{ports[0]}"
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free too; Redis refuses ports over 55535."""
+    for _ in range(200):
+        port = random.randrange(20_000, 45_000)
+        if port_is_free(port) and port_is_free(port + 10_000):
+            return port
+    raise ConfigError("found no free loopback port pair for a Redis Cluster node")
