@@ -21,10 +21,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-import redis
 import redis.asyncio as aioredis
 
 from router import headers as h
+from router import redisconn
 
 LEDGER_TTL_S = 7 * 24 * 3600
 # A stub (DESIGN §2) fits any broker that takes a 128 KiB record.
@@ -129,7 +129,7 @@ def _found(slots: Sequence[Slot], grouped: dict[str, list[str]], replies: list[l
     return [s in seen for s in slots]
 
 
-def written(client: redis.Redis, slots: Sequence[Slot]) -> list[bool]:
+def written(client: redisconn.Sync, slots: Sequence[Slot]) -> list[bool]:
     """For each slot, whether its dead letter was already written (one HMGET per partition)."""
     if not slots:
         return []
@@ -140,7 +140,7 @@ def written(client: redis.Redis, slots: Sequence[Slot]) -> list[bool]:
     return _found(slots, grouped, pipe.execute())
 
 
-def record(client: redis.Redis, slots: Sequence[Slot], codes: Sequence[str]) -> None:
+def record(client: redisconn.Sync, slots: Sequence[Slot], codes: Sequence[str]) -> None:
     """Record dead letters the broker acknowledged (before their offsets are committed)."""
     if not slots:
         return

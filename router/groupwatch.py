@@ -31,6 +31,8 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from router import redisconn
+
 log = logging.getLogger("router.group")
 
 STUCK_AFTER_SESSIONS = 5  # no partition for this many session timeouts, no commit moving, lag: stuck
@@ -146,7 +148,7 @@ def member_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def report(client: redis.Redis | None, prefix: str, watch: GroupWatch, changed: bool) -> None:
+def report(client: redisconn.Sync | None, prefix: str, watch: GroupWatch, changed: bool) -> None:
     """Keep the health page's banner for ``watch`` (best effort: the page is for people)."""
     if client is None or not (watch.stuck or changed):
         return

@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError
 from opentelemetry import trace
 
 from consumers.route.sinks import BatchSink, Pending, is_permanent
-from router import codes, deadletters
+from router import codes, deadletters, redisconn
 from router import headers as h
 from router.deadletters import DeadLetter
 from router.errors import EncodeError, OrderError, RecordError, RouterError
@@ -61,7 +61,7 @@ class BatchFinisher:
     and the health batch the worker publishes after each commit."""
 
     def __init__(self, table: RoutingTable, state: StateStore, sink: BatchSink, group: str,
-                 health_client: redis.Redis | None) -> None:
+                 health_client: redisconn.Sync | None) -> None:
         self.table = table
         self.state = state
         self.sink = sink

@@ -30,7 +30,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumers.route.finish import BatchFailed, BatchFinisher, Staged
 from consumers.route.sinks import PRODUCER_CONFIG, BatchSink
-from router import codec, codes, groupwatch
+from router import codec, codes, groupwatch, redisconn
 from router.groupwatch import GroupWatch, Throttle, group_progress
 from router.kafka import member_config, producer_config
 from router.pipeline.records import Candidate, Claim, Decision, Inbound, Prepared
@@ -78,7 +78,7 @@ class RouteWorker:
 
     def __init__(self, settings: Settings, table: RoutingTable, state: StateStore,
                  registry: SchemaRegistryClient | None, options: WorkerOptions | None = None,
-                 health_client: redis.Redis | None = None) -> None:
+                 health_client: redisconn.Sync | None = None) -> None:
         self.settings = settings
         self.table = table
         self.state = state
@@ -221,9 +221,9 @@ class RouteWorker:
         self._fetch_schemas(batch)
         table, schemas = self.table, self.avro_schemas
         prepared = [prepare(r, table, schemas, now_ms) for r in batch]
-        prefix = table.key_prefix
+        prefix, tags = table.key_prefix, table.hash_tags
         pairs = [(p, c) for p in prepared for c in p.candidates]
-        claims = [claim_for(c, p.inbound.coords, prefix) for p, c in pairs]
+        claims = [claim_for(c, p.inbound.coords, prefix, tags) for p, c in pairs]
         decided = self._state_io.submit(self.decide, pairs, claims, self._epoch) if claims else None
         return Staged(batch, prepared, now_ms, pairs, claims, decided)
 
