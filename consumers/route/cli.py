@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     telemetry.setup("route")
     settings = Settings.from_env()
     worker = build_worker(settings, args)
-    telemetry.maybe_serve_metrics(worker.healthy)
+    telemetry.maybe_serve_metrics(worker.verdict)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -30,6 +30,7 @@ from router.outcomes import Outcomes
 from router.pipeline.records import Candidate, Claim, Decision, Inbound, Prepared
 from router.pipeline.stages import RoutingTable, dlq_headers
 from router.pipeline.state import StateStore
+from router.progress import BROKER
 from router.tracing import sampled, start_child
 
 log = logging.getLogger("router.route")
@@ -41,6 +42,7 @@ class BatchFailed(RouterError):
     """The batch could not be finished; it is retried, nothing is committed."""
 
     code = codes.ROUTE_BATCH_FAILED
+    reason: str = BROKER  # ``router_batches_failed``'s reason (``router.progress``)
 
 
 @dataclass
