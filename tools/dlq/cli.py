@@ -194,7 +194,7 @@ def avro_decoder(settings: Settings) -> AvroDecoder | None:
     from router import codec
 
     # Unknown id, registry down, corrupt bytes: ValueError, and the value is shown as text.
-    registry = SchemaRegistryClient({"url": settings.schema_registry_url})
+    registry = SchemaRegistryClient(settings.registry_conf())
     return codec.Codec(codec.registry_fetch(registry)).decode_fetching
 
 
