@@ -167,19 +167,41 @@ def ls_command(args: argparse.Namespace) -> int:
         for s in stats:
             _print_json(s.as_json())
         return 0
-    table = Table(title="dead-letter topics", title_justify="left")
-    table.add_column("topic", no_wrap=True)
-    table.add_column("depth", justify="right")
-    table.add_column("oldest", no_wrap=True)
-    table.add_column("newest", no_wrap=True)
-    table.add_column("by code", overflow="fold")
-    table.add_column("by integration", overflow="fold")
-    for s in stats:
-        table.add_row(s.topic, str(s.depth), _when(s.oldest_ms), _when(s.newest_ms), _counts(s.by_code),
-                      _counts(s.by_integration))
-    console = Console()
-    console.print(table if stats else "no DLQ topics")
+    if not sys.stdout.isatty():  # a pipe or a file: plain lines a script can cut, never a drawn table
+        sys.stdout.write(ls_text(stats))
+        return 0
+    Console().print(ls_table(stats) if stats else "no DLQ topics")
     return 0
+
+
+LS_FIELDS = ("topic", "depth", "oldest", "newest", "by_code", "by_integration")
+
+
+def ls_text(stats: list[TopicStats]) -> str:
+    """`dlq ls` for a pipe: a header line, then one tab-separated line per topic; counts as
+    ``code=n,code=n`` (most first)."""
+    def counts(counter: Counter[str]) -> str:
+        return ",".join(f"{name}={n}" for name, n in counter.most_common()) or "-"
+
+    lines = ["\t".join(LS_FIELDS)]
+    lines += ["\t".join((s.topic, str(s.depth), _when(s.oldest_ms), _when(s.newest_ms), counts(s.by_code),
+                         counts(s.by_integration))) for s in stats]
+    return "\n".join(lines) + "\n"
+
+
+def ls_table(stats: list[TopicStats]) -> Table:
+    """`dlq ls` at a terminal: topic and depth never squeezed; at 80 columns the count columns keep
+    room for a code and fold long names, and the two times share one column."""
+    table = Table(title="dead-letter topics", title_justify="left")
+    table.add_column("topic", overflow="fold", min_width=12, max_width=32)
+    table.add_column("depth", justify="right", no_wrap=True, min_width=5)
+    table.add_column("oldest / newest", no_wrap=True, min_width=20)
+    table.add_column("by code", overflow="fold", min_width=12, ratio=2)
+    table.add_column("by integration", overflow="fold", min_width=12, ratio=2)
+    for s in stats:
+        table.add_row(s.topic, str(s.depth), f"{_when(s.oldest_ms)}\n{_when(s.newest_ms)}", _counts(s.by_code),
+                      _counts(s.by_integration))
+    return table
 
 
 # ---- show -----------------------------------------------------------------------------------
