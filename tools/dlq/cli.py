@@ -67,6 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     rp.add_argument("--from-start", action="store_true",
                     help="ignore the replay cursor and start at the oldest record (repeats are dropped downstream)")
     rp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rp.add_argument("--json", action="store_true",
+                    help="end with one JSON object (counts, cursor, failures) instead of the summary line; no bar")
     rp.set_defaults(handler=replay_command)
 
 
@@ -333,9 +335,10 @@ def _print_json(obj: Any) -> None:
 class _ReplayDisplay(ReplayObserver):
     """Progress bar on stderr; dry-run lines and failures as they happen."""
 
-    def __init__(self, progress: bool, dry_run: bool) -> None:
+    def __init__(self, progress: bool, dry_run: bool, json_out: bool = False) -> None:
         self.err = Console(stderr=True)
-        self.out = Console(highlight=False, soft_wrap=True)
+        # With --json stdout carries the one JSON object only: per-record lines go to stderr.
+        self.out = Console(highlight=False, soft_wrap=True, stderr=json_out)
         self.dry_run = dry_run
         self.progress: Progress | None = None
         self.task: Any = None
@@ -404,7 +407,7 @@ def replay_command(args: argparse.Namespace) -> int:
     request = ReplayRequest(topic=args.topic, dlq_filter=filter_from_args(args), to=args.to,
                             rate=parse_rate(args.rate) if args.rate else None, limit=args.limit,
                             dry_run=args.dry_run, from_start=args.from_start)
-    display = _ReplayDisplay(progress=not args.no_progress, dry_run=args.dry_run)
+    display = _ReplayDisplay(progress=not (args.no_progress or args.json), dry_run=args.dry_run, json_out=args.json)
     with _stop_on_signals() as stop:
         try:
             summary = replay(settings, request, stop=stop, observer=display)
@@ -412,7 +415,10 @@ def replay_command(args: argparse.Namespace) -> int:
             display.stop()
     if summary.error:
         print(f"router: error [dlq.replay_failed]: {summary.error}", file=sys.stderr)
-    print(summary.line(), flush=True)
+    if args.json:
+        _print_json(summary.as_json())
+    else:
+        print(summary.line(), flush=True)
     if summary.interrupted:
         return 130
     return 1 if summary.error or summary.failed else 0
