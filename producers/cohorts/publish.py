@@ -18,6 +18,7 @@ from producers.cohorts.errors import CohortError
 from producers.cohorts.records import change_headers, change_record
 from router import codes
 from router.kafka import producer_config
+from router.pacing import Pacer
 from router.pipeline.stages import encode_avro
 from router.settings import Settings
 from router.spec.avro_writer import Writer
@@ -44,6 +45,13 @@ class Publisher:
         else:
             self.acked += 1
 
+    def _wait(self, seconds: float, stop: threading.Event | None) -> None:
+        """Serve delivery reports for ``seconds``: poll returns at the first report, so poll again
+        until the time is up (or the run is stopped)."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0 and not (stop is not None and stop.is_set()):
+            self.producer.poll(min(left, 0.1))
+
     def publish(self, chunks: Iterable[tuple[list[str], bool]], *, sync_id: str, audience: str,
                 destination: str | None, tenant: str, rate: float | None = None,
                 stop: threading.Event | None = None, healthy: Callable[[], bool] = lambda: True,
@@ -56,7 +64,7 @@ class Publisher:
         """
         key = audience.encode()
         trace_id = secrets.token_hex(16)
-        started = time.monotonic()
+        pacer = Pacer(rate)
         count = 0
         for count, (ids, remove) in enumerate(chunks, start=1):
             if (stop is not None and stop.is_set()) or not healthy():
@@ -64,10 +72,7 @@ class Publisher:
                 why = "stopped by a signal" if stop is not None and stop.is_set() else "lost its lease"
                 raise CohortError(f"the sync {why} after {count - 1} record(s); the state was not replaced, "
                                   "the next run redoes the diff", code=codes.COHORT_INTERRUPTED)
-            if rate:
-                wait = started + (count - 1) / rate - time.monotonic()
-                if wait > 0:
-                    self.producer.poll(wait)
+            self._wait(pacer.delay(), stop)
             now_ms = int(time.time() * 1000)
             record = change_record(sync_id, count - 1, audience, destination, ids, remove, now_ms)
             value = encode_avro(record, self.schema_id, self.write)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -39,6 +38,7 @@ from router.dlq.read import (
 )
 from router.errors import ConfigError, RouterError
 from router.kafka import producer_config
+from router.pacing import Pacer
 from router.settings import Settings
 
 CURSOR_PREFIX = "router.dlq-replay."
@@ -167,23 +167,6 @@ class ReplayObserver:
         """A chunk was acknowledged and its cursor committed."""
 
 
-class _Pacer:
-    """Spaces produce calls ``1/rate`` apart; waits wake early when the run is stopped."""
-
-    def __init__(self, rate: float | None, stop: threading.Event) -> None:
-        self.interval = 1.0 / rate if rate else 0.0
-        self.stop = stop
-        self.next_at = time.monotonic()
-
-    def wait(self) -> None:
-        if not self.interval:
-            return
-        delay = self.next_at - time.monotonic()
-        if delay > 0:
-            self.stop.wait(delay)
-        self.next_at = max(self.next_at, time.monotonic() - self.interval) + self.interval
-
-
 @dataclass
 class _Chunk:
     """Records handled since the last commit."""
@@ -213,7 +196,7 @@ class _Replay:
         self.producer: Producer | None = None if request.dry_run else Producer(producer_config(settings))
         self.topics: dict[str, str | None] = {}  # destination -> why it cannot be used, or None
         self.chunk = _Chunk()
-        self.pacer = _Pacer(request.rate, stop)
+        self.pacer = Pacer(request.rate)
 
     def run(self) -> ReplaySummary:
         try:
@@ -285,7 +268,9 @@ class _Replay:
             summary.would_replay += 1
             self.observer.record(record, "would_replay", destination)
             return 1
-        self.pacer.wait()
+        delay = self.pacer.delay()
+        if delay:
+            self.stop.wait(delay)  # wakes early when the run is stopped
         self._produce(self.producer, destination, record)
         self.observer.record(record, "replay", destination)
         return 1

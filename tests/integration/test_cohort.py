@@ -173,6 +173,20 @@ def test_first_sync_churn_and_no_change(settings: Settings, registry_url: str, t
     assert b"meta" in stored and b"part:0" in stored
 
 
+def test_rate_is_kept_while_delivery_reports_arrive(settings: Settings, registry_url: str, tmp_path: Path,
+                                                    name: str) -> None:
+    """--rate 10 means ten records a second, however fast the broker acknowledges (a producer poll
+    returns at the first delivery report; it published 35-39/s). The broker timestamps of 20
+    records must span at least 19 intervals (a slow machine can only make it longer)."""
+    with pipeline(settings, registry_url, tmp_path, name) as c:
+        result = c.sync(users(0, 20_000), rate=10.0)
+        assert result.records == 20
+        out = read_all(c.settings.kafka_bootstrap_servers or "", f"cohort.{c.audience}", expect=20)
+        stamps = sorted(m.timestamp()[1] for m in out)
+        span_s = (stamps[-1] - stamps[0]) / 1000
+        assert span_s >= 0.95 * 19 / 10, f"20 records at --rate 10 took {span_s:.2f}s: faster than asked"
+
+
 def test_killed_mid_publish_then_rerun_reaches_the_snapshot(settings: Settings, registry_url: str, tmp_path: Path,
                                                             name: str) -> None:
     with pipeline(settings, registry_url, tmp_path, name) as c:
