@@ -13,10 +13,14 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
+import redis
+from confluent_kafka import KafkaException
+
 from consumers.deliver.cli import register as deliver
 from consumers.route.cli import register as route
 from producers.cohorts.cli import register as cohort
 from producers.webhooks.cli import register as gateway
+from router import codes as error_codes
 from router.errors import RouterError
 from services.admin.cli import register as admin
 from services.partner_sim.cli import register as partner_sim
@@ -61,6 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except (redis.RedisError, KafkaException) as exc:  # a service a command needs is down: one line, no traceback
+        what = "Redis" if isinstance(exc, redis.RedisError) else "Kafka"
+        # redis-py and librdkafka name host and port in their messages, never a password.
+        print(f"router: error [{error_codes.CLI_UNAVAILABLE}]: {what}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -256,6 +256,10 @@ SPEC_FIXTURE: Final = _spec("spec.fixture", "a certification fixture case withou
 CONFIG_INVALID: Final = _declare("config.invalid", "config", "exit 2", retryable=False,
                                  meaning="settings, options, ports or binaries: how the process was started",
                                  action="the message names the setting to change")
+CLI_UNAVAILABLE: Final = _declare(
+    "cli.unavailable", "config", "exit 2", retryable=True,
+    meaning="a command could not reach Redis or Kafka (refused, timed out, or an answer it could not use)",
+    action="check REDIS_URL / KAFKA_BOOTSTRAP_SERVERS and that the service is up, then run it again")
 REGISTRY_ERROR: Final = _declare("registry.error", "registry", "exit 2", retryable=False,
                                  meaning="a schema needed for a subject is not in the schema folder",
                                  action="add the `.avsc` file")

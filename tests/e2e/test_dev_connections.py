@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from producers.webhooks.devsecrets import DEV_SECRETS
 from router.connections.demo import demo_secrets
+from router.devsecrets import DEV_SECRETS
 from support.services import wait_for
 from tests.e2e.test_pipeline import _post
 from tests.integration.test_gateway_connections import signed
