@@ -68,6 +68,9 @@ def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     shares_module_fixture = any(
         d.scope in ("module", "class", "package") and d.argname != "nothing_left_behind_by_the_module"
         for defs in request.node._fixtureinfo.name2fixturedefs.values() for d in defs)
+    if "each_redis" in request.fixturenames:
+        # It starts a session service (the cluster) on first use: before the snapshot, not counted.
+        request.getfixturevalue("each_redis")
     threads, children = set(threading.enumerate()), _children()
     yield
     if not shares_module_fixture:
