@@ -21,10 +21,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-import redis
-import redis.asyncio as aioredis
-
 from router import headers as h
+from router import redisconn
 
 LEDGER_TTL_S = 7 * 24 * 3600
 # A stub (DESIGN §2) fits any broker that takes a 128 KiB record.
@@ -129,7 +127,7 @@ def _found(slots: Sequence[Slot], grouped: dict[str, list[str]], replies: list[l
     return [s in seen for s in slots]
 
 
-def written(client: redis.Redis, slots: Sequence[Slot]) -> list[bool]:
+def written(client: redisconn.Sync, slots: Sequence[Slot]) -> list[bool]:
     """For each slot, whether its dead letter was already written (one HMGET per partition)."""
     if not slots:
         return []
@@ -140,7 +138,7 @@ def written(client: redis.Redis, slots: Sequence[Slot]) -> list[bool]:
     return _found(slots, grouped, pipe.execute())
 
 
-def record(client: redis.Redis, slots: Sequence[Slot], codes: Sequence[str]) -> None:
+def record(client: redisconn.Sync, slots: Sequence[Slot], codes: Sequence[str]) -> None:
     """Record dead letters the broker acknowledged (before their offsets are committed)."""
     if not slots:
         return
@@ -151,7 +149,7 @@ def record(client: redis.Redis, slots: Sequence[Slot], codes: Sequence[str]) -> 
     pipe.execute()
 
 
-async def written_async(client: aioredis.Redis, slots: Sequence[Slot]) -> list[bool]:
+async def written_async(client: redisconn.Async, slots: Sequence[Slot]) -> list[bool]:
     """``written`` on an asyncio client (the delivery worker's)."""
     if not slots:
         return []
@@ -163,7 +161,7 @@ async def written_async(client: aioredis.Redis, slots: Sequence[Slot]) -> list[b
     return _found(slots, grouped, replies)
 
 
-async def record_async(client: aioredis.Redis, slots: Sequence[Slot], codes: Sequence[str]) -> None:
+async def record_async(client: redisconn.Async, slots: Sequence[Slot], codes: Sequence[str]) -> None:
     """``record`` on an asyncio client."""
     if not slots:
         return

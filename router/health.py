@@ -12,8 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
+from router import redisconn
 from router.redact import fields_from_env, readable, redact_text
 
 BUCKET_TTL_S = 2 * 3600
@@ -53,7 +52,7 @@ class HealthWriter:
         self.success_field = success_field
         self.redact_fields = fields_from_env(os.environ)
 
-    def write(self, client: redis.Redis, batch: HealthBatch) -> None:
+    def write(self, client: redisconn.Sync, batch: HealthBatch) -> None:
         """Write with a synchronous client (one round trip)."""
         if batch.rows:
             pipe = client.pipeline(transaction=False)
