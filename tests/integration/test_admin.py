@@ -9,12 +9,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-import redis
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from router import headers as h
-from router import telemetry
+from router import redisconn, telemetry
 from router.controls import read_states, set_state
 from router.errors import ConfigError
 from router.health import HealthBatch, HealthWriter
@@ -32,6 +31,13 @@ Scenario = Callable[[TestClient], Awaitable[None]]
 @pytest.fixture
 def admin_settings(settings: Settings, name: str) -> Settings:
     return settings.replace(redis_key_prefix=f"{name}:", admin_token=Secret(TOKEN), route_group=f"{name}-route")
+
+
+@pytest.fixture
+def admin_settings_each_redis(settings_each_redis: Settings, name: str) -> Settings:
+    """:func:`admin_settings` on a standalone Redis, then on a Redis Cluster (docs/redis.md)."""
+    return settings_each_redis.replace(redis_key_prefix=f"{name}:", admin_token=Secret(TOKEN),
+                                       route_group=f"{name}-route")
 
 
 @pytest.fixture
@@ -67,7 +73,8 @@ async def login(client: TestClient) -> str:
     return match.group(1)
 
 
-def test_everything_but_health_and_metrics_needs_the_token(admin_settings: Settings, topo: Topology) -> None:
+def test_everything_but_health_and_metrics_needs_the_token(admin_settings_each_redis: Settings, topo: Topology
+                                                           ) -> None:
     async def scenario(client: TestClient) -> None:
         resp = await client.get("/", allow_redirects=False)
         assert resp.status == 303 and resp.headers["Location"] == "/login"
@@ -95,7 +102,7 @@ def test_everything_but_health_and_metrics_needs_the_token(admin_settings: Setti
         resp = await client.get("/")
         assert resp.status == 200 and "Integration health" in await resp.text()
 
-    run_app(admin_settings, topo, scenario)
+    run_app(admin_settings_each_redis, topo, scenario)
 
 
 def test_a_missing_token_is_a_clear_config_error(settings: Settings, topo: Topology) -> None:
@@ -103,9 +110,11 @@ def test_a_missing_token_is_a_clear_config_error(settings: Settings, topo: Topol
         create_app(settings.replace(admin_token=None), catalog=topo.catalog)
 
 
-def test_rows_reflect_the_health_written_by_the_workers(admin_settings: Settings, topo: Topology, name: str) -> None:
+def test_rows_reflect_the_health_written_by_the_workers(admin_settings_each_redis: Settings, topo: Topology,
+                                                       name: str) -> None:
+    admin_settings = admin_settings_each_redis
     a, b = f"{name}-a", f"{name}-b"
-    client = redis.Redis.from_url(admin_settings.redis_url or "")
+    client = redisconn.connect(admin_settings.redis_url or "")
     batch = HealthBatch()
     batch.ok(a, "acme", 3)
     batch.fail(a, "acme", "map.required_missing", "title is required",
@@ -150,10 +159,12 @@ def _ok(integration: str, tenant: str) -> HealthBatch:
     return batch
 
 
-def test_pause_and_resume_change_the_shared_state(admin_settings: Settings, topo: Topology, name: str) -> None:
+def test_pause_and_resume_change_the_shared_state(admin_settings_each_redis: Settings, topo: Topology,
+                                                  name: str) -> None:
+    admin_settings = admin_settings_each_redis
     a = f"{name}-a"
     prefix = admin_settings.redis_key_prefix
-    client = redis.Redis.from_url(admin_settings.redis_url or "")
+    client = redisconn.connect(admin_settings.redis_url or "")
 
     def state() -> str:
         return read_states(client, prefix, [a])[a].state
