@@ -1,6 +1,6 @@
 """Route-worker throughput against the passthrough ceiling. Run from the repository root:
 
-    .venv/bin/python -m bench.route_bench [--events N] [--partitions P]
+    .venv/bin/python -m bench.route_bench [--events N] [--partitions P] [--rounds R] [--redis-cluster]
 
 One run: generate N Zendesk-like escalations (bench.workload), produce them once to a fresh
 topic, then read that topic from the beginning four times, each with its own consumer group:
@@ -9,6 +9,9 @@ route worker, hand-written for this one spec, with nothing else), (b) one `route
 (c) two. Each figure is measured between the group's first commit and the commit of the N-th record,
 so process start-up and the group join are not counted. (f), (b) and (c) write to their own
 delivery topics, which are read back and checked against the expected event ids.
+With ``--redis-cluster`` each round also runs (k): one `router route` process on a local 3-master
+Redis Cluster (docs/redis.md), beside (b) on the standalone Redis: events/s, Redis CPU per event in
+all (and per node), the share of the run's keys on each master, and the same output check.
 The last line printed is machine-readable (the RESULT line); see bench/README.md.
 """
 
@@ -38,10 +41,11 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.workload import Record, Workload, generate
+from router import redisconn
 from router.kafka import admin_client, ensure_topics, producer_config
 from router.settings import Settings
 from support.routing import Topology, make_topology, prepare_services, zendesk_spec
-from support.services import kafka_service, redis_service, start_registry, unique
+from support.services import kafka_service, redis_cluster_service, redis_service, start_registry, unique
 from support.workers import worker_env
 from tools.dev.embedded.procs import ChildProcess
 
@@ -72,6 +76,8 @@ class Run:
     note: str = ""
     logs: list[Path] = field(default_factory=list)
     baseline: bool = False  # (a): the runs after it, up to the next baseline, are compared with it
+    cluster: bool = False  # (k): on the Redis Cluster; its Redis CPU is the sum over the masters
+    key_share: list[float] = field(default_factory=list)  # (k): the share of its keys on each master
 
 
 class GroupProgress:
@@ -90,10 +96,17 @@ class GroupProgress:
 
 class ServiceCpu:
     """CPU seconds used so far by the broker (when it is our embedded child), by Redis (INFO cpu,
-    every client's work) and by this bench process (polling, sampling)."""
+    every client's work), by each master of the Redis Cluster (``node <address>``, and their sum
+    ``cluster``) when there is one, and by this bench process (polling, sampling)."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, cluster_url: str | None = None) -> None:
         self._redis = redis.Redis.from_url(redis_url, socket_timeout=5)
+        self._nodes: list[redis.Redis] = []
+        if cluster_url:
+            cluster = redisconn.connect(cluster_url)
+            assert isinstance(cluster, redis.cluster.RedisCluster)
+            self._nodes = [redis.Redis(host=n.host, port=n.port, socket_timeout=5) for n in cluster.get_primaries()]
+            cluster.close()
         self._me = psutil.Process()
         self._broker = next((p for p in self._me.children(recursive=True) if "tansu" in p.name()), None)
 
@@ -103,12 +116,24 @@ class ServiceCpu:
             with contextlib.suppress(psutil.Error):
                 out["broker"] = cpu_seconds(self._broker)
         with contextlib.suppress(redis.RedisError):
-            info = self._redis.info("cpu")
-            out["redis"] = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+            out["redis"] = _redis_cpu(self._redis)
+        with contextlib.suppress(redis.RedisError):
+            for node in self._nodes:
+                address = node.connection_pool.connection_kwargs["port"]
+                out[f"node {address}"] = _redis_cpu(node)
+            if self._nodes:
+                out["cluster"] = sum(v for k, v in out.items() if k.startswith("node "))
         return out
 
     def close(self) -> None:
         self._redis.close()
+        for node in self._nodes:
+            node.close()
+
+
+def _redis_cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 # ---- measuring one run ----------------------------------------------------------------------
@@ -167,7 +192,8 @@ def measure(run: Run, procs: Sequence[ChildProcess], progress: GroupProgress, se
             for name, seconds in services.sample().items():
                 if name in services0:
                     run.service_cpu_us[name] = (seconds - services0[name]) / max(1, run.events) * 1e6
-            known = cpu - cpu0 + sum(run.service_cpu_us.values()) * run.events / 1e6
+            own = {k: v for k, v in run.service_cpu_us.items() if k != "cluster"}  # "cluster" sums the nodes
+            known = cpu - cpu0 + sum(own.values()) * run.events / 1e6
             if window > 0:
                 run.host_cores = (host_busy - host0) / window
                 run.other_cores = max(0.0, host_busy - host0 - known) / window
@@ -343,7 +369,8 @@ def report(console: Console, runs: list[Run]) -> None:
                       f"{r.eps:,.0f} ({ratio(r.eps, base.eps):.2f})",
                       f"{r.cpu_us:,.0f} ({ratio(r.cpu_us, base.cpu_us):.2f})",
                       f"{rss:,.0f} ({ratio(rss, base_rss(base)):.2f})",
-                      _us(r.service_cpu_us.get("broker")), _us(r.service_cpu_us.get("redis")),
+                      _us(r.service_cpu_us.get("broker")),
+                      _us(r.service_cpu_us.get("cluster" if r.cluster else "redis")),
                       f"{r.host_cores:.2f}", f"{r.other_cores:.2f}", f"{r.to_first_commit_s:.1f}s")
     console.print(table)
     console.print(f"CPU µs/ev: the workers' user+system time per event; RSS: peak per process; host cores: CPU "
@@ -354,6 +381,11 @@ def report(console: Console, runs: list[Run]) -> None:
     if busy:
         console.print(f"[yellow]warning:[/] other processes used more than 0.2 cores during ({'), ('.join(busy)}): "
                       "the figures are skewed; rerun on a quiet machine", highlight=False)
+    for r in (r for r in runs if r.cluster):
+        nodes = ", ".join(f"{k[5:]}: {v:,.1f}" for k, v in r.service_cpu_us.items() if k.startswith("node "))
+        shares = ", ".join(f"{x:.0%}" for x in r.key_share)
+        console.print(f"({r.label}) Redis CPU µs/ev per master: {nodes}; share of the run's keys per master: {shares}",
+                      highlight=False, soft_wrap=True)
     for r in runs:
         peaks = ", ".join(f"{m:.0f}" for m in r.peak_rss_mb)
         console.print(f"({r.label}) peak RSS per process MB: {peaks}; {'; '.join(worker_summaries(r))}"
@@ -376,6 +408,32 @@ def _us(value: float | None) -> str:
 
 def base_rss(run: Run) -> float:
     return max(run.peak_rss_mb or [0.0])
+
+
+def keys_per_master(cluster_url: str, prefix: str) -> list[int]:
+    """How many keys under ``prefix`` each master of the cluster holds."""
+    client = redisconn.connect(cluster_url, socket_timeout=30)
+    assert isinstance(client, redis.cluster.RedisCluster)
+    try:
+        return [sum(1 for _ in client.scan_iter(match=f"{prefix}*", count=10_000, target_nodes=node))
+                for node in client.get_primaries()]
+    finally:
+        client.close()
+
+
+def cleanup_cluster(cluster_url: str, prefixes: Sequence[str]) -> None:
+    """``cleanup_redis`` on the cluster: SCAN each master, UNLINK key by key (one slot each)."""
+    client = redisconn.connect(cluster_url, socket_timeout=30)
+    assert isinstance(client, redis.cluster.RedisCluster)
+    try:
+        for prefix in prefixes:
+            for node in client.get_primaries():
+                pipe = client.pipeline(transaction=False)
+                for key in client.scan_iter(match=f"{prefix}*", count=10_000, target_nodes=node):
+                    pipe.unlink(key)
+                pipe.execute()
+    finally:
+        client.close()
 
 
 def cleanup_redis(redis_url: str, prefixes: Sequence[str]) -> int:
@@ -405,6 +463,7 @@ class Services:
     redis_url: str
     registry_url: str
     settings: Settings
+    cluster_url: str | None = None
 
 
 def run_spec(label: str, run_id: str, services: Services, workdir: Path, partitions: int
@@ -419,14 +478,16 @@ def run_spec(label: str, run_id: str, services: Services, workdir: Path, partiti
 
 
 def route_run(label: str, title: str, processes: int, run_id: str, services: Services, workdir: Path,
-              partitions: int) -> tuple[Run, Topology]:
-    """A `router route` run with its own spec, group and Redis prefix (``run_spec``)."""
+              partitions: int, *, cluster: bool = False) -> tuple[Run, Topology]:
+    """A `router route` run with its own spec, group and Redis prefix (``run_spec``), on the
+    standalone Redis or (``cluster``) on the Redis Cluster."""
     name, topo, _ = run_spec(label, run_id, services, workdir, partitions)
-    env = {**worker_env(services.bootstrap, services.redis_url, services.registry_url, f"{name}:"),
+    redis_url = (services.cluster_url or "") if cluster else services.redis_url
+    env = {**worker_env(services.bootstrap, redis_url, services.registry_url, f"{name}:"),
            "ROUTER_TOPIC_PARTITIONS": str(partitions)}
     argv = [sys.executable, "-m", "router", "route", "--integrations", str(topo.integrations),
             "--schemas", str(topo.schemas), "--group", name]
-    return Run(label, title, False, name, [argv] * processes, env, topo.dest_topic(name)), topo
+    return Run(label, title, False, name, [argv] * processes, env, topo.dest_topic(name), cluster=cluster), topo
 
 
 def floor_run(label: str, run_id: str, services: Services, workdir: Path, partitions: int, events: int,
@@ -455,11 +516,12 @@ def bench(args: argparse.Namespace, console: Console, runs: list[Run], outputs_o
     with contextlib.ExitStack() as stack:
         bootstrap = stack.enter_context(kafka_service())
         redis_url = stack.enter_context(redis_service())
+        cluster_url = stack.enter_context(redis_cluster_service()) if args.redis_cluster else None
         registry_url = os.environ.get("SCHEMA_REGISTRY_URL") or stack.enter_context(
             start_registry(bootstrap, workdir))
         settings = Settings(kafka_bootstrap_servers=bootstrap, redis_url=redis_url, session_timeout_ms=6000,
                             topic_partitions=args.partitions)
-        services = Services(bootstrap, redis_url, registry_url, settings)
+        services = Services(bootstrap, redis_url, registry_url, settings, cluster_url)
         for line in machine_facts(bootstrap, redis_url, registry_url, embedded=not external):
             console.print(line, highlight=False)
         c = workload.counts
@@ -473,7 +535,9 @@ def bench(args: argparse.Namespace, console: Console, runs: list[Run], outputs_o
         rounds = [round_labels(r, args.rounds) for r in range(args.rounds)]
         # Every run but the passthrough (first in a round) writes Redis keys under its own prefix.
         stack.callback(cleanup_redis, redis_url, [f"{run_id}-{label}:" for labels in rounds for label in labels[1:]])
-        plan: list[tuple[Run, Run, Run, Run]] = []
+        if cluster_url:
+            stack.callback(cleanup_cluster, cluster_url, [f"{run_id}-k{labels[0][1:]}:" for labels in rounds])
+        plan: list[tuple[Run, ...]] = []
         topics = {source, passthrough_dest}
         for a_label, f_label, b_label, c_label in rounds:
             f, topo_f = floor_run(f_label, run_id, services, workdir, args.partitions, n, args.run_deadline)
@@ -487,6 +551,11 @@ def bench(args: argparse.Namespace, console: Console, runs: list[Run], outputs_o
                     {**os.environ, "PYTHONPATH": str(ROOT)}, passthrough_dest, baseline=True)
             plan.append((a, f, b, c2))
             topics |= {*topo_f.catalog.all_topics(), *topo_b.catalog.all_topics(), *topo_c.catalog.all_topics()}
+            if cluster_url:
+                k, topo_k = route_run(f"k{a_label[1:]}", "route, 1 process, Redis Cluster", 1, run_id, services,
+                                      workdir, args.partitions, cluster=True)
+                plan[-1] += (k,)
+                topics |= set(topo_k.catalog.all_topics())
         ensure_topics(admin_client(settings), [source, passthrough_dest], partitions=args.partitions)
         if external:  # the embedded broker keeps topics in memory and stops with the run
             stack.callback(lambda: admin_client(settings).delete_topics(sorted(topics), request_timeout=30))
@@ -494,14 +563,17 @@ def bench(args: argparse.Namespace, console: Console, runs: list[Run], outputs_o
         console.print(f"input produced to {source} in {produce_s:.1f}s ({n / produce_s:,.0f} records/s)",
                       highlight=False)
 
-        service_cpu = ServiceCpu(redis_url)
+        service_cpu = ServiceCpu(redis_url, cluster_url)
         stack.callback(service_cpu.close)
-        for run in (run for four in plan for run in four):  # a, f, b, c of round 1, then of round 2, ...
+        for run in (run for four in plan for run in four):  # a, f, b, c (k) of round 1, then of round 2, ...
             progress = GroupProgress(bootstrap, run.group, source, args.partitions)
             profile = workdir / "route-b.pyspy.txt" if args.profile and run is plan[0][2] else None
             console.print(f"({run.label}) {run.title} …", highlight=False)
             runs.append(run)
             execute(run, workdir, progress, service_cpu, n, args.run_deadline, profile)
+            if run.cluster and cluster_url:
+                per_master = keys_per_master(cluster_url, f"{run.group}:")
+                run.key_share = [k / max(1, sum(per_master)) for k in per_master]
             if profile is not None and profile.exists():
                 own, inclusive = top_functions(profile)
                 for what, rows in (("own", own), ("inclusive", inclusive)):
@@ -509,7 +581,7 @@ def bench(args: argparse.Namespace, console: Console, runs: list[Run], outputs_o
                                   highlight=False, soft_wrap=True)
                     for frame, pct in rows:
                         console.print(f"  {pct:5.1f}%  {frame}", highlight=False, soft_wrap=True)
-        for run in (run for _, f, b, c2 in plan for run in (f, b, c2)):
+        for run in (run for each in plan for run in each[1:]):
             records, ids = read_event_ids(bootstrap, run.dest, expected, deadline_s=120)
             ok = ids == expected
             outputs_ok.append(ok)
@@ -538,6 +610,9 @@ class Summary:
     ceiling_2x: float  # cores / (b)'s host cores: the most (c)/(b) can be here if an event costs both the same
     cpu_2x: float  # (c)'s CPU per event / (b)'s: what a second process costs per event (1.0 = nothing)
     complete: bool  # every run finished
+    cluster_ratio: float = 0.0  # (k)/(b): events/s on the cluster against the standalone Redis
+    cluster_redis: float = 0.0  # (k)'s Redis CPU per event (all masters) / (b)'s (target <= 1.2)
+    cluster_max_share: float = 0.0  # the largest share of (k)'s keys on one master (target <= 0.4)
 
 
 def summary(runs: list[Run], rounds: int, cores: int) -> Summary:
@@ -553,7 +628,21 @@ def summary(runs: list[Run], rounds: int, cores: int) -> Summary:
                    statistics.median(ratio(b.eps, f.eps) for _, f, b, _ in fours),
                    statistics.median(ratio(cores, b.host_cores) for _, _, b, _ in fours),
                    statistics.median(ratio(c.cpu_us, b.cpu_us) for _, _, b, c in fours),
-                   all(r.complete for four in fours for r in four))
+                   all(r.complete for four in fours for r in four), *cluster_figures(runs, rounds))
+
+
+def cluster_figures(runs: list[Run], rounds: int) -> tuple[float, float, float]:
+    """Medians over the rounds of (k)/(b) events/s and Redis CPU per event, and the worst key share."""
+    by_label = {r.label: r for r in runs}
+    pairs = [(by_label[b], by_label[k]) for i in range(rounds)
+             for b, k in [(round_labels(i, rounds)[2], f"k{round_labels(i, rounds)[0][1:]}")]
+             if b in by_label and k in by_label]
+    if not pairs:
+        return 0.0, 0.0, 0.0
+    return (statistics.median(ratio(k.eps, b.eps) for b, k in pairs),
+            statistics.median(ratio(k.service_cpu_us.get("cluster", 0.0), b.service_cpu_us.get("redis", 0.0))
+                              for b, k in pairs),
+            max(max(k.key_share or [0.0]) for _, k in pairs))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -565,6 +654,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-deadline", type=float, default=240.0, help="seconds each of (a) (f) (b) (c) may take")
     parser.add_argument("--rounds", type=int, default=1,
                         help="repeat (a) (f) (b) (c) this many times and report medians (default 1; 3 on a shared VM)")
+    parser.add_argument("--redis-cluster", action="store_true",
+                        help="also run (k): one route process on a local 3-master Redis Cluster")
     parser.add_argument("--profile", action="store_true",
                         help="record (b)'s worker with py-spy (pip install py-spy) and print the top 10 functions")
     args = parser.parse_args(argv)
@@ -584,7 +675,8 @@ def main(argv: list[str] | None = None) -> int:
         report(console, runs)
     cores = psutil.cpu_count() or 1
     s = summary(runs, args.rounds, cores)
-    output_ok = not failed and s.complete and outputs_ok == [True] * (3 * args.rounds)
+    checked = (4 if args.redis_cluster else 3) * args.rounds
+    output_ok = not failed and s.complete and outputs_ok == [True] * checked
     medians = f"medians of {args.rounds} rounds: " if args.rounds > 1 else ""
     console.print(f"{medians}floor (f)/(a) = {s.floor_ratio:.2f}: the hand-written loop that does only a route "
                   f"worker's work; `router route` reaches (b)/(f) = {s.of_floor:.2f} of it. ceiling of (c)/(b) on "
@@ -595,8 +687,16 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"{medians}ratio (b)/(a) = {s.ratio:.2f} (target ≥ 0.5: {'met' if s.ratio >= 0.5 else 'NOT met'}); "
                   f"ratio_2x (c)/(b) = {s.ratio_2x:.2f} (target ≥ 1.8: {'met' if s.ratio_2x >= 1.8 else 'NOT met'}); "
                   f"whole run {time.monotonic() - started:.0f}s", highlight=False)
+    cluster = ""
+    if args.redis_cluster:
+        console.print(f"{medians}Redis Cluster (k)/(b): events/s {s.cluster_ratio:.2f}; Redis CPU per event "
+                      f"{s.cluster_redis:.2f} (target ≤ 1.2: {'met' if 0 < s.cluster_redis <= 1.2 else 'NOT met'}); "
+                      f"largest share of keys on one master {s.cluster_max_share:.0%} (target ≤ 40%: "
+                      f"{'met' if 0 < s.cluster_max_share <= 0.4 else 'NOT met'})", highlight=False)
+        cluster = (f" cluster_ratio={s.cluster_ratio:.3f} cluster_redis_ratio={s.cluster_redis:.3f} "
+                   f"cluster_max_share={s.cluster_max_share:.3f}")
     print(f"RESULT route_eps={s.route_eps:.0f} passthrough_eps={s.passthrough_eps:.0f} ratio={s.ratio:.3f} "
-          f"ratio_2x={s.ratio_2x:.3f} output_ok={'true' if output_ok else 'false'}", flush=True)
+          f"ratio_2x={s.ratio_2x:.3f}{cluster} output_ok={'true' if output_ok else 'false'}", flush=True)
     return 0 if output_ok else 1
 
 

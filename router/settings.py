@@ -54,6 +54,19 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name}={raw!r} is not a whole number; set it to e.g. {default}") from None
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name}={raw[:40]!r} is not a positive number of seconds; set it to e.g. {default:g}")
+    return value
+
+
 def _opt(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
@@ -80,6 +93,9 @@ class Settings:
     replication_factor: int = 1
     admin_token: Secret | None = None
     log_level: str = "INFO"
+    # A worker whose batches have failed (Redis, broker) without a success for this long answers 503
+    # on /readyz and /healthz (router/progress.py, docs/deploy.md "Probes").
+    failing_after_s: float = 60.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -106,6 +122,7 @@ class Settings:
             replication_factor=_int(env, "ROUTER_REPLICATION_FACTOR", 1),
             admin_token=Secret(token) if token else None,
             log_level=(env.get("ROUTER_LOG_LEVEL") or "INFO").upper(),
+            failing_after_s=_seconds(env, "ROUTER_FAILING_AFTER_S", 60.0),
         )
         if settings.topic_partitions < 1:
             raise ConfigError("ROUTER_TOPIC_PARTITIONS must be at least 1")

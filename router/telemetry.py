@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -28,6 +29,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 
 from router.errors import ConfigError
+from router.progress import Progress
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"done": False, "tracer_provider": None}
@@ -119,17 +121,42 @@ def metrics_text() -> bytes:
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def serve_metrics(port: int, healthy: Callable[[], bool], host: str = "0.0.0.0") -> http.server.ThreadingHTTPServer:  # noqa: S104
-    """Serve ``/metrics`` and ``/healthz`` from a daemon thread (for the Kafka workers)."""
+@dataclass(frozen=True)
+class Verdict:
+    """A probe's answer: 200 when ``ok``, else 503; ``body`` is the JSON sent either way."""
+
+    ok: bool
+    body: dict[str, object]
+
+
+def worker_verdict(heartbeat: Heartbeat, group_stuck: bool, progress: Progress) -> Verdict:
+    """A Kafka worker's health, worst first: its loop stalled, its consumer group stuck
+    (``router.groupwatch``), its batches failing for ``ROUTER_FAILING_AFTER_S`` (``router.progress``)."""
+    if not heartbeat.healthy():
+        return Verdict(False, {"status": "stalled", "since_s": round(heartbeat.age(), 1)})
+    if group_stuck:
+        return Verdict(False, {"status": "stuck"})
+    status = progress.status()
+    return Verdict(not status.failing, status.body())
+
+
+def serve_metrics(port: int, health: Callable[[], Verdict | bool],
+                  host: str = "0.0.0.0") -> http.server.ThreadingHTTPServer:  # noqa: S104
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` from a daemon thread (for the Kafka workers).
+
+    Both probes answer ``health()``: 200 and ``{"status": "ok"}``, or 503 and what is wrong
+    (docs/deploy.md "Probes": readiness and liveness differ only in how long a manifest waits)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path.startswith("/metrics"):
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
                 body, status, ctype = metrics_text(), 200, PROMETHEUS_CONTENT_TYPE
-            elif self.path.startswith("/healthz"):
-                ok = healthy()
-                body, status, ctype = (b'{"status":"ok"}' if ok else b'{"status":"stalled"}'), (200 if ok else 503), \
-                    "application/json"
+            elif path in ("/healthz", "/readyz"):
+                verdict = health()
+                if isinstance(verdict, bool):
+                    verdict = Verdict(verdict, {"status": "ok" if verdict else "stalled"})
+                body, status, ctype = orjson.dumps(verdict.body), (200 if verdict.ok else 503), "application/json"
             else:
                 body, status, ctype = b"not found", 404, "text/plain"
             self.send_response(status)
@@ -146,17 +173,17 @@ def serve_metrics(port: int, healthy: Callable[[], bool], host: str = "0.0.0.0")
     return server
 
 
-def maybe_serve_metrics(healthy: Callable[[], bool]) -> int | None:
-    """Serve metrics on ``ROUTER_METRICS_PORT`` when it is set; return the port."""
+def maybe_serve_metrics(health: Callable[[], Verdict | bool]) -> int | None:
+    """Serve metrics and probes on ``ROUTER_METRICS_PORT`` when it is set; return the port."""
     raw = os.environ.get("ROUTER_METRICS_PORT")
     if not raw:
         return None
-    server = serve_metrics(int(raw), healthy)
+    server = serve_metrics(int(raw), health)
     return int(server.server_address[1])
 
 
 class Heartbeat:
-    """The loop beats every iteration; /healthz fails when it has not beaten for ``stale_s``."""
+    """The loop beats every iteration; it is stalled when it has not beaten for ``stale_s``."""
 
     def __init__(self, stale_s: float = 60.0) -> None:
         self.stale_s = stale_s
@@ -165,8 +192,12 @@ class Heartbeat:
     def beat(self) -> None:
         self.last = time.monotonic()
 
+    def age(self) -> float:
+        """Seconds since the last beat."""
+        return time.monotonic() - self.last
+
     def healthy(self) -> bool:
-        return time.monotonic() - self.last < self.stale_s
+        return self.age() < self.stale_s
 
 
 # ---- logs ---------------------------------------------------------------------------------------

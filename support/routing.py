@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
-import redis
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumers.route.state_redis import RedisState
 from consumers.route.worker import RouteWorker, WorkerOptions
+from router import redisconn
 from router.kafka import admin_client, ensure_topics
 from router.pipeline.stages import RoutingTable
 from router.schemas import register_all
@@ -76,8 +76,8 @@ def running_worker(settings: Settings, registry_url: str, topology: Topology, gr
                    batch_size: int = 500) -> Iterator[RouteWorker]:
     """A RouteWorker on a thread for the duration of the block; stopped (batch finished) on exit."""
     schema_ids = prepare_services(settings, registry_url, topology)
-    table = RoutingTable.build(topology.catalog.integrations, schema_ids, prefix)
-    client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
+    client = redisconn.connect(settings.redis_url or "", socket_timeout=5)
+    table = RoutingTable.build(topology.catalog.integrations, schema_ids, prefix, hash_tags=redisconn.clustered(client))
     worker = RouteWorker(settings, table, RedisState(client), SchemaRegistryClient({"url": registry_url}),
                          WorkerOptions(group=group, batch_size=batch_size, backoff_initial_s=0.2, backoff_max_s=2),
                          health_client=client)

@@ -68,9 +68,6 @@ def nothing_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
     shares_module_fixture = any(
         d.scope in ("module", "class", "package") and d.argname != "nothing_left_behind_by_the_module"
         for defs in request.node._fixtureinfo.name2fixturedefs.values() for d in defs)
-    if "each_redis" in request.fixturenames:
-        # It starts a session service (the cluster) on first use: before the snapshot, not counted.
-        request.getfixturevalue("each_redis")
     threads, children = set(threading.enumerate()), _children()
     yield
     if not shares_module_fixture:
@@ -97,10 +94,10 @@ def redis_cluster_url() -> Iterator[str]:
 
 
 @pytest.fixture(params=["standalone", "cluster"])
-def each_redis(request: pytest.FixtureRequest) -> str:
-    """The test runs twice: on the standalone Redis and on the Redis Cluster (docs/redis.md)."""
-    fixture = "redis_url" if request.param == "standalone" else "redis_cluster_url"
-    return str(request.getfixturevalue(fixture))
+def each_redis(request: pytest.FixtureRequest, redis_url: str, redis_cluster_url: str) -> str:
+    """The test runs twice: on the standalone Redis and on the Redis Cluster (docs/redis.md).
+    Both are asked for up front: a session service started inside a test would count as its leak."""
+    return redis_url if request.param == "standalone" else redis_cluster_url
 
 
 @pytest.fixture

@@ -86,7 +86,7 @@ async def _main(settings: Settings, targets: dict[str, HttpTarget], args: argpar
                 others: frozenset[str]) -> int:
     worker = DeliverWorker(settings, targets, SchemaRegistryClient({"url": settings.schema_registry_url}),
                            DeliverOptions(group=args.group, concurrency=args.concurrency, others=others))
-    telemetry.maybe_serve_metrics(worker.healthy)
+    telemetry.maybe_serve_metrics(worker.verdict)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

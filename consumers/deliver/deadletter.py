@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaError, Message
 
-from consumers.deliver.failures import RETRYABLE_REDIS
+from consumers.deliver.failures import DEAD_LETTERS, RETRYABLE_REDIS
 from consumers.deliver.lanes import Item, now
 from consumers.deliver.payload import to_json
 from router import codes, deadletters
 from router.deadletters import DeadLetter
 from router.kafka import dlq_topic
+from router.progress import BROKER, REDIS
 
 if TYPE_CHECKING:
     from consumers.deliver.worker import DeliverWorker
@@ -38,6 +39,7 @@ async def dead_letter(worker: DeliverWorker, item: Item) -> None:
         [already] = await deadletters.written_async(worker.redis, [letter])
     except RETRYABLE_REDIS as exc:
         log.warning("DLQ ledger unavailable, retrying the dead letter later: %s", exc)
+        worker.progress.failed(REDIS, DEAD_LETTERS)
         worker.lanes.retry(item, now() + 1.0)
         return
     if already:
@@ -66,12 +68,14 @@ async def dead_letter(worker: DeliverWorker, item: Item) -> None:
         err = KafkaError(KafkaError._FAIL, str(exc))
     if err is not None:
         log.warning("DLQ write for %s failed, retrying: %s", item.topic, err)
+        worker.progress.failed(BROKER, DEAD_LETTERS)
         worker.lanes.retry(item, now() + 1.0)
         return
     try:
         await deadletters.record_async(worker.redis, [letter], [code])
     except RETRYABLE_REDIS as exc:  # written once; only a crash before the commit could repeat it
         log.warning("DLQ ledger not updated for %s[%d]@%d: %s", item.topic, item.partition, item.offset, exc)
+    worker.progress.succeeded(DEAD_LETTERS)
     worker.outcomes.add("dlq", item.tenant, item.integration, code)
     sample = to_json(item.record) if item.record is not None else item.value
     worker.health.fail(item.integration, item.tenant, code, message, sample)

@@ -17,7 +17,7 @@ from consumers.deliver.answers import apply, held_for, retry
 from consumers.deliver.auth import Auth, AuthFailed, TokenUnavailable
 from consumers.deliver.config import HttpTarget
 from consumers.deliver.deadletter import dead_letter
-from consumers.deliver.failures import TRANSIENT
+from consumers.deliver.failures import REQUESTS, TRANSIENT, worker_reason
 from consumers.deliver.lanes import Item
 from consumers.deliver.payload import batch_idempotency_key, join_body
 from consumers.deliver.status import Answer, Verdict, interpret
@@ -41,8 +41,12 @@ async def deliver(worker: DeliverWorker, target: HttpTarget, items: list[Item]) 
     try:
         async with worker.slots[target.integration]:
             await _send(worker, target, owned)
+        worker.progress.succeeded(REQUESTS)  # its Redis calls went through, whatever the partner said
     except TRANSIENT as exc:  # Redis down, auth endpoint down...: retry later, never lose the record
         log.warning("delivery to %s failed before an answer: %r", target.integration, exc)
+        reason = worker_reason(exc)
+        if reason is not None:
+            worker.progress.failed(reason, REQUESTS)
         retry(worker, target, owned, Answer(Verdict.RETRY, None), str(exc))
     except Exception as exc:  # a record is the unit of failure: what nothing foresaw dead-letters it
         log.error("delivery to %s raised %s: dead-lettering %d record(s)", target.integration,

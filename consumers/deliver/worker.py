@@ -44,20 +44,21 @@ from consumers.deliver.auth import Auth, build_auth
 from consumers.deliver.config import HttpTarget
 from consumers.deliver.deadletter import dead_letter
 from consumers.deliver.delivered import DeliveredKeys
-from consumers.deliver.failures import RETRYABLE_REDIS
+from consumers.deliver.failures import DEAD_LETTERS, REQUESTS, RETRYABLE_REDIS, STATES
 from consumers.deliver.kafka_bridge import KafkaBridge
 from consumers.deliver.lanes import TP, Item, Lanes, batches, now
 from consumers.deliver.payload import envelope
 from consumers.deliver.ratelimit import SharedRateLimiter
 from consumers.deliver.send import deliver
-from router import codec, groupwatch, redisconn
+from router import codec, groupwatch, health, redisconn
 from router.controls import parse, state_key
 from router.groupwatch import GroupWatch, Throttle
 from router.health import HealthBatch, HealthWriter
 from router.outcomes import Outcomes, end_to_end_seconds
+from router.progress import REDIS, Progress
 from router.redact import fields_from_env
 from router.settings import Settings
-from router.telemetry import Heartbeat
+from router.telemetry import Heartbeat, Verdict, worker_verdict
 
 log = logging.getLogger("router.deliver")
 
@@ -103,6 +104,9 @@ class DeliverWorker:
         self.slots = {name: asyncio.Semaphore(self.options.concurrency) for name in targets}
         self.tasks: set[asyncio.Task[None]] = set()
         self.heartbeat = Heartbeat()
+        self.progress = Progress("deliver", settings.failing_after_s)
+        self._row_due = Throttle(health.WORKER_ROW_EVERY_S)
+        self.row_id = health.worker_field("deliver", groupwatch.member_name())
         self.health = HealthBatch()
         self.health_writer = HealthWriter(self.prefix)
         self.redact_fields = fields_from_env(os.environ)
@@ -111,9 +115,14 @@ class DeliverWorker:
         self._watch_due = Throttle()
         self._labels: dict[tuple[str, str], dict[str, str]] = {}
 
+    def verdict(self) -> Verdict:
+        """``/readyz`` and ``/healthz``: the loop is turning, its group is not stuck, and its Redis and
+        broker work has not been failing for ``ROUTER_FAILING_AFTER_S`` (``router.progress``)."""
+        return worker_verdict(self.heartbeat, self.watch.stuck, self.progress)
+
     def healthy(self) -> bool:
-        """``/healthz``: the loop is turning and its group is not stuck."""
-        return self.heartbeat.healthy() and not self.watch.stuck
+        """Is :meth:`verdict` a 200?"""
+        return self.verdict().ok
 
     # ---- the loop ---------------------------------------------------------------------------
 
@@ -135,6 +144,11 @@ class DeliverWorker:
                         changed = await kafka.consume_call(kafka.observe_group, topics)
                         await groupwatch.report_async(self.redis, self.prefix, self.watch, changed)
                     kafka.drop_revoked()
+                    if not self.lanes.size():  # nothing left to retry: no request or dead letter is failing
+                        self.progress.settled(REQUESTS)
+                        self.progress.settled(DEAD_LETTERS)
+                    if self._row_due(time.monotonic()):
+                        await self._write_row()
                     await intake.accept(self, messages)
                     if time.monotonic() >= next_state:
                         next_state = time.monotonic() + await self._refresh_states()
@@ -150,6 +164,10 @@ class DeliverWorker:
                 stop.set()
                 await poll_producer
                 await kafka.close()
+                try:
+                    await self.redis.hdel(health.workers_key(self.prefix), self.row_id)
+                except RETRYABLE_REDIS as exc:
+                    log.info("worker row not removed: %s", exc)
                 await self.redis.aclose()
                 kafka.shutdown()
 
@@ -168,6 +186,15 @@ class DeliverWorker:
                 log.warning("health not recorded: %s", exc)
                 self.health.clear()
 
+    async def _write_row(self) -> None:
+        """This worker's row on the health page (best effort; skipped while Redis is what fails: it
+        could not be written)."""
+        status = self.progress.status()
+        if status.reason == REDIS:
+            return
+        entry = health.worker_entry("deliver", self.options.group, groupwatch.member_name(), status)
+        await health.write_worker_async(self.redis, self.prefix, self.row_id, entry)
+
     async def _refresh_states(self) -> float:
         """Read every integration's state; return the seconds until the next read: the interval,
         or a doubling backoff (to 15 s) while Redis does not answer — the last states stay."""
@@ -179,12 +206,14 @@ class DeliverWorker:
                 if until_ms:
                     self.holds[key] = max(self.holds.get(key, 0.0), until_ms / 1000)
         except RETRYABLE_REDIS as exc:
+            self.progress.failed(REDIS, STATES)
             self._state_failures += 1
             wait = min(self.options.state_interval_s * 2 ** self._state_failures, 15.0)
             log.warning("integration states unavailable (%d in a row), next try in %.0fs: %s",
                         self._state_failures, wait, exc)
             return wait
         self._state_failures = 0
+        self.progress.succeeded(STATES)
         self.active = {n for n, v in zip(names, raw, strict=True) if parse(n, v).state == "active"}
         now_s = time.time()
         self.holds = {k: v for k, v in self.holds.items() if v > now_s}

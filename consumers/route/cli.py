@@ -6,13 +6,12 @@ import argparse
 import signal
 import threading
 
-import redis
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumers.route.state_redis import RedisState
 from consumers.route.worker import RouteWorker, WorkerOptions
 from router import ready as ready_line
-from router import runtime, telemetry
+from router import redisconn, runtime, telemetry
 from router.errors import ConfigError
 from router.kafka import admin_client, ensure_topics, wait_for_broker
 from router.pipeline.stages import RoutingTable
@@ -41,12 +40,13 @@ def build_worker(settings: Settings, args: argparse.Namespace) -> RouteWorker:
     if not settings.schema_registry_url:
         raise ConfigError("SCHEMA_REGISTRY_URL is not set; outputs are encoded with registered schema ids")
     wait_for_broker(settings)
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = redisconn.connect(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     registry = SchemaRegistryClient({"url": settings.schema_registry_url})
     schema_ids = register_all(registry, catalog)
     ensure_topics(admin_client(settings), catalog.all_topics(), partitions=settings.topic_partitions,
                   replication_factor=settings.replication_factor)
-    table = RoutingTable.build(catalog.integrations, schema_ids, settings.redis_key_prefix)
+    table = RoutingTable.build(catalog.integrations, schema_ids, settings.redis_key_prefix,
+                               hash_tags=redisconn.clustered(client))
     options = WorkerOptions(group=args.group or settings.route_group, batch_size=args.batch_size)
     return RouteWorker(settings, table, RedisState(client), registry, options, health_client=client)
 
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     telemetry.setup("route")
     settings = Settings.from_env()
     worker = build_worker(settings, args)
-    telemetry.maybe_serve_metrics(worker.healthy)
+    telemetry.maybe_serve_metrics(worker.verdict)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

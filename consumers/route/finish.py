@@ -20,7 +20,7 @@ from confluent_kafka import KafkaError
 from opentelemetry import trace
 
 from consumers.route.sinks import BatchSink, Pending, is_permanent
-from router import codes, deadletters
+from router import codes, deadletters, redisconn
 from router import headers as h
 from router.deadletters import DeadLetter
 from router.errors import EncodeError, OrderError, RecordError, RouterError
@@ -30,6 +30,7 @@ from router.outcomes import Outcomes
 from router.pipeline.records import Candidate, Claim, Decision, Inbound, Prepared
 from router.pipeline.stages import RoutingTable, dlq_headers
 from router.pipeline.state import StateStore
+from router.progress import BROKER
 from router.tracing import sampled, start_child
 
 log = logging.getLogger("router.route")
@@ -41,6 +42,7 @@ class BatchFailed(RouterError):
     """The batch could not be finished; it is retried, nothing is committed."""
 
     code = codes.ROUTE_BATCH_FAILED
+    reason: str = BROKER  # ``router_batches_failed``'s reason (``router.progress``)
 
 
 @dataclass
@@ -61,7 +63,7 @@ class BatchFinisher:
     and the health batch the worker publishes after each commit."""
 
     def __init__(self, table: RoutingTable, state: StateStore, sink: BatchSink, group: str,
-                 health_client: redis.Redis | None) -> None:
+                 health_client: redisconn.Sync | None) -> None:
         self.table = table
         self.state = state
         self.sink = sink

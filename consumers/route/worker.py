@@ -30,14 +30,15 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumers.route.finish import BatchFailed, BatchFinisher, Staged
 from consumers.route.sinks import PRODUCER_CONFIG, BatchSink
-from router import codec, codes, groupwatch
+from router import codec, codes, groupwatch, health, redisconn
 from router.groupwatch import GroupWatch, Throttle, group_progress
 from router.kafka import member_config, producer_config
 from router.pipeline.records import Candidate, Claim, Decision, Inbound, Prepared
 from router.pipeline.stages import RoutingTable, claim_for, prepare
 from router.pipeline.state import StateStore
+from router.progress import BROKER, OTHER, REDIS, Progress
 from router.settings import Settings
-from router.telemetry import Heartbeat
+from router.telemetry import Heartbeat, Verdict, worker_verdict
 
 log = logging.getLogger("router.route")
 
@@ -50,10 +51,28 @@ class DecisionsDiscarded(BatchFailed):
     """A batch queued behind a failed decide: it is decided again, in offset order, after a rewind."""
 
     code = codes.ROUTE_DECISIONS_DISCARDED
+    reason = REDIS  # it follows a decide that failed on Redis
+
+
+class RegistryUnavailable(BatchFailed):
+    """The schema registry did not answer for a schema the batch's Avro records name."""
+
+    reason = OTHER
 
 
 # Failures that mean "services unavailable": the batch is rewound and retried after a backoff.
 RETRYABLE = (redis.RedisError, KafkaException, BatchFailed, OSError)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """The ``router_batches_failed`` reason of a RETRYABLE failure: redis, broker or other."""
+    if isinstance(exc, redis.RedisError):
+        return REDIS
+    if isinstance(exc, KafkaException):
+        return BROKER
+    if isinstance(exc, BatchFailed):
+        return exc.reason
+    return OTHER
 
 
 @dataclass
@@ -78,7 +97,7 @@ class RouteWorker:
 
     def __init__(self, settings: Settings, table: RoutingTable, state: StateStore,
                  registry: SchemaRegistryClient | None, options: WorkerOptions | None = None,
-                 health_client: redis.Redis | None = None) -> None:
+                 health_client: redisconn.Sync | None = None) -> None:
         self.settings = settings
         self.table = table
         self.state = state
@@ -91,6 +110,8 @@ class RouteWorker:
         self.outcomes = self.finisher.outcomes
         self.batches_committed = 0
         self.heartbeat = Heartbeat()
+        self.progress = Progress("route", settings.failing_after_s)
+        self._row_due = Throttle(health.WORKER_ROW_EVERY_S)
         self._avro_topics = frozenset(t for t, found in table.by_topic.items() if found[0].source.format == "avro")
         self._io = ThreadPoolExecutor(1, thread_name_prefix="route-io")
         self._state_io = ThreadPoolExecutor(1, thread_name_prefix="route-state")  # one batch at a time, in order
@@ -104,9 +125,14 @@ class RouteWorker:
         self._watch_due = Throttle()
         self._health_client = health_client
 
+    def verdict(self) -> Verdict:
+        """``/readyz`` and ``/healthz``: the loop is turning, its group is not stuck, and its batches
+        have not been failing for ``ROUTER_FAILING_AFTER_S`` (``router.progress``)."""
+        return worker_verdict(self.heartbeat, self.watch.stuck, self.progress)
+
     def healthy(self) -> bool:
-        """``/healthz``: the loop is turning and its group is not stuck."""
-        return self.heartbeat.healthy() and not self.watch.stuck
+        """Is :meth:`verdict` a 200?"""
+        return self.verdict().ok
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -122,6 +148,8 @@ class RouteWorker:
                 messages = self.consumer.consume(self.options.batch_size, self.options.poll_timeout_s)
                 if self._watch_due(time.monotonic()):
                     self._watch_group(topics)
+                if self._row_due(time.monotonic()):
+                    self._write_row()
                 batch = self._records(messages)
                 staged: Staged | None = None
                 failure: BaseException | None = None
@@ -134,7 +162,10 @@ class RouteWorker:
                     failure, unfinished = self._failed
                     self._failed = None
                     batch = unfinished + batch
+                if committed:
+                    self.progress.succeeded()
                 if failure is not None:
+                    self.progress.failed(failure_reason(failure))
                     log.warning("batch failed, retrying after %.1fs: %s", backoff, failure)
                     self._rewind(batch)  # every record not committed; revoked partitions are skipped
                     self._epoch += 1  # decisions staged from here on follow the rewound records
@@ -150,6 +181,7 @@ class RouteWorker:
             self._io.shutdown(wait=True)
             self._state_io.shutdown(wait=True)
             self.close()
+            health.forget_worker(self._health_client, self.table.key_prefix, self._row_id)
 
     def close(self) -> None:
         """Flush the producer and leave the group (offsets were committed per batch)."""
@@ -178,6 +210,19 @@ class RouteWorker:
         changed = self.watch.observe(time.monotonic(), bool(self.consumer.assignment()),
                                      lambda: group_progress(self.consumer, topics))
         groupwatch.report(self._health_client, self.table.key_prefix, self.watch, changed)
+
+    @property
+    def _row_id(self) -> str:
+        return health.worker_field("route", groupwatch.member_name())
+
+    def _write_row(self) -> None:
+        """This worker's row on the health page (best effort; skipped while Redis is what fails: it
+        could not be written, and trying would hold the loop for the client's timeout)."""
+        status = self.progress.status()
+        if self._health_client is None or status.reason == REDIS:
+            return
+        entry = health.worker_entry("route", self.options.group, groupwatch.member_name(), status)
+        health.write_worker(self._health_client, self.table.key_prefix, self._row_id, entry)
 
     def _records(self, messages: Sequence[Message]) -> list[Inbound]:
         batch = []
@@ -221,9 +266,9 @@ class RouteWorker:
         self._fetch_schemas(batch)
         table, schemas = self.table, self.avro_schemas
         prepared = [prepare(r, table, schemas, now_ms) for r in batch]
-        prefix = table.key_prefix
+        prefix, tags = table.key_prefix, table.hash_tags
         pairs = [(p, c) for p in prepared for c in p.candidates]
-        claims = [claim_for(c, p.inbound.coords, prefix) for p, c in pairs]
+        claims = [claim_for(c, p.inbound.coords, prefix, tags) for p, c in pairs]
         decided = self._state_io.submit(self.decide, pairs, claims, self._epoch) if claims else None
         return Staged(batch, prepared, now_ms, pairs, claims, decided)
 
@@ -299,5 +344,5 @@ class RouteWorker:
             except Exception as exc:  # unknown id: the record goes to the DLQ as decode.unknown_schema
                 if getattr(exc, "http_status_code", None) == 404:
                     continue
-                raise BatchFailed(f"schema registry unavailable: {exc}") from None
+                raise RegistryUnavailable(f"schema registry unavailable: {exc}") from None
 

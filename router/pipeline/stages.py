@@ -8,6 +8,7 @@ into the state-store question. Decisions are applied by the caller (the loop own
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,14 +37,15 @@ class RoutingTable:
     by_topic: Mapping[str, tuple[Integration, ...]]
     schema_ids: Mapping[str, int]  # integration name -> registry id of its output schema
     key_prefix: str = "router:"
+    hash_tags: bool = False  # Redis Cluster: each claim's keys carry one hash tag (claim_for)
 
     @classmethod
-    def build(cls, integrations: tuple[Integration, ...], schema_ids: Mapping[str, int], key_prefix: str = "router:"
-              ) -> RoutingTable:
+    def build(cls, integrations: tuple[Integration, ...], schema_ids: Mapping[str, int], key_prefix: str = "router:",
+              *, hash_tags: bool = False) -> RoutingTable:
         by_topic: dict[str, list[Integration]] = {}
         for integration in integrations:
             by_topic.setdefault(integration.source.topic, []).append(integration)
-        return cls({t: tuple(v) for t, v in by_topic.items()}, dict(schema_ids), key_prefix)
+        return cls({t: tuple(v) for t, v in by_topic.items()}, dict(schema_ids), key_prefix, hash_tags)
 
 
 AvroDecoder = Callable[[bytes], Any]
@@ -230,16 +232,33 @@ def _received_at(hdrs: dict[str, str], inbound: Inbound, now_ms: int | None) -> 
     return now_ms if now_ms is not None else int(time.time() * 1000)
 
 
-def claim_for(candidate: Candidate, coords: str, prefix: str) -> Claim:
-    """The dedupe + ordering question for one candidate (see router.pipeline.state)."""
+def claim_for(candidate: Candidate, coords: str, prefix: str, hash_tags: bool = False) -> Claim:
+    """The dedupe + ordering question for one candidate (see router.pipeline.state).
+
+    With ``hash_tags`` (Redis Cluster) both keys carry one tag right after the prefix, before any
+    text from the record, so one script call on one node can read and write both: the tag is a
+    bucket of the watermark key when the integration orders (a re-send is deduped when it names
+    the same entity, as it does), else of the dedupe key (docs/redis.md)."""
     integration = candidate.integration
     version = candidate.version
+    dedupe = (f"dk:{candidate.tenant}:{integration.source.name}:{candidate.event_id}"
+              if integration.dedupe_enabled else None)
+    order = f"wm:{candidate.tenant}:{integration.name}:{candidate.entity_key}" if version is not None else None
+    if hash_tags:
+        prefix = f"{prefix}{hash_tag(order or dedupe or '')}"
     return Claim(
-        f"{prefix}dk:{candidate.tenant}:{integration.source.name}:{candidate.event_id}"
-        if integration.dedupe_enabled else None,
+        f"{prefix}{dedupe}" if dedupe is not None else None,
         integration.name, coords, integration.dedupe_ttl_ms,
-        f"{prefix}wm:{candidate.tenant}:{integration.name}:{candidate.entity_key}" if version is not None else None,
+        f"{prefix}{order}" if order is not None else None,
         version, integration.ordering_ttl_ms)
+
+
+TAG_BUCKETS = 4096  # spread over a cluster's 16384 slots: no master above ~35% even with 3
+
+
+def hash_tag(anchor: str) -> str:
+    """``{r<bucket>}``: a Redis Cluster hash tag chosen by ``anchor`` (stable across processes)."""
+    return f"{{r{zlib.crc32(anchor.encode('utf-8', 'surrogatepass')) % TAG_BUCKETS}}}"
 
 
 def dlq_headers(inbound: Inbound, error: RecordError, *, group: str, integration: str | None,

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from router import codes, groupwatch, redisconn, telemetry
+from router import codes, groupwatch, health, redisconn, telemetry
 from router.controls import State, set_state
 from router.dlq.filters import DlqFilter
 from router.dlq.replay import ReplayRequest, ReplaySummary, replay
@@ -38,6 +38,7 @@ from services.admin import auth
 from services.admin.page import STYLESHEET, PageContext, RowKafka, iso, render_login, render_message, render_page
 from services.admin.probe import KafkaProbe, KafkaSnapshot, dlq_topics_of, register_gauges
 from services.admin.rows import HealthRow, read_rows
+from services.admin.workers import WorkerRow, render_workers, worker_json, worker_rows
 
 log = logging.getLogger("router.admin")
 
@@ -276,12 +277,26 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 # ---- the page and its JSON ---------------------------------------------------------------------
 
 
-async def _read(services: Services) -> tuple[int, list[HealthRow], KafkaSnapshot, dict[str, RowKafka], list[str]]:
+@dataclass(frozen=True)
+class _Read:
+    """What one page or JSON answer shows, read at ``now_ms``."""
+
+    now_ms: int
+    rows: list[HealthRow]
+    snapshot: KafkaSnapshot
+    kafka: dict[str, RowKafka]
+    stuck: list[str]
+    workers: list[WorkerRow]
+
+
+async def _read(services: Services) -> _Read:
     now_ms = int(time.time() * 1000)
-    rows, snapshot, stuck = await asyncio.gather(
-        read_rows(services.client, services.settings.redis_key_prefix, services.names, now_ms),
+    prefix = services.settings.redis_key_prefix
+    rows, snapshot, stuck, workers = await asyncio.gather(
+        read_rows(services.client, prefix, services.names, now_ms),
         services.probe.current(),
-        services.client.hgetall(groupwatch.page_key(services.settings.redis_key_prefix)))
+        services.client.hgetall(groupwatch.page_key(prefix)),
+        services.client.hgetall(health.workers_key(prefix)))
 
     kafka = {}
     for i in services.catalog.integrations:
@@ -289,18 +304,20 @@ async def _read(services: Services) -> tuple[int, list[HealthRow], KafkaSnapshot
         kafka[i.name] = RowKafka(src, dest, snapshot.dlq_of(i.name) if snapshot.taken_ms else None,
                                  snapshot.lag_of(services.probe.route_group, src),
                                  snapshot.lag_of(services.probe.deliver_group, dest))
-    return now_ms, rows, snapshot, kafka, groupwatch.stuck_groups(stuck, now_ms)
+    return _Read(now_ms, rows, snapshot, kafka, groupwatch.stuck_groups(stuck, now_ms), worker_rows(workers, now_ms))
 
 
 async def index(request: web.Request) -> web.Response:
     """The health page."""
     services = request.app[SERVICES]
-    now_ms, rows, snapshot, kafka, stuck = await _read(services)
+    seen = await _read(services)
     sid = auth.session_id(request, services.token, services.options.clock())
     csrf = auth.csrf_token(services.token, sid) if sid else ""  # a Bearer client's forms cannot be posted
     flash = _read_flash(request)
-    ctx = PageContext(now_ms, csrf, services.probe.route_group, services.probe.deliver_group, flash, tuple(stuck))
-    response = _html(render_page(rows, kafka, snapshot, ctx))
+    alerts, workers = render_workers(seen.workers, seen.now_ms)
+    ctx = PageContext(seen.now_ms, csrf, services.probe.route_group, services.probe.deliver_group, flash,
+                      tuple(seen.stuck), alerts, workers)
+    response = _html(render_page(seen.rows, seen.kafka, seen.snapshot, ctx))
     if flash is not None:
         response.del_cookie(FLASH_COOKIE, path="/")
     return response
@@ -340,12 +357,14 @@ def row_json(row: HealthRow, kafka: RowKafka) -> dict[str, Any]:
 async def api_health(request: web.Request) -> web.Response:
     """Every row as JSON, with when Kafka was read and any Kafka problem."""
     services = request.app[SERVICES]
-    now_ms, rows, snapshot, kafka, stuck = await _read(services)
+    seen = await _read(services)
+    snapshot = seen.snapshot
     return _json({
-        "generated_at": iso(now_ms),
-        "kafka": {"read_at": _ms(snapshot.taken_ms), "error": snapshot.error, "stuck_groups": stuck,
+        "generated_at": iso(seen.now_ms),
+        "kafka": {"read_at": _ms(snapshot.taken_ms), "error": snapshot.error, "stuck_groups": seen.stuck,
                   "route_group": services.probe.route_group, "deliver_group": services.probe.deliver_group},
-        "rows": [row_json(r, kafka[r.integration]) for r in rows],
+        "rows": [row_json(r, seen.kafka[r.integration]) for r in seen.rows],
+        "workers": [worker_json(w, seen.now_ms, iso) for w in seen.workers],
     })
 
 

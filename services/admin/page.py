@@ -62,6 +62,8 @@ class PageContext:
     deliver_group: str
     flash: tuple[str, str] | None = None  # (ok | error, text)
     stuck_groups: tuple[str, ...] = ()  # consumer groups a worker reported stuck (router.groupwatch)
+    worker_alerts: str = ""  # the workers section (services/admin/workers.py), rendered: its alerts
+    workers_html: str = ""  # and its table
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ def render_page(rows: list[HealthRow], kafka: Mapping[str, RowKafka], snapshot: 
 <button type="submit">Log out</button></form>
 </header>
 <main>
-{flash}{problem}
+{flash}{problem}{ctx.worker_alerts}
 <table>
 <caption>One row per integration &times; tenant. State, DLQ depth, consumer lag and actions are per integration.
 Success rate: records delivered (or routed, for integrations without a delivery worker) against records
@@ -234,6 +236,7 @@ that failed, over the last hour.</caption>
 {body}
 </tbody>
 </table>
+{ctx.workers_html}
 <p id="lag-note" class="small">* {esc(LAG_NOTE)} Groups: route <code>{esc(ctx.route_group)}</code>,
 delivery <code>{esc(ctx.deliver_group)}</code>.</p>
 <p class="small">Replay sends an integration's DLQ records with the given code (globs such as <code>map.*</code>
@@ -312,6 +315,9 @@ pre { white-space: pre-wrap; overflow-wrap: anywhere; max-width: 32rem; max-heig
 .badge-active { color: #116329; background: #dafbe1; border-color: #4ac26b; }
 .badge-paused { color: #7d4e00; background: #fff8c5; border-color: #d4a72c; }
 .badge-needs_reconnect { color: #82071e; background: #ffebe9; border-color: #ff8182; }
+.badge-worker-ok { color: #116329; background: #dafbe1; border-color: #4ac26b; }
+.badge-worker-retrying { color: #7d4e00; background: #fff8c5; border-color: #d4a72c; }
+.badge-worker-failing, .badge-worker-stale { color: #82071e; background: #ffebe9; border-color: #ff8182; }
 .rate-good { color: #116329; } .rate-warn { color: #7d4e00; } .rate-bad { color: #82071e; font-weight: 600; }
 .flash { padding: .6rem .8rem; border-radius: 6px; margin: .75rem 0; border: 1px solid; }
 .flash-ok { background: #dafbe1; border-color: #4ac26b; }

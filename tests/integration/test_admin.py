@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -16,8 +17,9 @@ from router import headers as h
 from router import redisconn, telemetry
 from router.controls import read_states, set_state
 from router.errors import ConfigError
-from router.health import HealthBatch, HealthWriter
+from router.health import WORKER_STALE_S, HealthBatch, HealthWriter, worker_entry, worker_field, workers_key
 from router.kafka import admin_client, ensure_topics
+from router.progress import BROKER, ProgressStatus
 from router.settings import Secret, Settings
 from services.admin.app import AdminOptions, create_app
 from services.admin.rows import NO_TENANT
@@ -149,6 +151,34 @@ def test_rows_reflect_the_health_written_by_the_workers(admin_settings_each_redi
         assert "<script>" not in page and "<img" not in page and '<b id="x">' not in page
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
         assert 'data-testid="row-' + a + '-&lt;b id=&quot;x&quot;&gt;evil&lt;/b&gt;"' in page
+
+    run_app(admin_settings, topo, scenario)
+
+
+def test_workers_failing_or_silent_are_shown(admin_settings: Settings, topo: Topology, name: str) -> None:
+    """A worker failing on the broker wrote so in its row; one whose Redis failed could not, so its
+    row is old: the page shows the first failing (with an alert) and the second not reporting."""
+    prefix = admin_settings.redis_key_prefix
+    now_ms = int(time.time() * 1000)
+    client = redisconn.connect(admin_settings.redis_url or "")
+    client.hset(workers_key(prefix), mapping={
+        worker_field("route", "host-a:1"): worker_entry("route", f"{name}-route", "host-a:1",
+                                                        ProgressStatus(True, 75.0, BROKER, "batch", 80.0), now_ms),
+        worker_field("deliver", "host-b:2"): worker_entry(
+            "deliver", "router.deliver", "host-b:2", ProgressStatus(False, None, None, None, 1.0),
+            now_ms - int(WORKER_STALE_S * 1000) - 5_000)})
+    client.close()
+
+    async def scenario(http: TestClient) -> None:
+        body = await (await http.get("/api/health", headers=BEARER)).json()
+        workers = {w["member"]: w for w in body["workers"]}
+        assert workers["host-a:1"]["state"] == "failing" and workers["host-a:1"]["reason"] == "broker"
+        assert workers["host-a:1"]["failing_since"] and workers["host-a:1"]["last_success"]
+        assert workers["host-b:2"]["state"] == "stale"
+        await login(http)
+        page = await (await http.get("/")).text()
+        assert 'data-testid="worker-failing"' in page and "host-a:1" in page
+        assert 'data-testid="worker-deliver-host-b:2"' in page and "not reporting" in page
 
     run_app(admin_settings, topo, scenario)
 

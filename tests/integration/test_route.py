@@ -55,7 +55,9 @@ def test_maps_and_sets_headers_readable_by_confluent_deserializer(settings: Sett
     assert hdrs["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c")
 
 
-def test_duplicates_are_counted_not_routed(settings: Settings, registry_url: str, tmp_path: Path, name: str) -> None:
+def test_duplicates_are_counted_not_routed(settings_each_redis: Settings, registry_url: str, tmp_path: Path,
+                                           name: str) -> None:
+    settings = settings_each_redis
     topo = make_topology(tmp_path, name, {"a": zendesk_spec(name, source=name, destination=f"{name}-pd")})
     events = [zendesk_event("evt-1", 1, 1), zendesk_event("evt-2", 2, 1), zendesk_event("evt-1", 1, 1)]
     with running_worker(settings, registry_url, topo, group=name, prefix=f"{name}:") as worker:
@@ -68,8 +70,9 @@ def test_duplicates_are_counted_not_routed(settings: Settings, registry_url: str
 
 
 @pytest.mark.parametrize(("policy", "routed", "dlq"), [("drop", 1, 0), ("deliver", 2, 0), ("dlq", 1, 1)])
-def test_stale_versions_follow_the_policy(settings: Settings, registry_url: str, tmp_path: Path, name: str,
+def test_stale_versions_follow_the_policy(settings_each_redis: Settings, registry_url: str, tmp_path: Path, name: str,
                                           policy: str, routed: int, dlq: int) -> None:
+    settings = settings_each_redis
     topo = make_topology(tmp_path, name, {"a": zendesk_spec(name, source=name, destination=f"{name}-pd",
                                                             on_stale=policy)})
     events = [zendesk_event("evt-new", 9, 5), zendesk_event("evt-old", 9, 3)]

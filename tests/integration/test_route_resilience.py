@@ -78,8 +78,9 @@ def _check_no_loss(bootstrap: str, topo_source: str, dest: str, ids: set[str], p
         assert all(m.value() == b'{"event_id": ' for m in dead), "only poison records are in the DLQ"
 
 
-def test_sigkill_at_five_random_points_loses_nothing(settings: Settings, registry_url: str, tmp_path: Path,
+def test_sigkill_at_five_random_points_loses_nothing(settings_each_redis: Settings, registry_url: str, tmp_path: Path,
                                                      name: str) -> None:
+    settings = settings_each_redis
     budget = Budget()
     bootstrap = settings.kafka_bootstrap_servers or ""
     topo = make_topology(tmp_path, name, {"a": zendesk_spec(name, source=name, destination=f"{name}-pd")})
@@ -101,8 +102,9 @@ def test_sigkill_at_five_random_points_loses_nothing(settings: Settings, registr
     _check_no_loss(bootstrap, topo.source_topic, f"delivery.{name}-pd", ids, poison, budget)
 
 
-def test_scaling_out_and_in_mid_run_loses_nothing(settings: Settings, registry_url: str, tmp_path: Path,
+def test_scaling_out_and_in_mid_run_loses_nothing(settings_each_redis: Settings, registry_url: str, tmp_path: Path,
                                                   name: str) -> None:
+    settings = settings_each_redis
     budget = Budget()
     bootstrap = settings.kafka_bootstrap_servers or ""
     topo = make_topology(tmp_path, name, {"a": zendesk_spec(name, source=name, destination=f"{name}-pd")})

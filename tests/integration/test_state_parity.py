@@ -1,16 +1,18 @@
-"""The Redis/Lua state store answers exactly like the reference MemoryState (DESIGN §4, §5)."""
+"""The Redis/Lua state store answers exactly like the reference MemoryState (DESIGN §4, §5), on a
+standalone Redis and on a Redis Cluster (keys tagged as ``claim_for`` tags them there)."""
 
 from __future__ import annotations
 
 import uuid
 
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumers.route.state_redis import RedisState
+from router import redisconn
 from router.pipeline.records import Claim, Decision
+from router.pipeline.stages import hash_tag
 from router.pipeline.state import MemoryState
 
 ids = st.sampled_from(["e1", "e2", "e3"])
@@ -29,37 +31,47 @@ ops = st.lists(
 )
 
 
-def _claims(prefix: str, rows: list) -> list[Claim]:  # type: ignore[type-arg]
-    return [Claim(f"{prefix}dd:{eid}", field, coord, 60_000, f"{prefix}wm:{field}:{entity}" if v is not None else None,
-                  v, 60_000) for eid, field, coord, entity, v in rows]
+def _claims(prefix: str, rows: list, tagged: bool) -> list[Claim]:  # type: ignore[type-arg]
+    out = []
+    for eid, field, coord, entity, v in rows:
+        dedupe, order = f"dd:{eid}", f"wm:{field}:{entity}" if v is not None else None
+        at = f"{prefix}{hash_tag(order or dedupe)}" if tagged else prefix
+        out.append(Claim(f"{at}{dedupe}", field, coord, 60_000, f"{at}{order}" if order else None, v, 60_000))
+    return out
+
+
+def _delete(client: redisconn.Sync, keys: set[str]) -> None:
+    for key in keys:  # one by one: a cluster refuses a DEL across slots
+        client.delete(key)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops)
-def test_redis_state_matches_memory_state(redis_url: str, program: list) -> None:  # type: ignore[type-arg]
-    client = redis.Redis.from_url(redis_url)
+def test_redis_state_matches_memory_state(each_redis: str, program: list) -> None:  # type: ignore[type-arg]
+    client = redisconn.connect(each_redis)
     prefix = f"parity-{uuid.uuid4().hex[:8]}:"
     real, reference = RedisState(client), MemoryState()
+    written: set[str] = set()  # exactly the keys this example could have written (SCAN is slow)
     try:
         for op, rows in program:
-            claims = _claims(prefix, rows)
+            claims = _claims(prefix, rows, redisconn.clustered(client))
+            written.update(k for c in claims for k in (f"{c.dedupe_key}|{c.field}", c.order_key) if k)
             if op == "decide":
                 assert real.decide(claims) == reference.decide(claims)
             else:
                 real.release(claims)
                 reference.release(claims)
     finally:
-        # Delete exactly the keys this example could have written (SCAN over a shared Redis is slow).
-        keys = [f"{prefix}dd:{e}|{f}" for e in ("e1", "e2", "e3") for f in ("int-a", "int-b")]
-        keys += [f"{prefix}wm:{f}:{k}" for f in ("int-a", "int-b") for k in ("k1", "k2")]
-        client.delete(*keys)
+        _delete(client, written)
         client.close()
 
 
 @pytest.mark.parametrize("layout", ["junk text", "wrong type"])
-def test_unreadable_stored_state_is_treated_as_absent_not_a_stall(redis_url: str, layout: str) -> None:
-    client = redis.Redis.from_url(redis_url)
+def test_unreadable_stored_state_is_treated_as_absent_not_a_stall(each_redis: str, layout: str) -> None:
+    client = redisconn.connect(each_redis)
     prefix = f"junk-{uuid.uuid4().hex[:8]}:"
+    if redisconn.clustered(client):
+        prefix += hash_tag("k1")
     claim = Claim(f"{prefix}dd:e1", "int-a", "t:0:1", 60_000, f"{prefix}wm:int-a:k1", 3.0, 60_000)
     slot, mark = f"{prefix}dd:e1|int-a", f"{prefix}wm:int-a:k1"
     if layout == "junk text":
@@ -74,7 +86,7 @@ def test_unreadable_stored_state_is_treated_as_absent_not_a_stall(redis_url: str
         assert client.get(slot) == b"r||t:0:1"  # replaced by a readable claim
         assert client.get(mark) == b"3.0|t:0:1"
         state.release([claim])
-        assert client.exists(slot, mark) == 0
+        assert client.exists(slot) == client.exists(mark) == 0
     finally:
-        client.delete(slot, mark)
+        _delete(client, {slot, mark})
         client.close()
