@@ -112,14 +112,15 @@ UNAVAILABLE = (redis.RedisError, RedisClusterException, OSError)
 
 
 def slot_tag(clustered: bool, *names: str) -> str:
-    """``{<16 hex digits>}:`` naming ``names`` on a cluster, ``""`` on a standalone Redis.
+    """``{<16 hex digits>}`` naming ``names`` on a cluster, ``""`` on a standalone Redis.
 
-    Keys that one script or one RENAME touches together carry the same tag, placed before any
-    name that comes from outside (a tenant, a destination, an audience), so a name holding ``{``
-    or ``}`` cannot move the tag: the slot is that of a digest of the names, never of a piece of a
-    name. Standalone keys carry no tag, so their layout is what it always was (docs/redis.md).
+    Keys that one script or one RENAME touches together carry the same tag, placed right after the
+    key prefix, before any name that comes from outside (a tenant, a destination, an audience), so
+    a name holding ``{`` or ``}`` cannot move the tag: the slot is that of a digest of the names,
+    never of a piece of a name. Standalone keys carry no tag, so their layout is what it always
+    was (docs/redis.md).
     """
     if not clustered:
         return ""
     digest = hashlib.blake2b(json.dumps(names).encode(), digest_size=8).hexdigest()
-    return f"{{{digest}}}:"
+    return f"{{{digest}}}"

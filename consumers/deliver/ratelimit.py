@@ -17,9 +17,9 @@ Keys (``P`` the key prefix, ``S`` the scope: ``destination`` or ``destination:te
     P rl:S:adapt   the 429 factor
     P rl:S:hold    the hold in force
 
-On a Redis Cluster the three keys of a scope carry one hash tag, a digest of the scope's names
-(``P rl:{…}:S:tat``), so that ``ACQUIRE`` touches one slot; on a standalone Redis there is no tag
-(docs/redis.md).
+On a Redis Cluster the three keys of a scope carry one hash tag right after the prefix, a digest
+of the scope's names (``P{…}rl:S:tat``), so that ``ACQUIRE`` touches one slot; on a standalone
+Redis there is no tag (docs/redis.md).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ return cur
 def scope_key(prefix: str, destination: str, tenant: str | None, clustered: bool = False) -> str:
     """The stem of a scope's keys: a destination's (``tenant`` None) or one tenant's share of it."""
     names = (destination,) if tenant is None else (destination, tenant)
-    return f"{prefix}rl:{redisconn.slot_tag(clustered, *names)}{':'.join(names)}"
+    return f"{prefix}{redisconn.slot_tag(clustered, *names)}rl:{':'.join(names)}"
 
 
 def hold_key(prefix: str, destination: str, tenant: str | None, clustered: bool = False) -> str:

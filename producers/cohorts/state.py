@@ -19,8 +19,8 @@ checks the lease, so a reader sees an old or a new membership, never half of one
 whose lease expired can never overwrite another run's state.
 
 On a Redis Cluster a script and a RENAME must stay in one hash slot, so every key of one
-(audience, destination), temporary keys included, carries one hash tag, a digest of the two
-names, before them: ``P cohort:{…}:A:D:state``. A standalone Redis keeps the untagged names above
+(audience, destination), temporary keys included, carries one hash tag right after the prefix, a
+digest of the two names: ``P{…}cohort:A:D:state``. A standalone Redis keeps the untagged names above
 (docs/redis.md).
 """
 
@@ -108,7 +108,7 @@ def decode(fields: dict[bytes, bytes], key: str) -> Members:
 def store_base(prefix: str, audience: str, destination: str | None, clustered: bool) -> str:
     """The stem of the keys of (audience, destination), hash-tagged on a cluster (see above)."""
     names = (audience, destination or "*")
-    return f"{prefix}cohort:{redisconn.slot_tag(clustered, *names)}{':'.join(names)}"
+    return f"{prefix}{redisconn.slot_tag(clustered, *names)}cohort:{':'.join(names)}"
 
 
 @dataclass(frozen=True)

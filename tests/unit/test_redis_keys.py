@@ -30,7 +30,8 @@ def test_a_rate_limit_scope_is_one_slot_on_a_cluster_whatever_its_names(tenant: 
             scope = scope_key("p:", destination, who, clustered=True)
             keys = [f"{scope}:tat", f"{scope}:adapt", hold_key("p:", destination, who, clustered=True)]
             assert keys[2] == f"{scope}:hold"
-            assert scope.startswith("p:rl:{") and scope.index("}") == len("p:rl:{") + 16, "the tag comes first"
+            assert scope.startswith("p:{") and scope.index("}") == len("p:{") + 16, "the tag comes first"
+            assert scope.endswith(f"}}rl:{destination}" + (f":{who}" if who is not None else ""))
             assert len({slot_of(k) for k in keys}) == 1, keys
 
 
