@@ -78,10 +78,13 @@ def ensure_topics(
     replication_factor: int = 1,
     config: dict[str, str] | None = None,
     timeout: float = 30.0,
+    min_insync_replicas: int | None = None,
 ) -> list[str]:
     """Create the ``topics`` that do not exist yet; return the names created.
 
-    Topics ending in ``.dlq`` get the DLQ retention, others ``config`` or the data default.
+    Topics ending in ``.dlq`` get the DLQ retention, others ``config`` or the data default; every
+    one gets ``min_insync_replicas`` when given (``Settings.topic_min_insync``), so an ``acks=all``
+    write is only acknowledged once that many replicas hold it.
     """
     wanted = sorted(set(topics))
     if not wanted:
@@ -92,7 +95,8 @@ def ensure_topics(
             name,
             num_partitions=partitions,
             replication_factor=replication_factor,
-            config=dict(DLQ_TOPIC_CONFIG if name.endswith(".dlq") else (config or DATA_TOPIC_CONFIG)),
+            config={**(DLQ_TOPIC_CONFIG if name.endswith(".dlq") else (config or DATA_TOPIC_CONFIG)),
+                    **({"min.insync.replicas": str(min_insync_replicas)} if min_insync_replicas else {})},
         )
         for name in wanted
         if name not in existing

@@ -83,6 +83,13 @@ class Settings:
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: Secret | None = None
+    kafka_ssl_ca_location: str | None = None  # PEM file of the CA that signed the brokers' certificates
+    kafka_ssl_certificate_location: str | None = None  # client certificate (mutual TLS)
+    kafka_ssl_key_location: str | None = None  # its private key
+    kafka_ssl_key_password: Secret | None = None
+    schema_registry_basic_auth: Secret | None = None  # "user:password" (Confluent's basic.auth.user.info)
+    schema_registry_ssl_ca_location: str | None = None
+    min_insync_replicas: int | None = None  # on created topics; None: 2 when replication >= 3, else the broker's
     integrations_dir: Path = Path("integrations")
     schemas_dir: Path = Path("schemas/avro")
     route_group: str = "router.route"
@@ -104,6 +111,8 @@ class Settings:
         env = os.environ if env is None else env
         password = _opt(env, "KAFKA_SASL_PASSWORD")
         token = _opt(env, "ROUTER_ADMIN_TOKEN")
+        key_password = _opt(env, "KAFKA_SSL_KEY_PASSWORD")
+        registry_auth = _opt(env, "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO")
         settings = cls(
             kafka_bootstrap_servers=_opt(env, "KAFKA_BOOTSTRAP_SERVERS"),
             redis_url=_opt(env, "REDIS_URL"),
@@ -112,6 +121,14 @@ class Settings:
             kafka_sasl_mechanism=_opt(env, "KAFKA_SASL_MECHANISM"),
             kafka_sasl_username=_opt(env, "KAFKA_SASL_USERNAME"),
             kafka_sasl_password=Secret(password) if password else None,
+            kafka_ssl_ca_location=_opt(env, "KAFKA_SSL_CA_LOCATION"),
+            kafka_ssl_certificate_location=_opt(env, "KAFKA_SSL_CERTIFICATE_LOCATION"),
+            kafka_ssl_key_location=_opt(env, "KAFKA_SSL_KEY_LOCATION"),
+            kafka_ssl_key_password=Secret(key_password) if key_password else None,
+            schema_registry_basic_auth=Secret(registry_auth) if registry_auth else None,
+            schema_registry_ssl_ca_location=_opt(env, "SCHEMA_REGISTRY_SSL_CA_LOCATION"),
+            min_insync_replicas=_int(env, "ROUTER_MIN_INSYNC_REPLICAS", 2) if _opt(env, "ROUTER_MIN_INSYNC_REPLICAS")
+            else None,
             integrations_dir=Path(env.get("ROUTER_INTEGRATIONS") or "integrations"),
             schemas_dir=Path(env.get("ROUTER_SCHEMAS") or "schemas/avro"),
             route_group=env.get("ROUTER_ROUTE_GROUP") or "router.route",
@@ -126,7 +143,32 @@ class Settings:
         )
         if settings.topic_partitions < 1:
             raise ConfigError("ROUTER_TOPIC_PARTITIONS must be at least 1")
+        isr = settings.min_insync_replicas
+        if isr is not None and not 1 <= isr <= settings.replication_factor:
+            raise ConfigError(f"ROUTER_MIN_INSYNC_REPLICAS={isr} must be between 1 and ROUTER_REPLICATION_FACTOR "
+                              f"({settings.replication_factor})")
+        if registry_auth is not None and ":" not in registry_auth:
+            raise ConfigError("SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO must be user:password")
+        if bool(settings.kafka_ssl_certificate_location) != bool(settings.kafka_ssl_key_location):
+            raise ConfigError("KAFKA_SSL_CERTIFICATE_LOCATION and KAFKA_SSL_KEY_LOCATION go together (mutual TLS)")
         return settings
+
+    def topic_min_insync(self) -> int | None:
+        """``min.insync.replicas`` for the topics the router creates (None: the broker's default)."""
+        if self.min_insync_replicas is not None:
+            return self.min_insync_replicas
+        return 2 if self.replication_factor >= 3 else None
+
+    def registry_conf(self) -> dict[str, str]:
+        """confluent-kafka SchemaRegistryClient settings: URL, basic auth, TLS CA."""
+        if not self.schema_registry_url:
+            raise ConfigError("SCHEMA_REGISTRY_URL is not set")
+        conf = {"url": self.schema_registry_url}
+        if self.schema_registry_basic_auth:
+            conf["basic.auth.user.info"] = self.schema_registry_basic_auth.reveal()
+        if self.schema_registry_ssl_ca_location:
+            conf["ssl.ca.location"] = self.schema_registry_ssl_ca_location
+        return conf
 
     def replace(self, **changes: object) -> Settings:
         """A copy with ``changes`` applied (settings stay frozen)."""
@@ -148,4 +190,11 @@ class Settings:
             conf["sasl.username"] = self.kafka_sasl_username
         if self.kafka_sasl_password:
             conf["sasl.password"] = self.kafka_sasl_password.reveal()
+        for key, value in (("ssl.ca.location", self.kafka_ssl_ca_location),
+                           ("ssl.certificate.location", self.kafka_ssl_certificate_location),
+                           ("ssl.key.location", self.kafka_ssl_key_location)):
+            if value:
+                conf[key] = value
+        if self.kafka_ssl_key_password:
+            conf["ssl.key.password"] = self.kafka_ssl_key_password.reveal()
         return conf

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(settings: Settings, targets: dict[str, HttpTarget], args: argparse.Namespace,
                 others: frozenset[str]) -> int:
-    worker = DeliverWorker(settings, targets, SchemaRegistryClient({"url": settings.schema_registry_url}),
+    worker = DeliverWorker(settings, targets, SchemaRegistryClient(settings.registry_conf()),
                            DeliverOptions(group=args.group, concurrency=args.concurrency, others=others))
     telemetry.maybe_serve_metrics(worker.verdict)
     stop = asyncio.Event()

@@ -41,10 +41,10 @@ def build_worker(settings: Settings, args: argparse.Namespace) -> RouteWorker:
         raise ConfigError("SCHEMA_REGISTRY_URL is not set; outputs are encoded with registered schema ids")
     wait_for_broker(settings)
     client = redisconn.connect(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-    registry = SchemaRegistryClient({"url": settings.schema_registry_url})
+    registry = SchemaRegistryClient(settings.registry_conf())
     schema_ids = register_all(registry, catalog)
     ensure_topics(admin_client(settings), catalog.all_topics(), partitions=settings.topic_partitions,
-                  replication_factor=settings.replication_factor)
+                  replication_factor=settings.replication_factor, min_insync_replicas=settings.topic_min_insync())
     table = RoutingTable.build(catalog.integrations, schema_ids, settings.redis_key_prefix,
                                hash_tags=redisconn.clustered(client))
     options = WorkerOptions(group=args.group or settings.route_group, batch_size=args.batch_size)

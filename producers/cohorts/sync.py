@@ -104,7 +104,7 @@ class CohortSync:
         self.settings = settings
         self.console = console or Console(stderr=True)
         self.redis = redisconn.connect(settings.redis_url, socket_timeout=60, socket_connect_timeout=5)
-        self.registry = SchemaRegistryClient({"url": settings.schema_registry_url})
+        self.registry = SchemaRegistryClient(settings.registry_conf())
 
     def close(self) -> None:
         self.redis.close()
@@ -184,7 +184,8 @@ class CohortSync:
     def _prepare(self, request: SyncRequest) -> tuple[int, Writer]:
         """Create cohort.<audience> and its DLQ if missing; register the record schema under its subject."""
         ensure_topics(admin_client(self.settings), [request.topic, dlq_topic(request.topic)],
-                      partitions=self.settings.topic_partitions, replication_factor=self.settings.replication_factor)
+                      partitions=self.settings.topic_partitions, replication_factor=self.settings.replication_factor,
+                      min_insync_replicas=self.settings.topic_min_insync())
         path = request.schemas / f"{COHORT_SCHEMA}.avsc"
         try:
             text = path.read_text()

@@ -105,7 +105,8 @@ async def _create_topics(app: web.Application, settings: Settings) -> None:
         try:
             await loop.run_in_executor(None, lambda: ensure_topics(
                 admin_client(settings), topics, partitions=settings.topic_partitions,
-                replication_factor=settings.replication_factor, timeout=TOPIC_TIMEOUT_S))
+                replication_factor=settings.replication_factor, timeout=TOPIC_TIMEOUT_S,
+                min_insync_replicas=settings.topic_min_insync()))
         except (ConfigError, KafkaException) as exc:
             readiness.topics_error = str(exc)
             log.warning("cannot create topics %s yet (retrying in %.0fs): %s", ", ".join(topics), TOPIC_RETRY_S, exc)

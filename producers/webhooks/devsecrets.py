@@ -1,22 +1,23 @@
-"""The guard that keeps the published development signing secrets (router/devsecrets.py) out of production.
+"""The guard that keeps published signing secrets (router/devsecrets.py) out of production.
 
-``router dev`` sets ``ZENDESK_WEBHOOK_SECRET`` and ``STRIPE_WEBHOOK_SECRET`` to these values
-when they are unset and starts ``router gateway --dev-secrets``. Everyone can read them here,
-so a gateway started without ``--dev-secrets`` refuses to run with any of them.
+``router dev`` sets ``ZENDESK_WEBHOOK_SECRET``, ``STRIPE_WEBHOOK_SECRET`` and
+``GITHUB_WEBHOOK_SECRET`` to the development values when they are unset and starts ``router
+gateway --dev-secrets``. Those, and the placeholders of ``deploy/.env.example``, are readable by
+everyone, so a gateway started without ``--dev-secrets`` refuses to run with any of them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from router.devsecrets import DEV_SECRETS
+from router.devsecrets import PUBLISHED
 from router.errors import ConfigError
 from router.spec.sources import WebhookSource, decode_standard_webhooks_secret
 
 
 def _dev_keys() -> frozenset[bytes]:
-    keys = {value.encode() for value in DEV_SECRETS.values()}
-    for value in DEV_SECRETS.values():
+    keys = {value.encode() for value in PUBLISHED}
+    for value in PUBLISHED:
         try:
             keys.add(decode_standard_webhooks_secret(value))
         except ValueError:
@@ -35,6 +36,7 @@ def check_dev_secrets(sources: Mapping[str, WebhookSource], *, allowed: bool) ->
     names = sources_with_dev_secrets(sources)
     if names and not allowed:
         refs = ", ".join(f"{n} ({' '.join(sources[n].secret_refs)})" for n in names)
-        raise ConfigError(f"source(s) {refs} use the published development secret; set a real signing secret, "
-                          "or pass --dev-secrets on a development machine")
+        raise ConfigError(f"source(s) {refs} use a published secret (router dev's, or a deploy/.env.example "
+                          "placeholder); set a real signing secret (deploy/new-env.py writes random ones), or pass "
+                          "--dev-secrets on a development machine")
     return names

@@ -62,7 +62,8 @@ def ensure_topic(settings: Settings, topic: str = DEFAULT_TOPIC) -> None:
     """Create ``topic`` compacted, with one partition (one order of changes), if it does not exist."""
     try:
         ensure_topics(admin_client(settings), [topic], partitions=1, replication_factor=settings.replication_factor,
-                      config=dict(COMPACTED_TOPIC_CONFIG), timeout=METADATA_TIMEOUT_S)
+                      config=dict(COMPACTED_TOPIC_CONFIG), timeout=METADATA_TIMEOUT_S,
+                      min_insync_replicas=settings.topic_min_insync())
     except KafkaException as exc:
         raise ConnectionsError(f"cannot create topic {topic!r}: {exc}", code=codes.CONNECTIONS_UNAVAILABLE) from None
 

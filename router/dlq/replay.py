@@ -134,6 +134,16 @@ class ReplaySummary:
     start: dict[TP, int] = field(default_factory=dict)
     end: dict[TP, int] = field(default_factory=dict)
 
+    def as_json(self) -> dict[str, object]:
+        """`router dlq replay --json`: the counts, the cursor and each failure (coordinates, reason)."""
+        doc: dict[str, object] = {"replayed": self.replayed, "skipped": self.skipped, "failed": self.failed,
+                                  "dry_run": self.dry_run, "interrupted": self.interrupted,
+                                  "resumed": self.resumed, "cursor_group": self.cursor_group, "error": self.error,
+                                  "failures": [{"record": c, "reason": r} for c, r in self.failures]}
+        if self.dry_run:
+            doc["would_replay"] = self.would_replay
+        return doc
+
     def line(self) -> str:
         """The machine-readable last line: ``replayed=<n> skipped=<n> failed=<n>`` (+ extras)."""
         text = f"replayed={self.replayed} skipped={self.skipped} failed={self.failed}"

@@ -331,6 +331,7 @@ class SchemaStore:
             partitions=1,
             replication_factor=self.settings.replication_factor,
             config=COMPACTED_TOPIC_CONFIG,
+            min_insync_replicas=self.settings.topic_min_insync(),
         )
         metadata = admin.list_topics(self.topic, timeout=self.connect_deadline_s).topics.get(self.topic)
         if metadata is not None and len(metadata.partitions) > 1:

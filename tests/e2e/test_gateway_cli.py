@@ -111,7 +111,7 @@ def test_start_up_errors_are_one_clear_line(kafka_bootstrap: str, tmp_path: Path
     dev = {"GW_TEST_SECRET": DEV_SECRETS["ZENDESK_WEBHOOK_SECRET"]}
     with gateway_process(tmp_path, kafka_bootstrap, "--port", "0", "--sources", str(sources), env=dev) as (proc, _):
         assert proc.wait(60) == 2
-        assert "development secret" in (proc.stderr.read().decode() if proc.stderr else "")
+        assert "published secret" in (proc.stderr.read().decode() if proc.stderr else "")
     with gateway_process(tmp_path, kafka_bootstrap, "--port", "0", "--sources", str(sources), "--dev-secrets",
                          env=dev) as (proc, out):
         ready_url(proc, out)

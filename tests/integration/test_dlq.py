@@ -224,6 +224,11 @@ def test_filters_select_exactly_and_dry_run_writes_nothing(settings: Settings, r
     assert sorted(ln.split("event=")[1].split()[0] for ln in lines) == ["-", "a1", "a2"]
     assert _summary(dry.stdout) == {"replayed": "0", "skipped": "2", "failed": "0", "would_replay": "3",
                                     "dry_run": "true"}
+    dry_json = _cli(settings, "replay", dlq, "--tenant", "acme", "--dry-run", "--json")
+    assert dry_json.returncode == 0, dry_json.stderr
+    doc = orjson.loads(dry_json.stdout)  # stdout is the one JSON object; the per-record lines went to stderr
+    assert (doc["would_replay"], doc["skipped"], doc["replayed"], doc["dry_run"]) == (3, 2, 0, True)
+    assert dry_json.stderr.count("would replay ") == 3
     request = ReplayRequest(topic=dlq, dlq_filter=DlqFilter.from_options(tenants=["acme"], now_ms=0))
     assert _cursor_total(bootstrap, request) == 0
     assert _count(bootstrap, f"ingest.{name}") == before

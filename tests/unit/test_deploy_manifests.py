@@ -32,6 +32,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from router.spec.durations import parse_duration
+
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "k8s" / "base"
 SPECS = BASE / "specs"
@@ -577,16 +579,6 @@ def test_env_example_holds_every_secret_the_specs_name() -> None:
     assert not sorted(wanted - set(example)), f"deploy/.env.example lacks {sorted(wanted - set(example))}"
 
 
-def test_gateway_starts_with_the_compose_environment() -> None:
-    """The placeholders are well-formed secrets, and not the published development ones."""
-    from producers.webhooks.devsecrets import check_dev_secrets
-    from router.spec.sources import load_sources
-
-    sources = load_sources(ROOT / "sources", compose_env(compose()["services"]["gateway"]))
-    assert sources
-    check_dev_secrets(sources, allowed=False)
-
-
 def test_delivery_workers_start_with_the_compose_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from consumers.deliver.cli import targets_for
     from router.spec.load import load_catalog
@@ -604,7 +596,7 @@ def test_delivery_workers_start_with_the_compose_environment(monkeypatch: pytest
 
 def test_dockerfile_builds_a_non_root_router_image_with_the_specs() -> None:
     text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, re.M)
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-\w+$", text, re.M)  # Python 3.11, a patch release
     assert 'ENTRYPOINT ["router"]' in text
     user = re.findall(r"^USER (\S+)$", text, re.M)
     assert user and not user[-1].startswith(("root", "0")), "the image must run as a non-root user"
@@ -616,3 +608,79 @@ def test_dockerfile_builds_a_non_root_router_image_with_the_specs() -> None:
     assert "[embedded]" not in text and "[test]" not in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "tests", "deploy", "**/.env"} <= set(ignored)
+
+
+def test_compose_publishes_on_loopback_unless_the_operator_opts_in() -> None:
+    """Every published port binds 127.0.0.1 by default (ROUTER_PUBLISH_ADDRESS opts in); Redis,
+    which has no password in compose, is not published at all."""
+    services = compose()["services"]
+    published = {name: s.get("ports", []) for name, s in services.items()}
+    assert published.pop("redis") == [], "Redis must not be published"
+    for name, ports in published.items():
+        for port in ports:
+            assert str(port).startswith("${ROUTER_PUBLISH_ADDRESS:-127.0.0.1}:"), f"{name} publishes {port} widely"
+
+
+def test_compose_gives_every_router_kind_time_to_drain_as_kubernetes_does() -> None:
+    """Docker's default stop grace is 10 s; each kind gets what its k8s Deployment gets."""
+    services = compose()["services"]
+    for kind in KINDS:
+        grace = services[kind].get("stop_grace_period")
+        assert grace, f"{kind} has no stop_grace_period (Docker kills it after 10 s)"
+        deployment = of_kind("Deployment")[kind]
+        k8s_grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert parse_duration(str(grace)) >= k8s_grace / 2, f"{kind}: {grace} against {k8s_grace} s in k8s"
+
+
+def test_the_example_env_file_is_refused_and_new_env_writes_one_that_starts(tmp_path: Path) -> None:
+    """The committed placeholders are public: a gateway and an admin page started with only them
+    refuse to run; deploy/new-env.py writes fresh secrets that they accept."""
+    import importlib.util
+
+    from producers.webhooks.devsecrets import check_dev_secrets
+    from router.errors import ConfigError
+    from router.settings import Secret
+    from router.spec.sources import load_sources
+    from services.admin.auth import require_strong_token
+
+    example = read_env_file(ENV_EXAMPLE)
+    with pytest.raises(ConfigError, match="published secret"):
+        check_dev_secrets(load_sources(ROOT / "sources", example), allowed=False)
+    with pytest.raises(ConfigError):
+        require_strong_token(Secret(example["ROUTER_ADMIN_TOKEN"]))
+
+    spec = importlib.util.spec_from_file_location("new_env", ROOT / "deploy" / "new-env.py")
+    assert spec is not None and spec.loader is not None
+    new_env = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(new_env)
+    written = tmp_path / ".env"
+    written.write_text(new_env.render(ENV_EXAMPLE.read_text()))
+    fresh = read_env_file(written)
+    assert set(fresh) == set(example)
+    check_dev_secrets(load_sources(ROOT / "sources", fresh), allowed=False)
+    require_strong_token(Secret(fresh["ROUTER_ADMIN_TOKEN"]))
+    assert fresh["CRM_CLIENT_ID"] == example["CRM_CLIENT_ID"], "partner credentials for the simulator are kept"
+
+
+def test_the_image_installs_exact_versions_of_every_runtime_dependency() -> None:
+    """The Dockerfile builds from constraints.txt on a pinned base, and the constraints pin every
+    runtime dependency of pyproject.toml to one version inside its declared range."""
+    from packaging.requirements import Requirement
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "--constraint constraints.txt" in dockerfile
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", dockerfile, re.M)
+    assert base and re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", base.group(1)), "a patch-release base image"
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"constraints.txt: {line!r} is not name==version"
+            pins[name.lower().replace("_", "-")] = version
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for raw in project["dependencies"]:
+        req = Requirement(raw)
+        name = req.name.lower().replace("_", "-")
+        assert name in pins, f"constraints.txt does not pin {req.name}"
+        assert req.specifier.contains(pins[name], prereleases=True), \
+            f"{req.name}=={pins[name]} is outside {req.specifier}"

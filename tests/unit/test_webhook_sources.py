@@ -49,7 +49,7 @@ def test_shipped_sources_load_with_the_dev_secrets() -> None:
     assert stripe.keys == (DEV_SECRETS["STRIPE_WEBHOOK_SECRET"].encode(),)  # Stripe secrets are used as is
     assert stripe.get_event_id is not None and stripe.get_event_id({"id": "evt_1"}) == "evt_1"
     assert "whsec" not in repr(zendesk) and "whsec" not in repr(stripe)  # keys never print
-    with pytest.raises(ConfigError, match="development secret"):
+    with pytest.raises(ConfigError, match="published secret"):
         check_dev_secrets(sources, allowed=False)
     assert check_dev_secrets(sources, allowed=True) == ["github", "stripe", "zendesk"]
 

@@ -135,8 +135,9 @@ def start_stack(settings: Settings, catalog: Catalog, port_base: int | None, log
         stack.addresses["registry"] = str(stack.settings.schema_registry_url)
         ensure_topics(admin_client(stack.settings), catalog.all_topics(),
                       partitions=stack.settings.topic_partitions,
-                      replication_factor=stack.settings.replication_factor)
-        register_all(SchemaRegistryClient({"url": stack.settings.schema_registry_url}), catalog)
+                      replication_factor=stack.settings.replication_factor,
+                      min_insync_replicas=stack.settings.topic_min_insync())
+        register_all(SchemaRegistryClient(stack.settings.registry_conf()), catalog)
         _demo_connections(stack)
         partner_port = _port(port_base, 5) or 0
         partner = start_child_service(stack, "partner", ["sim", "partner", "--port", str(partner_port)], "partner",

@@ -67,6 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     rp.add_argument("--from-start", action="store_true",
                     help="ignore the replay cursor and start at the oldest record (repeats are dropped downstream)")
     rp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rp.add_argument("--json", action="store_true",
+                    help="end with one JSON object (counts, cursor, failures) instead of the summary line; no bar")
     rp.set_defaults(handler=replay_command)
 
 
@@ -167,19 +169,41 @@ def ls_command(args: argparse.Namespace) -> int:
         for s in stats:
             _print_json(s.as_json())
         return 0
-    table = Table(title="dead-letter topics", title_justify="left")
-    table.add_column("topic", no_wrap=True)
-    table.add_column("depth", justify="right")
-    table.add_column("oldest", no_wrap=True)
-    table.add_column("newest", no_wrap=True)
-    table.add_column("by code", overflow="fold")
-    table.add_column("by integration", overflow="fold")
-    for s in stats:
-        table.add_row(s.topic, str(s.depth), _when(s.oldest_ms), _when(s.newest_ms), _counts(s.by_code),
-                      _counts(s.by_integration))
-    console = Console()
-    console.print(table if stats else "no DLQ topics")
+    if not sys.stdout.isatty():  # a pipe or a file: plain lines a script can cut, never a drawn table
+        sys.stdout.write(ls_text(stats))
+        return 0
+    Console().print(ls_table(stats) if stats else "no DLQ topics")
     return 0
+
+
+LS_FIELDS = ("topic", "depth", "oldest", "newest", "by_code", "by_integration")
+
+
+def ls_text(stats: list[TopicStats]) -> str:
+    """`dlq ls` for a pipe: a header line, then one tab-separated line per topic; counts as
+    ``code=n,code=n`` (most first)."""
+    def counts(counter: Counter[str]) -> str:
+        return ",".join(f"{name}={n}" for name, n in counter.most_common()) or "-"
+
+    lines = ["\t".join(LS_FIELDS)]
+    lines += ["\t".join((s.topic, str(s.depth), _when(s.oldest_ms), _when(s.newest_ms), counts(s.by_code),
+                         counts(s.by_integration))) for s in stats]
+    return "\n".join(lines) + "\n"
+
+
+def ls_table(stats: list[TopicStats]) -> Table:
+    """`dlq ls` at a terminal: topic and depth never squeezed; at 80 columns the count columns keep
+    room for a code and fold long names, and the two times share one column."""
+    table = Table(title="dead-letter topics", title_justify="left")
+    table.add_column("topic", overflow="fold", min_width=12, max_width=32)
+    table.add_column("depth", justify="right", no_wrap=True, min_width=5)
+    table.add_column("oldest / newest", no_wrap=True, min_width=20)
+    table.add_column("by code", overflow="fold", min_width=12, ratio=2)
+    table.add_column("by integration", overflow="fold", min_width=12, ratio=2)
+    for s in stats:
+        table.add_row(s.topic, str(s.depth), f"{_when(s.oldest_ms)}\n{_when(s.newest_ms)}", _counts(s.by_code),
+                      _counts(s.by_integration))
+    return table
 
 
 # ---- show -----------------------------------------------------------------------------------
@@ -194,7 +218,7 @@ def avro_decoder(settings: Settings) -> AvroDecoder | None:
     from router import codec
 
     # Unknown id, registry down, corrupt bytes: ValueError, and the value is shown as text.
-    registry = SchemaRegistryClient({"url": settings.schema_registry_url})
+    registry = SchemaRegistryClient(settings.registry_conf())
     return codec.Codec(codec.registry_fetch(registry)).decode_fetching
 
 
@@ -311,9 +335,10 @@ def _print_json(obj: Any) -> None:
 class _ReplayDisplay(ReplayObserver):
     """Progress bar on stderr; dry-run lines and failures as they happen."""
 
-    def __init__(self, progress: bool, dry_run: bool) -> None:
+    def __init__(self, progress: bool, dry_run: bool, json_out: bool = False) -> None:
         self.err = Console(stderr=True)
-        self.out = Console(highlight=False, soft_wrap=True)
+        # With --json stdout carries the one JSON object only: per-record lines go to stderr.
+        self.out = Console(highlight=False, soft_wrap=True, stderr=json_out)
         self.dry_run = dry_run
         self.progress: Progress | None = None
         self.task: Any = None
@@ -382,7 +407,7 @@ def replay_command(args: argparse.Namespace) -> int:
     request = ReplayRequest(topic=args.topic, dlq_filter=filter_from_args(args), to=args.to,
                             rate=parse_rate(args.rate) if args.rate else None, limit=args.limit,
                             dry_run=args.dry_run, from_start=args.from_start)
-    display = _ReplayDisplay(progress=not args.no_progress, dry_run=args.dry_run)
+    display = _ReplayDisplay(progress=not (args.no_progress or args.json), dry_run=args.dry_run, json_out=args.json)
     with _stop_on_signals() as stop:
         try:
             summary = replay(settings, request, stop=stop, observer=display)
@@ -390,7 +415,10 @@ def replay_command(args: argparse.Namespace) -> int:
             display.stop()
     if summary.error:
         print(f"router: error [dlq.replay_failed]: {summary.error}", file=sys.stderr)
-    print(summary.line(), flush=True)
+    if args.json:
+        _print_json(summary.as_json())
+    else:
+        print(summary.line(), flush=True)
     if summary.interrupted:
         return 130
     return 1 if summary.error or summary.failed else 0
