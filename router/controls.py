@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import orjson
-import redis
+
+from router import redisconn
 
 State = Literal["active", "paused", "needs_reconnect"]
 STATES: tuple[State, ...] = ("active", "paused", "needs_reconnect")
@@ -30,7 +31,7 @@ def _key(prefix: str, name: str) -> str:
     return f"{prefix}integration:{name}:state"
 
 
-def set_state(client: redis.Redis, prefix: str, name: str, state: State, reason: str = "") -> IntegrationState:
+def set_state(client: redisconn.Sync, prefix: str, name: str, state: State, reason: str = "") -> IntegrationState:
     """Write an integration's state (active deletes the key: active is the default)."""
     now = int(time.time() * 1000)
     if state == "active":
@@ -40,12 +41,13 @@ def set_state(client: redis.Redis, prefix: str, name: str, state: State, reason:
     return IntegrationState(name, state, reason, now)
 
 
-def read_states(client: redis.Redis, prefix: str, names: Iterable[str]) -> dict[str, IntegrationState]:
-    """Every named integration's state in one round trip."""
+def read_states(client: redisconn.Sync, prefix: str, names: Iterable[str]) -> dict[str, IntegrationState]:
+    """Every named integration's state in one round trip (one per node on a cluster: the keys are
+    spread over slots on purpose, each integration's state is one key)."""
     names = list(names)
     if not names:
         return {}
-    raw = client.mget([_key(prefix, n) for n in names])
+    raw = redisconn.mget(client, [_key(prefix, n) for n in names])
     return {n: parse(n, v) for n, v in zip(names, raw, strict=True)}
 
 

@@ -21,8 +21,6 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-import redis.asyncio as aioredis
-
 from router import headers as h
 from router import redisconn
 
@@ -151,7 +149,7 @@ def record(client: redisconn.Sync, slots: Sequence[Slot], codes: Sequence[str]) 
     pipe.execute()
 
 
-async def written_async(client: aioredis.Redis, slots: Sequence[Slot]) -> list[bool]:
+async def written_async(client: redisconn.Async, slots: Sequence[Slot]) -> list[bool]:
     """``written`` on an asyncio client (the delivery worker's)."""
     if not slots:
         return []
@@ -163,7 +161,7 @@ async def written_async(client: aioredis.Redis, slots: Sequence[Slot]) -> list[b
     return _found(slots, grouped, replies)
 
 
-async def record_async(client: aioredis.Redis, slots: Sequence[Slot], codes: Sequence[str]) -> None:
+async def record_async(client: redisconn.Async, slots: Sequence[Slot], codes: Sequence[str]) -> None:
     """``record`` on an asyncio client."""
     if not slots:
         return

@@ -25,8 +25,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import orjson
-import redis
-import redis.asyncio as aioredis
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -157,11 +155,11 @@ def report(client: redisconn.Sync | None, prefix: str, watch: GroupWatch, change
             client.hset(page_key(prefix), watch.group, page_entry(watch, member_name(), time_ms()))
         else:
             client.hdel(page_key(prefix), watch.group)
-    except redis.RedisError as exc:
+    except redisconn.UNAVAILABLE as exc:
         log.info("stuck-group banner not updated: %s", exc)
 
 
-async def report_async(client: aioredis.Redis, prefix: str, watch: GroupWatch, changed: bool) -> None:
+async def report_async(client: redisconn.Async, prefix: str, watch: GroupWatch, changed: bool) -> None:
     """``report`` on an asyncio client."""
     if not (watch.stuck or changed):
         return
@@ -171,7 +169,7 @@ async def report_async(client: aioredis.Redis, prefix: str, watch: GroupWatch, c
                               page_entry(watch, member_name(), time_ms()))
         else:
             await client.hdel(page_key(prefix), watch.group)
-    except (redis.RedisError, OSError) as exc:
+    except redisconn.UNAVAILABLE as exc:
         log.info("stuck-group banner not updated: %s", exc)
 
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import redis
 
 from router import redisconn
 from router.progress import ProgressStatus
@@ -158,7 +157,7 @@ def write_worker(client: redisconn.Sync, prefix: str, name: str, entry: bytes) -
             stale = _forgotten(client.hgetall(key), int(time.time() * 1000))
             if stale:
                 client.hdel(key, *stale)
-    except (redis.RedisError, OSError) as exc:
+    except redisconn.UNAVAILABLE as exc:
         log.info("worker row not written: %s", exc)
 
 
@@ -172,7 +171,7 @@ async def write_worker_async(client: redisconn.Async, prefix: str, name: str, en
             stale = _forgotten(await client.hgetall(key), int(time.time() * 1000))
             if stale:
                 await client.hdel(key, *stale)
-    except (redis.RedisError, OSError) as exc:
+    except redisconn.UNAVAILABLE as exc:
         log.info("worker row not written: %s", exc)
 
 
@@ -182,5 +181,5 @@ def forget_worker(client: redisconn.Sync | None, prefix: str, name: str) -> None
         return
     try:
         client.hdel(workers_key(prefix), name)
-    except (redis.RedisError, OSError) as exc:
+    except redisconn.UNAVAILABLE as exc:
         log.info("worker row not removed: %s", exc)

@@ -11,6 +11,8 @@ two shapes the router uses.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeAlias
 
@@ -18,6 +20,7 @@ import redis
 import redis.asyncio as aioredis
 import redis.asyncio.cluster as aiocluster
 from redis.cluster import RedisCluster, key_slot
+from redis.exceptions import RedisClusterException
 
 from router.errors import ConfigError
 
@@ -99,3 +102,25 @@ async def mget_async(client: Async, keys: Sequence[str]) -> list[Any]:
 def close_all(clients: Iterable[Sync]) -> None:
     for client in clients:
         client.close()
+
+
+# What a Redis call may raise on either client: the cluster client raises RedisClusterException,
+# which is not a RedisError, when no node answers at start-up or a slot has no node. UNAVAILABLE
+# adds the socket errors a call may let through.
+ERRORS = (redis.RedisError, RedisClusterException)
+UNAVAILABLE = (redis.RedisError, RedisClusterException, OSError)
+
+
+def slot_tag(clustered: bool, *names: str) -> str:
+    """``{<16 hex digits>}`` naming ``names`` on a cluster, ``""`` on a standalone Redis.
+
+    Keys that one script or one RENAME touches together carry the same tag, placed right after the
+    key prefix, before any name that comes from outside (a tenant, a destination, an audience), so
+    a name holding ``{`` or ``}`` cannot move the tag: the slot is that of a digest of the names,
+    never of a piece of a name. Standalone keys carry no tag, so their layout is what it always
+    was (docs/redis.md).
+    """
+    if not clustered:
+        return ""
+    digest = hashlib.blake2b(json.dumps(names).encode(), digest_size=8).hexdigest()
+    return f"{{{digest}}}"

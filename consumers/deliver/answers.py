@@ -15,7 +15,6 @@ from consumers.deliver.config import HttpTarget
 from consumers.deliver.deadletter import dead_letter
 from consumers.deliver.failures import RETRYABLE_REDIS
 from consumers.deliver.lanes import Item, now
-from consumers.deliver.ratelimit import hold_key
 from consumers.deliver.status import Answer, Verdict, backoff_s, classify_status
 from router import codes, deadletters
 from router.controls import state_key
@@ -111,7 +110,7 @@ async def _needs_reconnect(worker: DeliverWorker, target: HttpTarget, items: lis
 def _hold_key(worker: DeliverWorker, target: HttpTarget, tenant: str) -> str:
     """The hold that applies to ``tenant``'s requests to ``target`` (per tenant where limits are)."""
     per_tenant = target.rate_limit is not None and target.rate_limit.scope == "tenant"
-    return hold_key(worker.prefix, target.destination, tenant if per_tenant else None)
+    return worker.limiter.hold_key(target.destination, tenant if per_tenant else None)
 
 
 async def _hold(worker: DeliverWorker, target: HttpTarget, tenant: str, seconds: float) -> None:

@@ -6,13 +6,12 @@ import argparse
 import asyncio
 import signal
 
-import redis
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumers.deliver.config import HttpTarget, compile_target
 from consumers.deliver.worker import DeliverOptions, DeliverWorker
 from router import ready as ready_line
-from router import telemetry
+from router import redisconn, telemetry
 from router.controls import read_states, set_state
 from router.errors import ConfigError
 from router.kafka import wait_for_broker
@@ -103,14 +102,19 @@ def _control(args: argparse.Namespace) -> int:
     if not settings.redis_url:
         raise ConfigError("REDIS_URL is not set: integration state lives in Redis")
     catalog = load_catalog(args.integrations, args.schemas)
-    client = redis.Redis.from_url(settings.redis_url)
-    names = [i.name for i in catalog.integrations]
-    if args.action == "status":
-        for name, state in read_states(client, settings.redis_key_prefix, names).items():
-            print(f"{name}\t{state.state}\t{state.reason}")
+    if args.action != "status":
+        catalog.by_name(args.name)  # a clear error for an unknown name, before Redis is asked
+    client = redisconn.connect(settings.redis_url, socket_timeout=5)
+    try:
+        if args.action == "status":
+            names = [i.name for i in catalog.integrations]
+            for name, state in read_states(client, settings.redis_key_prefix, names).items():
+                print(f"{name}\t{state.state}\t{state.reason}")
+            return 0
+        state = set_state(client, settings.redis_key_prefix, args.name,
+                          "paused" if args.action == "pause" else "active",
+                          reason="paused by `router integrations pause`" if args.action == "pause" else "")
+        print(f"{state.name}\t{state.state}")
         return 0
-    catalog.by_name(args.name)  # a clear error for an unknown name
-    state = set_state(client, settings.redis_key_prefix, args.name, "paused" if args.action == "pause" else "active",
-                      reason="paused by `router integrations pause`" if args.action == "pause" else "")
-    print(f"{state.name}\t{state.state}")
-    return 0
+    finally:
+        client.close()

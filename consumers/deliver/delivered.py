@@ -6,11 +6,13 @@ keys are written by one call of a small Lua script, not one ``SET … EX`` per r
 the 2-core VM, a pipeline of 50 SETs cost 27 µs of client CPU per key (redis-py packs and parses
 each command), the script 4.5-5 µs.
 
-Redis Cluster: a script may only touch keys of one hash slot, and so may ``MGET``. Keys are grouped
-by slot (``slot_groups``): on a standalone server every key is in one group (one call per batch);
-on a cluster client, one call per slot. The key names carry no hash tag on purpose: a tag per
-destination would put a week of a destination's keys on one shard, and renaming the keys would
-forget, at deploy, what was delivered before.
+Redis Cluster: a script may only touch keys of one hash slot, and the keys of a batch are spread
+over many slots (nearly one slot per key). On a cluster client, reads are ``MGET``s split by slot
+and sent as one pipeline per node (``redisconn.mget_async``), and writes are ``SET … EX`` commands
+pipelined the same way: a script per slot would cost one call per key. A standalone server keeps
+the one ``MGET`` and the one script call per batch. The key names carry no hash tag on purpose: a
+tag per destination would put a week of a destination's keys on one shard, and renaming the keys
+would forget, at deploy, what was delivered before.
 
 Calls are combined: while one read (or one write of a TTL) is in flight, the calls that come
 queue, and go together as the next one. At batch 1 each request otherwise made two Redis round
@@ -22,13 +24,12 @@ ordered after Redis answered, as before.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.crc import key_slot
+from router import redisconn
 
-# KEYS: delivered keys, all in one slot. ARGV: TTL in seconds.
+# KEYS: delivered keys (a standalone server: no slots). ARGV: TTL in seconds.
 REMEMBER = """
 for i = 1, #KEYS do
   redis.call("SET", KEYS[i], "1", "EX", ARGV[1])
@@ -40,17 +41,6 @@ return #KEYS
 def delivered_key(prefix: str, destination: str, idempotency_key: str) -> str:
     """The key that says the record with ``idempotency_key`` was accepted by ``destination``."""
     return f"{prefix}delivered:{destination}:{idempotency_key}"
-
-
-def slot_groups(keys: list[str], clustered: bool) -> Iterable[list[int]]:
-    """Indexes of ``keys`` grouped so that each group's keys share a hash slot (all in one group
-    when the server is not a cluster)."""
-    if not clustered:
-        return [list(range(len(keys)))]
-    groups: dict[int, list[int]] = {}
-    for index, key in enumerate(keys):
-        groups.setdefault(key_slot(key.encode()), []).append(index)
-    return groups.values()
 
 
 class _Combined:
@@ -100,13 +90,14 @@ class _Combined:
 
 
 class DeliveredKeys:
-    """Read and write delivered keys, one Redis call per slot for every batch of combined calls."""
+    """Read and write delivered keys: one Redis call (one pipeline per node on a cluster) for every
+    batch of combined calls."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: redisconn.Async, prefix: str) -> None:
         """Keys under ``prefix`` on ``client`` (standalone, or a cluster client)."""
         self.client = client
         self.prefix = prefix
-        self.clustered = not isinstance(client, aioredis.Redis)  # e.g. redis.asyncio.cluster.RedisCluster
+        self.clustered = redisconn.clustered(client)
         self._remember = client.register_script(REMEMBER)
         self._seen = _Combined(self._seen_now)
         self._writes: dict[int, _Combined] = {}  # by TTL: one script call sets one TTL
@@ -131,16 +122,16 @@ class DeliveredKeys:
         await write(keys)
 
     async def _seen_now(self, keys: list[str]) -> list[bool]:
-        """One ``MGET`` per slot."""
-        out = [False] * len(keys)
-        for group in slot_groups(keys, self.clustered):
-            found = await self.client.mget([keys[i] for i in group])
-            for i, value in zip(group, found, strict=True):
-                out[i] = value is not None
-        return out
+        """One ``MGET`` (split by slot, one pipeline per node, on a cluster)."""
+        return [value is not None for value in await redisconn.mget_async(self.client, keys)]
 
     async def _remember_now(self, keys: list[str], ttl_s: int) -> list[None]:
-        """One script call per slot."""
-        for group in slot_groups(keys, self.clustered):
-            await self._remember(keys=[keys[i] for i in group], args=[ttl_s])
+        """One script call; on a cluster, one pipeline of ``SET … EX`` per node."""
+        if not self.clustered:
+            await self._remember(keys=keys, args=[ttl_s])
+            return [None] * len(keys)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.set(key, "1", ex=ttl_s)
+            await pipe.execute()
         return [None] * len(keys)

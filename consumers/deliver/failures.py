@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-import redis
 
 from consumers.deliver.auth import AuthFailed, TokenUnavailable
+from router import redisconn
 from router.progress import OTHER, REDIS
 
-# Redis being down or frozen: wait and try again, never exit (DESIGN §4: only slow a batch).
-RETRYABLE_REDIS = (redis.RedisError, OSError, TimeoutError)
+# Redis being down or frozen: wait and try again, never exit (DESIGN §4: only slow a batch). A cluster
+# client with no node to ask raises RedisClusterException, which is not a RedisError: in ERRORS too.
+RETRYABLE_REDIS = (*redisconn.UNAVAILABLE, TimeoutError)
 # What may fail a request before the partner answers and passes by itself: retried, not dead-lettered.
 TRANSIENT = (*RETRYABLE_REDIS, aiohttp.ClientError, TokenUnavailable, AuthFailed, ConnectionError,
              asyncio.TimeoutError)
@@ -30,6 +31,6 @@ def worker_reason(exc: BaseException) -> str | None:
     call raises ConnectionError when its combined call is cancelled); anything else is ``other``."""
     if isinstance(exc, PARTNER):
         return None
-    if isinstance(exc, (redis.RedisError, ConnectionError)):
+    if isinstance(exc, (*redisconn.ERRORS, ConnectionError)):
         return REDIS
     return OTHER

@@ -10,13 +10,22 @@ A **hold** (``hold``) is the partner saying "not before T" (Retry-After, or a 50
 to the destination — every tenant's, or one tenant's where limits are per tenant — waits until T,
 on every replica. ``acquire`` honours it atomically; workers also read holds with their state
 refresh (``holds``), so destinations without a rate limit are held too.
+
+Keys (``P`` the key prefix, ``S`` the scope: ``destination`` or ``destination:tenant``)::
+
+    P rl:S:tat     the theoretical arrival time (GCRA)
+    P rl:S:adapt   the 429 factor
+    P rl:S:hold    the hold in force
+
+On a Redis Cluster the three keys of a scope carry one hash tag right after the prefix, a digest
+of the scope's names (``P{…}rl:S:tat``), so that ``ACQUIRE`` touches one slot; on a standalone
+Redis there is no tag (docs/redis.md).
 """
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-
 from consumers.deliver.config import RateLimit
+from router import redisconn
 
 # KEYS: tat key, factor key, hold key. ARGV: interval ms, burst, recover-after ms.
 ACQUIRE = """
@@ -78,36 +87,49 @@ return cur
 """
 
 
-def hold_key(prefix: str, destination: str, tenant: str | None) -> str:
+def scope_key(prefix: str, destination: str, tenant: str | None, clustered: bool = False) -> str:
+    """The stem of a scope's keys: a destination's (``tenant`` None) or one tenant's share of it."""
+    names = (destination,) if tenant is None else (destination, tenant)
+    return f"{prefix}{redisconn.slot_tag(clustered, *names)}rl:{':'.join(names)}"
+
+
+def hold_key(prefix: str, destination: str, tenant: str | None, clustered: bool = False) -> str:
     """The hold of a destination (``tenant`` None) or of one tenant's share of it."""
-    return f"{prefix}rl:{destination}:{tenant}:hold" if tenant is not None else f"{prefix}rl:{destination}:hold"
+    return f"{scope_key(prefix, destination, tenant, clustered)}:hold"
 
 
 class SharedRateLimiter:
     """GCRA limiter keyed by destination (and tenant when the spec says ``scope: tenant``)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: redisconn.Async, prefix: str) -> None:
         self._client = client
         self._prefix = prefix
+        self._clustered = redisconn.clustered(client)
         self._acquire = client.register_script(ACQUIRE)
         self._penalize = client.register_script(PENALIZE)
         self._hold = client.register_script(HOLD)
 
-    def _keys(self, destination: str, tenant: str, limit: RateLimit) -> tuple[str, str]:
-        scope = f"{destination}:{tenant}" if limit.scope == "tenant" else destination
-        return f"{self._prefix}rl:{scope}:tat", f"{self._prefix}rl:{scope}:adapt"
+    def _adapt_key(self, destination: str, tenant: str, limit: RateLimit) -> str:
+        return f"{self._scope(destination, tenant, limit)}:adapt"
+
+    def _scope(self, destination: str, tenant: str, limit: RateLimit) -> str:
+        return scope_key(self._prefix, destination, tenant if limit.scope == "tenant" else None, self._clustered)
+
+    def hold_key(self, destination: str, tenant: str | None) -> str:
+        """:func:`hold_key` with this limiter's prefix, tagged when its client is a cluster's."""
+        return hold_key(self._prefix, destination, tenant, self._clustered)
 
     async def wait_ms(self, destination: str, tenant: str, limit: RateLimit) -> int:
         """0 when a request may go now (and it is counted); else how long to wait before asking again."""
-        tat, adapt = self._keys(destination, tenant, limit)
+        scope = self._scope(destination, tenant, limit)  # one slot for the three keys on a cluster
         recover_ms = max(1000, int(limit.per_s * 1000) * 5)
-        hold = hold_key(self._prefix, destination, tenant if limit.scope == "tenant" else None)
-        return int(await self._acquire(keys=[tat, adapt, hold], args=[limit.interval_ms, limit.burst, recover_ms]))
+        return int(await self._acquire(keys=[f"{scope}:tat", f"{scope}:adapt", f"{scope}:hold"],
+                                       args=[limit.interval_ms, limit.burst, recover_ms]))
 
     async def penalize(self, destination: str, tenant: str, limit: RateLimit) -> float:
         """A 429 was answered: halve the effective rate (not below 5%), once per window of
         ``max(1 s, per)``: the 429s of requests that were in flight together count once."""
-        _, adapt = self._keys(destination, tenant, limit)
+        adapt = self._adapt_key(destination, tenant, limit)
         window_ms = max(1000, int(limit.per_s * 1000))
         return float(await self._penalize(keys=[adapt], args=[window_ms]))
 
@@ -116,11 +138,11 @@ class SharedRateLimiter:
         return int(await self._hold(keys=[key], args=[until_ms]))
 
     async def holds(self, keys: list[str]) -> list[int]:
-        """The holds in force for ``keys`` (0: none), in one round trip."""
-        raw = await self._client.mget(keys) if keys else []
+        """The holds in force for ``keys`` (0: none), in one round trip (one per node on a cluster)."""
+        raw = await redisconn.mget_async(self._client, keys)
         return [int(float(v)) if v else 0 for v in raw]
 
     async def factor(self, destination: str, tenant: str, limit: RateLimit) -> float:
-        _, adapt = self._keys(destination, tenant, limit)
+        adapt = self._adapt_key(destination, tenant, limit)
         value = await self._client.hget(adapt, "factor")
         return float(value) if value else 1.0

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import redis.asyncio as aioredis
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumers.deliver import intake
@@ -49,9 +48,9 @@ from consumers.deliver.failures import DEAD_LETTERS, REQUESTS, RETRYABLE_REDIS, 
 from consumers.deliver.kafka_bridge import KafkaBridge
 from consumers.deliver.lanes import TP, Item, Lanes, batches, now
 from consumers.deliver.payload import envelope
-from consumers.deliver.ratelimit import SharedRateLimiter, hold_key
+from consumers.deliver.ratelimit import SharedRateLimiter
 from consumers.deliver.send import deliver
-from router import codec, groupwatch, health
+from router import codec, groupwatch, health, redisconn
 from router.controls import parse, state_key
 from router.groupwatch import GroupWatch, Throttle
 from router.health import HealthBatch, HealthWriter
@@ -98,7 +97,7 @@ class DeliverWorker:
         self.codec = codec.Codec(codec.registry_fetch(registry))  # schemas by id, each fetched once
         self.watch = groupwatch.register(GroupWatch(self.options.group, settings.session_timeout_ms))
         self.kafka = KafkaBridge(self)
-        self.redis = aioredis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
+        self.redis = redisconn.connect_async(settings.redis_url or "", socket_timeout=5)
         self.limiter = SharedRateLimiter(self.redis, self.prefix)
         self.delivered_keys = DeliveredKeys(self.redis, self.prefix)
         self.auth: dict[str, Auth] = {name: build_auth(t.auth) for name, t in targets.items()}
@@ -200,9 +199,9 @@ class DeliverWorker:
         """Read every integration's state; return the seconds until the next read: the interval,
         or a doubling backoff (to 15 s) while Redis does not answer — the last states stay."""
         names = list(self.targets)
-        holds = sorted({hold_key(self.prefix, t.destination, None) for t in self.targets.values()})
+        holds = sorted({self.limiter.hold_key(t.destination, None) for t in self.targets.values()})
         try:
-            raw = await self.redis.mget([state_key(self.prefix, n) for n in names])
+            raw = await redisconn.mget_async(self.redis, [state_key(self.prefix, n) for n in names])
             for key, until_ms in zip(holds, await self.limiter.holds(holds), strict=True):
                 if until_ms:
                     self.holds[key] = max(self.holds.get(key, 0.0), until_ms / 1000)

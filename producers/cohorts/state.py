@@ -17,6 +17,11 @@ export order, compress to a few MB, and rehashing costs about 2 s (docs/cohorts.
 Every write goes to a temporary key first and is RENAMEd into place by a Lua script that first
 checks the lease, so a reader sees an old or a new membership, never half of one, and a run
 whose lease expired can never overwrite another run's state.
+
+On a Redis Cluster a script and a RENAME must stay in one hash slot, so every key of one
+(audience, destination), temporary keys included, carries one hash tag right after the prefix, a
+digest of the two names: ``P{…}cohort:A:D:state``. A standalone Redis keeps the untagged names above
+(docs/redis.md).
 """
 
 from __future__ import annotations
@@ -26,13 +31,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import redis
 import zstandard
 from xxhash import xxh3_64_hexdigest
 
 from producers.cohorts.errors import CohortError
 from producers.cohorts.members import HASH_NAME, Members
-from router import codes
+from router import codes, redisconn
 
 FORMAT = 1
 PART_BYTES = 64 << 20
@@ -101,6 +105,12 @@ def decode(fields: dict[bytes, bytes], key: str) -> Members:
     return members
 
 
+def store_base(prefix: str, audience: str, destination: str | None, clustered: bool) -> str:
+    """The stem of the keys of (audience, destination), hash-tagged on a cluster (see above)."""
+    names = (audience, destination or "*")
+    return f"{prefix}{redisconn.slot_tag(clustered, *names)}cohort:{':'.join(names)}"
+
+
 @dataclass(frozen=True)
 class Stored:
     """What Redis holds for one (audience, destination) at the start of a run."""
@@ -114,9 +124,9 @@ class Stored:
 class CohortStore:
     """The Redis keys of one (audience, destination), and the lease that serialises its runs."""
 
-    def __init__(self, client: redis.Redis, prefix: str, audience: str, destination: str | None) -> None:
+    def __init__(self, client: redisconn.Sync, prefix: str, audience: str, destination: str | None) -> None:
         self.client = client
-        base = f"{prefix}cohort:{audience}:{destination or '*'}"
+        base = store_base(prefix, audience, destination, redisconn.clustered(client))
         self.state_key = f"{base}:state"
         self.pending_key = f"{base}:pending"
         self.unknown_key = f"{base}:pending-unknown"

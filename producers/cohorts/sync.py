@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import redis
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from rich.console import Console
@@ -30,7 +29,7 @@ from producers.cohorts.publish import Publisher
 from producers.cohorts.records import new_sync_id
 from producers.cohorts.snapshot import InvalidLine, read_snapshot
 from producers.cohorts.state import CohortStore
-from router import codes
+from router import codes, redisconn
 from router.errors import ConfigError, RegistryError
 from router.kafka import admin_client, dlq_topic, ensure_topics
 from router.schemas import COHORT_SCHEMA
@@ -104,7 +103,7 @@ class CohortSync:
             raise ConfigError("SCHEMA_REGISTRY_URL is not set; cohort records are encoded with a registered id")
         self.settings = settings
         self.console = console or Console(stderr=True)
-        self.redis = redis.Redis.from_url(settings.redis_url, socket_timeout=60, socket_connect_timeout=5)
+        self.redis = redisconn.connect(settings.redis_url, socket_timeout=60, socket_connect_timeout=5)
         self.registry = SchemaRegistryClient(settings.registry_conf())
 
     def close(self) -> None:
@@ -228,7 +227,7 @@ def _kept_alive(store: CohortStore, token: str) -> Iterator[Any]:
                 if not store.refresh(token, LEASE_TTL_MS):
                     lost.set()
                     return
-            except redis.RedisError:
+            except redisconn.ERRORS:
                 continue  # the next beat tries again; the lease lasts three beats
 
     thread = threading.Thread(target=beat, name="cohort-lease", daemon=True)

@@ -24,11 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import redis
-import redis.asyncio as aioredis
 from aiohttp import web
 
-from router import codes, groupwatch, health, telemetry
+from router import codes, groupwatch, health, redisconn, telemetry
 from router.controls import State, set_state
 from router.dlq.filters import DlqFilter
 from router.dlq.replay import ReplayRequest, ReplaySummary, replay
@@ -73,8 +71,8 @@ class AdminOptions:
 class Services:
     """The clients the handlers share, started and stopped by :func:`_services_ctx`."""
 
-    client: aioredis.Redis  # reads (decoded strings)
-    controls: redis.Redis  # router.controls.set_state is synchronous: used from a thread
+    client: redisconn.Async  # reads (decoded strings)
+    controls: redisconn.Sync  # router.controls.set_state is synchronous: used from a thread
     probe: KafkaProbe
 
     def __init__(self, settings: Settings, catalog: Catalog, options: AdminOptions) -> None:
@@ -130,9 +128,9 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
     services = app[SERVICES]
     settings = services.settings
     url = settings.redis_url or ""
-    services.client = aioredis.Redis.from_url(url, decode_responses=True, encoding_errors="replace",
-                                             socket_timeout=5)
-    services.controls = redis.Redis.from_url(url, socket_timeout=5)
+    services.client = redisconn.connect_async(url, decode_responses=True, encoding_errors="replace",
+                                              socket_timeout=5)
+    services.controls = redisconn.connect(url, socket_timeout=5)
     services.probe = KafkaProbe(settings, services.catalog, route_group=settings.route_group,
                                 deliver_group=services.options.deliver_group, ttl_s=services.options.cache_ttl_s)
     yield
@@ -227,7 +225,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         message = "no such page" if exc.status == 404 else exc.reason
         return problem(request, exc.status, exc.reason, message)
-    except redis.RedisError as exc:
+    except redisconn.ERRORS as exc:
         log.warning("%s %s: Redis failed: %s", request.method, request.path, exc)
         return problem(request, 503, "Service Unavailable", f"Redis did not answer ({type(exc).__name__}); "
                                                             "try again in a moment")

@@ -31,9 +31,9 @@ import secrets
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import redis.asyncio as aioredis
 from aiohttp import web
 
+from router import redisconn
 from router.errors import ConfigError
 from router.settings import Secret
 
@@ -209,7 +209,7 @@ class LoginThrottle:
         self.limits = limits
         self._lock = asyncio.Lock()
 
-    async def check(self, client: aioredis.Redis, address: str, token: Secret, given: str | None,
+    async def check(self, client: redisconn.Async, address: str, token: Secret, given: str | None,
                     now: float) -> TokenVerdict:
         """Compare ``given`` with the token unless ``address`` (or everyone) must wait; count a failure."""
         async with self._lock:
@@ -229,7 +229,7 @@ class LoginThrottle:
     def _global_key(self, now: float) -> str:
         return f"{self.prefix}admin:login:global:{int(now // 60)}"
 
-    async def _gate(self, client: aioredis.Redis, address: str, now: float) -> Gate:
+    async def _gate(self, client: redisconn.Async, address: str, now: float) -> Gate:
         async with client.pipeline(transaction=False) as pipe:
             pipe.hmget(self._address_key(address), "fails", "next_ms")
             pipe.get(self._global_key(now))
@@ -239,7 +239,7 @@ class LoginThrottle:
             wait_s = max(wait_s, 60 - now % 60)
         return Gate(math.ceil(wait_s), int(fails or 0))
 
-    async def _failed(self, client: aioredis.Redis, address: str, now: float) -> None:
+    async def _failed(self, client: redisconn.Async, address: str, now: float) -> None:
         key, global_key = self._address_key(address), self._global_key(now)
         async with client.pipeline(transaction=False) as pipe:
             pipe.hincrby(key, "fails", 1)

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
+from router import redisconn
 from router.controls import IntegrationState, parse, state_key
 from router.health import row_key
 
@@ -103,8 +102,9 @@ def build_row(integration: str, tenant: str, state: IntegrationState, fields: Ma
                      _int(fields.get("last_routed_ms")), error, ok, fail)
 
 
-async def read_rows(client: aioredis.Redis, prefix: str, integrations: Sequence[str], now_ms: int) -> list[HealthRow]:
-    """Every row of ``integrations`` in two round trips (the index, then one pipeline).
+async def read_rows(client: redisconn.Async, prefix: str, integrations: Sequence[str], now_ms: int) -> list[HealthRow]:
+    """Every row of ``integrations`` in two round trips (the index, then one pipeline; on a cluster
+    the pipeline goes to each node at once, its keys being spread over slots).
 
     ``client`` must decode responses (``decode_responses=True``).
     """

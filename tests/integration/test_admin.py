@@ -10,12 +10,11 @@ from pathlib import Path
 
 import orjson
 import pytest
-import redis
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from router import headers as h
-from router import telemetry
+from router import redisconn, telemetry
 from router.controls import read_states, set_state
 from router.errors import ConfigError
 from router.health import WORKER_STALE_S, HealthBatch, HealthWriter, worker_entry, worker_field, workers_key
@@ -34,6 +33,13 @@ Scenario = Callable[[TestClient], Awaitable[None]]
 @pytest.fixture
 def admin_settings(settings: Settings, name: str) -> Settings:
     return settings.replace(redis_key_prefix=f"{name}:", admin_token=Secret(TOKEN), route_group=f"{name}-route")
+
+
+@pytest.fixture
+def admin_settings_each_redis(settings_each_redis: Settings, name: str) -> Settings:
+    """:func:`admin_settings` on a standalone Redis, then on a Redis Cluster (docs/redis.md)."""
+    return settings_each_redis.replace(redis_key_prefix=f"{name}:", admin_token=Secret(TOKEN),
+                                       route_group=f"{name}-route")
 
 
 @pytest.fixture
@@ -69,7 +75,8 @@ async def login(client: TestClient) -> str:
     return match.group(1)
 
 
-def test_everything_but_health_and_metrics_needs_the_token(admin_settings: Settings, topo: Topology) -> None:
+def test_everything_but_health_and_metrics_needs_the_token(admin_settings_each_redis: Settings, topo: Topology
+                                                           ) -> None:
     async def scenario(client: TestClient) -> None:
         resp = await client.get("/", allow_redirects=False)
         assert resp.status == 303 and resp.headers["Location"] == "/login"
@@ -97,7 +104,7 @@ def test_everything_but_health_and_metrics_needs_the_token(admin_settings: Setti
         resp = await client.get("/")
         assert resp.status == 200 and "Integration health" in await resp.text()
 
-    run_app(admin_settings, topo, scenario)
+    run_app(admin_settings_each_redis, topo, scenario)
 
 
 def test_a_missing_token_is_a_clear_config_error(settings: Settings, topo: Topology) -> None:
@@ -105,9 +112,11 @@ def test_a_missing_token_is_a_clear_config_error(settings: Settings, topo: Topol
         create_app(settings.replace(admin_token=None), catalog=topo.catalog)
 
 
-def test_rows_reflect_the_health_written_by_the_workers(admin_settings: Settings, topo: Topology, name: str) -> None:
+def test_rows_reflect_the_health_written_by_the_workers(admin_settings_each_redis: Settings, topo: Topology,
+                                                       name: str) -> None:
+    admin_settings = admin_settings_each_redis
     a, b = f"{name}-a", f"{name}-b"
-    client = redis.Redis.from_url(admin_settings.redis_url or "")
+    client = redisconn.connect(admin_settings.redis_url or "")
     batch = HealthBatch()
     batch.ok(a, "acme", 3)
     batch.fail(a, "acme", "map.required_missing", "title is required",
@@ -151,7 +160,7 @@ def test_workers_failing_or_silent_are_shown(admin_settings: Settings, topo: Top
     row is old: the page shows the first failing (with an alert) and the second not reporting."""
     prefix = admin_settings.redis_key_prefix
     now_ms = int(time.time() * 1000)
-    client = redis.Redis.from_url(admin_settings.redis_url or "")
+    client = redisconn.connect(admin_settings.redis_url or "")
     client.hset(workers_key(prefix), mapping={
         worker_field("route", "host-a:1"): worker_entry("route", f"{name}-route", "host-a:1",
                                                         ProgressStatus(True, 75.0, BROKER, "batch", 80.0), now_ms),
@@ -180,10 +189,12 @@ def _ok(integration: str, tenant: str) -> HealthBatch:
     return batch
 
 
-def test_pause_and_resume_change_the_shared_state(admin_settings: Settings, topo: Topology, name: str) -> None:
+def test_pause_and_resume_change_the_shared_state(admin_settings_each_redis: Settings, topo: Topology,
+                                                  name: str) -> None:
+    admin_settings = admin_settings_each_redis
     a = f"{name}-a"
     prefix = admin_settings.redis_key_prefix
-    client = redis.Redis.from_url(admin_settings.redis_url or "")
+    client = redisconn.connect(admin_settings.redis_url or "")
 
     def state() -> str:
         return read_states(client, prefix, [a])[a].state

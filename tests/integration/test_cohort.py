@@ -14,10 +14,12 @@ from pathlib import Path
 import redis
 from confluent_kafka import Consumer, TopicPartition
 
+from producers.cohorts.state import store_base
 from producers.cohorts.sync import CohortSync, SyncRequest, SyncResult
+from router import redisconn
 from router.settings import Settings
 from support.delivering import Partner, partner_sim, running_deliverer
-from support.routing import Topology, headers_of, make_topology, read_all, running_worker
+from support.routing import ROOT, Topology, headers_of, make_topology, read_all, running_worker
 from support.services import wait_for
 from support.workers import worker_env
 
@@ -248,8 +250,40 @@ def test_dlq_carry_over_resends_failed_ids(settings: Settings, registry_url: str
         assert c.sync(left).records == 0
 
 
-def test_invalid_lines_rejected_or_skipped(settings: Settings, registry_url: str, tmp_path: Path, name: str) -> None:
-    settings = settings.replace(schema_registry_url=registry_url, redis_key_prefix=f"{name}:")
+def test_sync_keeps_its_state_on_either_redis_whatever_the_names(settings_each_redis: Settings, registry_url: str,
+                                                                 tmp_path: Path, name: str) -> None:
+    """The diff is against the state the last run left in Redis (standalone, or a cluster: its
+    lease, journal and state keys RENAMEd in one slot), with braces in the destination's name."""
+    settings = settings_each_redis.replace(schema_registry_url=registry_url, redis_key_prefix=f"{name}:")
+    audience, destination = f"{name}-aud", "br{a}ze}{-" + name
+    sync = CohortSync(settings)
+    try:
+        def run(ids: list[str], stem: str) -> SyncResult:
+            snapshot = tmp_path / f"{stem}.txt"
+            snapshot.write_text("".join(f"{i}\n" for i in ids))
+            return sync.run(SyncRequest(audience=audience, snapshot=str(snapshot), destination=destination,
+                                        schemas=ROOT / "schemas" / "avro"))
+
+        result = run(users(0, 2500), "first")
+        assert (result.added, result.removed, result.unchanged, result.records) == (2500, 0, 0, 3)
+        result = run(users(300, 2500) + users(5000, 5200), "churn")
+        assert (result.added, result.removed, result.unchanged, result.records) == (200, 300, 2200, 2)
+        assert run(list(reversed(users(300, 2500) + users(5000, 5200))), "same").records == 0
+    finally:
+        sync.close()
+    read_all(settings.kafka_bootstrap_servers or "", f"cohort.{audience}", expect=5, settle_s=0.5)
+    client = redisconn.connect(settings.redis_url or "")
+    try:
+        base = store_base(settings.redis_key_prefix, audience, destination, redisconn.clustered(client))
+        assert client.hexists(f"{base}:state", "meta"), "the state is where the store keeps it"
+        assert not client.exists(f"{base}:pending") and not client.exists(f"{base}:lock")
+    finally:
+        client.close()
+
+
+def test_invalid_lines_rejected_or_skipped(settings_each_redis: Settings, registry_url: str, tmp_path: Path,
+                                           name: str) -> None:
+    settings = settings_each_redis.replace(schema_registry_url=registry_url, redis_key_prefix=f"{name}:")
     audience = f"{name}-aud"
     snapshot = tmp_path / "bad.txt"
     snapshot.write_text("user-1\n\nuser-2\nbad\x07id\n" + "x" * 300 + "\nuser-3\n")

@@ -13,6 +13,7 @@ import redis
 
 from consumers.deliver.cli import sharing_topics, targets_for
 from consumers.deliver.payload import idempotency_key
+from router import redisconn
 from router.controls import read_states, set_state
 from router.settings import Settings
 from support.delivering import delivery_records, http_spec, partner_sim, publish, running_deliverer
@@ -28,8 +29,9 @@ def _topo(tmp_path: Path, name: str, url: str, **kw: object):  # type: ignore[no
     return make_topology(tmp_path, name, {"a": http_spec(name, name, f"{name}-d", url, **kw)})  # type: ignore[arg-type]
 
 
-def test_delivers_once_with_idempotency_key_and_json_body(settings: Settings, registry_url: str, tmp_path: Path,
-                                                          name: str) -> None:
+def test_delivers_once_with_idempotency_key_and_json_body(settings_each_redis: Settings, registry_url: str,
+                                                          tmp_path: Path, name: str) -> None:
+    settings = settings_each_redis  # standalone and cluster (docs/redis.md)
     with partner_sim(tmp_path) as partner:
         topo = _topo(tmp_path, name, f"{partner.url}/v1/{name}-d")
         publish(settings, registry_url, topo, [zendesk_event("e1", 1, 1, priority="high")])
@@ -45,8 +47,9 @@ def test_delivers_once_with_idempotency_key_and_json_body(settings: Settings, re
         assert record["occurred_at"] == "2026-11-20T10:15:00.000Z", "timestamps go out as ISO-8601 UTC"
 
 
-def test_retries_5xx_and_honours_retry_after(settings: Settings, registry_url: str, tmp_path: Path,
+def test_retries_5xx_and_honours_retry_after(settings_each_redis: Settings, registry_url: str, tmp_path: Path,
                                              name: str) -> None:
+    settings = settings_each_redis  # standalone and cluster (docs/redis.md)
     with partner_sim(tmp_path) as partner:
         partner.rules({"destination": f"{name}-d", "match": {}, "status": 503, "times": 2},
                       {"destination": f"{name}-d", "match": {}, "status": 429, "times": 1, "retry_after": "2"})
@@ -65,8 +68,9 @@ def test_retries_5xx_and_honours_retry_after(settings: Settings, registry_url: s
         assert ledger["records"][0]["at"] / 1000 - started >= 2.0
 
 
-def test_4xx_goes_to_the_dlq_with_status_and_body(settings: Settings, registry_url: str, tmp_path: Path,
+def test_4xx_goes_to_the_dlq_with_status_and_body(settings_each_redis: Settings, registry_url: str, tmp_path: Path,
                                                   name: str) -> None:
+    settings = settings_each_redis  # standalone and cluster (docs/redis.md)
     with partner_sim(tmp_path) as partner:
         partner.rules({"destination": f"{name}-d", "match": {"field": "title", "equals": "bad"}, "status": 400,
                        "body": {"error": "title rejected"}})
@@ -182,8 +186,9 @@ def test_a_403_holds_the_integration_instead_of_dead_lettering_the_backlog(
             client.close()
 
 
-def test_a_re_routed_record_is_not_sent_twice(settings: Settings, registry_url: str, tmp_path: Path,
+def test_a_re_routed_record_is_not_sent_twice(settings_each_redis: Settings, registry_url: str, tmp_path: Path,
                                               name: str) -> None:
+    settings = settings_each_redis  # standalone and cluster (docs/redis.md)
     with partner_sim(tmp_path) as partner:
         topo = _topo(tmp_path, name, f"{partner.url}/v1/{name}-d")
         publish(settings, registry_url, topo, [zendesk_event("e1", 1, 1)])
@@ -195,9 +200,10 @@ def test_a_re_routed_record_is_not_sent_twice(settings: Settings, registry_url: 
         assert partner.ledger(f"{name}-d")["requests"] == 1
 
 
-def test_pause_holds_records_and_resume_delivers_them(settings: Settings, registry_url: str, tmp_path: Path,
-                                                      name: str) -> None:
-    client = redis.Redis.from_url(settings.redis_url or "")
+def test_pause_holds_records_and_resume_delivers_them(settings_each_redis: Settings, registry_url: str,
+                                                      tmp_path: Path, name: str) -> None:
+    settings = settings_each_redis  # standalone and cluster (docs/redis.md)
+    client = redisconn.connect(settings.redis_url or "")
     with partner_sim(tmp_path) as partner:
         topo = _topo(tmp_path, name, f"{partner.url}/v1/{name}-d")
         set_state(client, settings.redis_key_prefix, name, "paused")

@@ -178,19 +178,6 @@ def test_every_batch_body_is_within_max_bytes_unless_it_holds_one_record(
                                   "idempotency_key")
 
 
-def test_delivered_keys_are_grouped_by_hash_slot_only_on_a_cluster() -> None:
-    from redis.crc import key_slot
-
-    from consumers.deliver.delivered import delivered_key, slot_groups
-
-    keys = [delivered_key("p:", "pagerduty", f"k{i}") for i in range(50)]
-    assert list(slot_groups(keys, clustered=False)) == [list(range(50))], "one call per batch on a standalone server"
-    groups = list(slot_groups(keys, clustered=True))
-    assert sorted(i for g in groups for i in g) == list(range(50))
-    for group in groups:
-        assert len({key_slot(keys[i].encode()) for i in group}) == 1
-
-
 def test_delivered_key_calls_made_while_one_is_in_flight_go_together_each_getting_its_own() -> None:
     import asyncio
 

@@ -31,7 +31,7 @@ from router.spec.args import add_spec_dirs
 from router.spec.load import Catalog, load_catalog
 from tools.dev.embedded.broker import start_broker
 from tools.dev.embedded.procs import ChildProcess
-from tools.dev.embedded.redis import DEFAULT_URL, redis_answers, start_redis
+from tools.dev.embedded.redis import DEFAULT_URL, redis_answers, start_redis, start_redis_cluster
 
 DEV_SESSION_TIMEOUT_MS = 6000  # Tansu forms groups in ~3 s with this, ~23 s with the default (DESIGN §7)
 
@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="use ports N (Kafka), N+1 (registry), N+2 (Redis, if started), N+3.. (HTTP services); "
                         "default: free ports")
     p.add_argument("--log-dir", type=Path, default=Path(".router/logs"), help="child process logs")
+    p.add_argument("--redis-cluster", action="store_true",
+                   help="when REDIS_URL is unset, start a local 3-master Redis Cluster (redis-server and redis-cli "
+                        "on PATH) instead of one Redis, to try cluster mode (docs/redis.md)")
     p.set_defaults(handler=run)
 
 
@@ -91,7 +94,7 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 
 def start_stack(settings: Settings, catalog: Catalog, port_base: int | None, log_dir: Path,
-                catalog_dirs: tuple[Path, Path] | None = None) -> DevStack:
+                catalog_dirs: tuple[Path, Path] | None = None, redis_cluster: bool = False) -> DevStack:
     """Start (or reuse) every service and pipeline process; on any failure stop what was started."""
     log_dir.mkdir(parents=True, exist_ok=True)
     for offset in (0, 1, 2, 5):
@@ -110,7 +113,11 @@ def start_stack(settings: Settings, catalog: Catalog, port_base: int | None, log
             stack.settings = stack.settings.replace(kafka_bootstrap_servers=bootstrap)
         wait_for_broker(stack.settings)
         stack.addresses["kafka"] = str(stack.settings.kafka_bootstrap_servers)
-        if not stack.settings.redis_url:
+        if not stack.settings.redis_url and redis_cluster:
+            children, url = start_redis_cluster(3, log_dir=log_dir)
+            stack.children.extend(children)
+            stack.settings = stack.settings.replace(redis_url=url)
+        elif not stack.settings.redis_url:
             if redis_answers(DEFAULT_URL):
                 stack.settings = stack.settings.replace(redis_url=DEFAULT_URL)
             else:
@@ -220,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     catalog = load_catalog(args.integrations, args.schemas)  # a bad spec stops us before anything starts
     with _stop_signals() as stop:
-        stack = start_stack(settings, catalog, args.port_base, args.log_dir, (args.integrations, args.schemas))
+        stack = start_stack(settings, catalog, args.port_base, args.log_dir, (args.integrations, args.schemas),
+                            redis_cluster=args.redis_cluster)
         try:
             ready_line.announce(**stack.addresses)
             while not stop.wait(0.5):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import redis
 
+from router import redisconn
 from router.errors import ConfigError
 from router.procs import free_port, port_is_free
 from tools.dev.embedded.procs import ChildProcess
@@ -19,14 +20,14 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
 
 def redis_answers(url: str) -> bool:
-    """True when a Redis at ``url`` answers PING."""
+    """True when a Redis at ``url`` (standalone, or any node of a cluster) answers PING."""
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=1.0)
+        client = redisconn.connect(url, socket_connect_timeout=0.5, socket_timeout=1.0)
         try:
             return bool(client.ping())
         finally:
             client.close()
-    except (redis.RedisError, OSError):
+    except (*redisconn.UNAVAILABLE, ConfigError):
         return False
 
 
