@@ -143,6 +143,10 @@ class Settings:
         )
         if settings.topic_partitions < 1:
             raise ConfigError("ROUTER_TOPIC_PARTITIONS must be at least 1")
+        cluster = (settings.redis_url or "").split("://", 1)[0].lower().endswith("+cluster")
+        if cluster and ("{" in settings.redis_key_prefix or "}" in settings.redis_key_prefix):
+            raise ConfigError(f"ROUTER_REDIS_KEY_PREFIX={settings.redis_key_prefix!r} holds a brace: on Redis "
+                              "Cluster it would decide every key's slot (docs/redis.md); drop the braces")
         isr = settings.min_insync_replicas
         if isr is not None and not 1 <= isr <= settings.replication_factor:
             raise ConfigError(f"ROUTER_MIN_INSYNC_REPLICAS={isr} must be between 1 and ROUTER_REPLICATION_FACTOR "

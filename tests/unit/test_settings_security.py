@@ -55,3 +55,10 @@ def test_min_insync_replicas_of_created_topics(env: dict[str, str], expected: in
 def test_an_impossible_min_insync_is_refused(value: str) -> None:
     with pytest.raises(ConfigError, match="ROUTER_MIN_INSYNC_REPLICAS"):
         Settings.from_env({**BASE, "ROUTER_REPLICATION_FACTOR": "3", "ROUTER_MIN_INSYNC_REPLICAS": value})
+
+
+def test_a_braced_key_prefix_is_refused_on_a_cluster_only() -> None:
+    env = {**BASE, "ROUTER_REDIS_KEY_PREFIX": "router{eu}:"}
+    assert Settings.from_env({**env, "REDIS_URL": "redis://redis:6379/0"}).redis_key_prefix == "router{eu}:"
+    with pytest.raises(ConfigError, match="ROUTER_REDIS_KEY_PREFIX"):
+        Settings.from_env({**env, "REDIS_URL": "redis+cluster://redis:7000"})
