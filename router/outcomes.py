@@ -15,6 +15,12 @@ OutcomeKey = tuple[str, str, str, str]  # outcome, tenant, integration, code
 
 _meter = metrics.get_meter("router")
 _records = _meter.create_counter("router_records", unit="1", description="records by outcome, tenant, integration")
+# HTTP attempts are not record outcomes (a record may take several): their own counter, so that
+# sum(router_records_total) counts each record once.
+_attempts = _meter.create_counter("router_delivery_attempts", unit="1",
+                                  description="partner API requests by status class (2xx..5xx, or error: no answer), "
+                                              "tenant and integration")
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "error")
 
 
 @dataclass
@@ -36,6 +42,13 @@ class Outcomes:
             _records.add(n, {"stage": stage, "outcome": outcome, "tenant": tenant, "integration": integration,
                              "code": code})
         self.batch.clear()
+
+    def attempt(self, status: int | None, tenant: str, integration: str) -> None:
+        """One partner request answered ``status`` (None: no answer), counted at once — an attempt
+        happened whether or not its batch is committed. ``totals["attempt_<class>"]`` for tests and logs."""
+        cls = f"{status // 100}xx" if status and 100 <= status < 600 else "error"
+        self.totals[f"attempt_{cls}"] += 1
+        _attempts.add(1, {"status": cls, "tenant": tenant, "integration": integration})
 
     def drop_batch(self) -> None:
         """Forget a batch that will be processed again (it was not committed)."""

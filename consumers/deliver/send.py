@@ -140,7 +140,7 @@ async def _request_and_apply(worker: DeliverWorker, target: HttpTarget, fresh: l
         if span is not None:
             span.set_attribute("http.response.status_code", answer.status or 0)
             span.end()
-    worker.outcomes.add(f"attempt_{(answer.status or 0) // 100}xx", fresh[0].tenant, target.integration)
+    worker.outcomes.attempt(answer.status, fresh[0].tenant, target.integration)
     await apply(worker, target, fresh, answer, resp_body)
 
 

@@ -69,8 +69,10 @@ def test_a_known_run_shows_in_metrics_traces_and_health(spans: InMemorySpanExpor
     assert _samples("router_records_total", integration=name, outcome="dlq", stage="route",
                     code="map.required_missing") == 1
     assert _samples("router_records_total", integration=name, outcome="dlq", stage="deliver") == 1
-    assert _samples("router_records_total", integration=name, outcome="attempt_2xx") == 2
-    assert _samples("router_records_total", integration=name, outcome="attempt_4xx") == 1
+    assert _samples("router_delivery_attempts_total", integration=name, status="2xx") == 2
+    assert _samples("router_delivery_attempts_total", integration=name, status="4xx") == 1
+    assert _samples("router_records_total", integration=name, outcome="attempt_2xx") == 0, \
+        "attempts are not record outcomes: sum(router_records_total) counts each record once"
     assert _samples("router_end_to_end_seconds_count", integration=name) == 2
     assert _samples("router_delivery_request_seconds_count", integration=name) == 3
 
