@@ -82,10 +82,23 @@ def _state_cell(row: HealthRow, now_ms: int) -> str:
     detail = ""
     if state.state != "active":
         since = f"since {when(state.since_ms, now_ms)}" if state.since_ms else ""
-        reason = f"<br>{esc(state.reason)}" if state.reason else ""
-        detail = f'<div class="small">{since}{reason}</div>'
+        detail = f'<div class="small">{since}</div>{_reason(state.reason)}'
     label = state.state.replace("_", " ")
     return f'<td><span class="badge badge-{esc(state.state)}" data-testid="state">{esc(label)}</span>{detail}</td>'
+
+
+REASON_SHOWN = 160  # characters of a state's reason shown in the table; the rest folds into <details>
+
+
+def _reason(reason: str) -> str:
+    """A state's reason, wrapped anywhere (a partner's JSON body has no spaces) and folded when long,
+    so one reason cannot widen the table past the screen."""
+    if not reason:
+        return ""
+    if len(reason) <= REASON_SHOWN:
+        return f'<div class="small reason" data-testid="state-reason">{esc(reason)}</div>'
+    return (f'<details class="small reason" data-testid="state-reason"><summary>{esc(reason[:REASON_SHOWN])}…'
+            f'</summary>{esc(reason)}</details>')
 
 
 def _success_cell(row: HealthRow, now_ms: int) -> str:
@@ -307,6 +320,7 @@ td.num { text-align: right; white-space: nowrap; }
 .small { font-size: .82rem; color: #57606a; }
 .muted { color: #6e7781; }
 .message { max-width: 28rem; overflow-wrap: anywhere; }
+.reason { max-width: 16rem; overflow-wrap: anywhere; }
 code { font-family: ui-monospace, monospace; background: #f6f8fa; padding: 0 .2rem; border-radius: 3px; }
 pre { white-space: pre-wrap; overflow-wrap: anywhere; max-width: 32rem; max-height: 14rem; overflow: auto;
       background: #f6f8fa; padding: .5rem; font-size: .8rem; }
