@@ -35,3 +35,14 @@ def start_child(tracer: trace.Tracer, name: str, traceparent: str, kind: SpanKin
     carrier: dict[str, str] = {}
     _propagator.inject(carrier, context=trace.set_span_in_context(span))
     return span, carrier.get("traceparent", traceparent)
+
+
+def record_failure(tracer: trace.Tracer, name: str, traceparent: str | None, code: str, message: str,
+                   attributes: Mapping[str, Any] | None = None) -> None:
+    """A span with error status for a record that went to a DLQ, when its trace is sampled: a
+    trace shows where a record stopped and why (``router.error.code``, a stable code)."""
+    if not sampled(traceparent):
+        return
+    span, _ = start_child(tracer, name, traceparent or "", attributes={**(attributes or {}), "router.error.code": code})
+    span.set_status(trace.StatusCode.ERROR, f"{code}: {message[:200]}")
+    span.end()

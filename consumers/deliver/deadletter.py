@@ -9,6 +9,7 @@ import time
 from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaError, Message
+from opentelemetry import trace
 
 from consumers.deliver.failures import DEAD_LETTERS, RETRYABLE_REDIS
 from consumers.deliver.lanes import Item, now
@@ -17,11 +18,13 @@ from router import codes, deadletters
 from router.deadletters import DeadLetter
 from router.kafka import dlq_topic
 from router.progress import BROKER, REDIS
+from router.tracing import record_failure
 
 if TYPE_CHECKING:
     from consumers.deliver.worker import DeliverWorker
 
 log = logging.getLogger("router.deliver")
+_tracer = trace.get_tracer("router.deliver")
 
 
 async def dead_letter(worker: DeliverWorker, item: Item) -> None:
@@ -77,6 +80,9 @@ async def dead_letter(worker: DeliverWorker, item: Item) -> None:
         log.warning("DLQ ledger not updated for %s[%d]@%d: %s", item.topic, item.partition, item.offset, exc)
     worker.progress.succeeded(DEAD_LETTERS)
     worker.outcomes.add("dlq", item.tenant, item.integration, code)
+    record_failure(_tracer, f"dead-letter {item.integration}", item.traceparent, code, message,
+                   {"router.tenant": item.tenant, "router.integration": item.integration,
+                    "messaging.destination.name": dlq_topic(item.topic)})
     sample = to_json(item.record) if item.record is not None else item.value
     worker.health.fail(item.integration, item.tenant, code, message, sample)
     worker.finish(item, None)

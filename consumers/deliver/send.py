@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span, SpanKind
 
 from consumers.deliver.answers import apply, held_for, retry
 from consumers.deliver.auth import Auth, AuthFailed, TokenUnavailable
@@ -105,6 +105,17 @@ def _sendable(worker: DeliverWorker, items: list[Item]) -> list[Item]:
     return out
 
 
+def _end_span(span: Span, answer: Answer | None) -> None:
+    """A client span's status: an error for no answer and for 4xx/5xx (OpenTelemetry's HTTP
+    client convention); the status code as an attribute."""
+    status = answer.status if answer is not None else None
+    if status:
+        span.set_attribute("http.response.status_code", status)
+    if not status or status >= 400:
+        span.set_status(trace.StatusCode.ERROR, f"HTTP {status}" if status else "no answer")
+    span.end()
+
+
 async def _request_and_apply(worker: DeliverWorker, target: HttpTarget, fresh: list[Item]) -> None:
     """Build the body and headers, send (refreshing the credentials once on a 401), apply the answer."""
     single = target.max_records == 1
@@ -124,6 +135,7 @@ async def _request_and_apply(worker: DeliverWorker, target: HttpTarget, fresh: l
     auth = worker.auth[target.integration]
     for item in fresh:
         item.attempts += 1
+    answer: Answer | None = None
     try:
         seen = auth.version
         answer, resp_body = await _request(worker, target, auth, body, headers, request_key, len(fresh))
@@ -138,8 +150,7 @@ async def _request_and_apply(worker: DeliverWorker, target: HttpTarget, fresh: l
                 answer, resp_body = await _request(worker, target, auth, body, headers, request_key, len(fresh))
     finally:
         if span is not None:
-            span.set_attribute("http.response.status_code", answer.status or 0)
-            span.end()
+            _end_span(span, answer)
     worker.outcomes.attempt(answer.status, fresh[0].tenant, target.integration)
     await apply(worker, target, fresh, answer, resp_body)
 

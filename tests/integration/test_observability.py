@@ -10,6 +10,7 @@ import pytest
 import redis
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 from prometheus_client.parser import text_string_to_metric_families
 
 from router import telemetry
@@ -19,6 +20,7 @@ from support.delivering import http_spec, partner_sim, running_deliverer
 from support.routing import make_topology, produce, running_worker, zendesk_event
 from support.services import wait_for
 
+REJECTED_TRACE_ID = "5bf92f3577b34da6a3ce929d0e0e4737"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
@@ -53,7 +55,8 @@ def test_a_known_run_shows_in_metrics_traces_and_health(spans: InMemorySpanExpor
             (b"3", orjson.dumps(zendesk_event("ok-2", 2, 1)), tenant),  # duplicate
             (b"4", orjson.dumps(zendesk_event("bad-1", 4, 1, title=None, email="ana@example.com")),
              [("router-tenant", b"globex")]),
-            (b"5", orjson.dumps(zendesk_event("rej-1", 5, 1, title="rejected")), tenant),
+            (b"5", orjson.dumps(zendesk_event("rej-1", 5, 1, title="rejected")),
+             [*tenant, ("traceparent", f"00-{REJECTED_TRACE_ID}-00f067aa0ba902b8-01".encode())]),
         ]
         with running_worker(settings, registry_url, topo, group=name, prefix=settings.redis_key_prefix) as route, \
                 running_deliverer(settings, registry_url, topo, group=f"{name}-d"):
@@ -82,6 +85,17 @@ def test_a_known_run_shows_in_metrics_traces_and_health(spans: InMemorySpanExpor
     route_span = next(s for s in trace_spans if s.name.startswith("route"))
     deliver_span = next(s for s in trace_spans if s.name.startswith("deliver"))
     assert deliver_span.parent is not None and deliver_span.parent.span_id == route_span.context.span_id
+    assert deliver_span.status.status_code is StatusCode.UNSET
+
+    # The rejected record's trace ends in a failed request and a dead letter, both with error status.
+    rejected = {s.name: s for s in spans.get_finished_spans()
+                if format(s.context.trace_id, "032x") == REJECTED_TRACE_ID}
+    assert sorted(rejected) == [f"dead-letter {name}", f"deliver {name}", f"route {name}"], sorted(rejected)
+    request_span, letter_span = rejected[f"deliver {name}"], rejected[f"dead-letter {name}"]
+    assert request_span.status.status_code is StatusCode.ERROR
+    assert (request_span.attributes or {})["http.response.status_code"] == 400
+    assert letter_span.status.status_code is StatusCode.ERROR
+    assert (letter_span.attributes or {})["router.error.code"] == "deliver.http_4xx"
 
     client = redis.Redis.from_url(settings.redis_url or "", decode_responses=True)
     acme = client.hgetall(row_key(settings.redis_key_prefix, name, "acme"))
