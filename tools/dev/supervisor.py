@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import os
 import secrets
+import shlex
 import signal
 import sys
 import threading
@@ -39,9 +40,11 @@ DEV_SESSION_TIMEOUT_MS = 6000  # Tansu forms groups in ~3 s with this, ~23 s wit
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser("dev", help="run the whole pipeline on embedded Kafka, Redis and schema registry")
     add_spec_dirs(p)
+    p.add_argument("--sources", type=Path, default=None, metavar="DIR",
+                   help="webhook source specs for the gateway (default: ROUTER_GATEWAY_SOURCES or sources/)")
     p.add_argument("--port-base", type=int, default=None, metavar="N",
-                   help="use ports N (Kafka), N+1 (registry), N+2 (Redis, if started), N+3.. (HTTP services); "
-                        "default: free ports")
+                   help="use ports N (Kafka), N+1 (registry), N+2 (Redis, if started), N+3 (admin), N+4 (gateway), "
+                        "N+5 (partner simulator); default: free ports")
     p.add_argument("--log-dir", type=Path, default=Path(".router/logs"), help="child process logs")
     p.add_argument("--redis-cluster", action="store_true",
                    help="when REDIS_URL is unset, start a local 3-master Redis Cluster (redis-server and redis-cli "
@@ -57,11 +60,17 @@ class DevStack:
     children: list[ChildProcess] = field(default_factory=list)
     addresses: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)  # extra environment for pipeline children
+    logs: dict[str, Path] = field(default_factory=dict)  # child name -> its log file
 
     def stop(self) -> None:
         for child in reversed(self.children):
             child.stop()
         self.children.clear()
+
+
+PORT_OFFSETS = (0, 1, 2, 3, 4, 5)  # Kafka, registry, Redis, admin, gateway, partner simulator
+ADMIN_OFFSET, GATEWAY_OFFSET, PARTNER_OFFSET = 3, 4, 5
+DEV_ENV_FILE = "dev.env"  # in the log folder: what CLI commands need to reach this stack
 
 
 def _port(base: int | None, offset: int) -> int | None:
@@ -76,6 +85,7 @@ def start_child_service(stack: DevStack, name: str, argv: list[str], ready_key: 
     log.unlink(missing_ok=True)  # a READY line from an earlier run must not count
     child = ChildProcess(name, [sys.executable, "-m", "router", *argv], log=log, env=env)
     stack.children.append(child)
+    stack.logs[name] = log
     child.wait_until(lambda: ready_key in ready_line.read_pairs(log), deadline_s, "printing READY")
     return ready_line.read_pairs(log)[ready_key]
 
@@ -94,10 +104,11 @@ def child_env(settings: Settings) -> dict[str, str]:
 
 
 def start_stack(settings: Settings, catalog: Catalog, port_base: int | None, log_dir: Path,
-                catalog_dirs: tuple[Path, Path] | None = None, redis_cluster: bool = False) -> DevStack:
+                catalog_dirs: tuple[Path, Path] | None = None, redis_cluster: bool = False,
+                sources_dir: Path = Path("sources")) -> DevStack:
     """Start (or reuse) every service and pipeline process; on any failure stop what was started."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    for offset in (0, 1, 2, 5):
+    for offset in PORT_OFFSETS:
         port = _port(port_base, offset)
         if port is not None and not port_is_free(port):
             raise ConfigError(f"port {port} (--port-base {port_base} + {offset}) is in use; pick another --port-base")
@@ -139,12 +150,12 @@ def start_stack(settings: Settings, catalog: Catalog, port_base: int | None, log
                       min_insync_replicas=stack.settings.topic_min_insync())
         register_all(SchemaRegistryClient(stack.settings.registry_conf()), catalog)
         _demo_connections(stack)
-        partner_port = _port(port_base, 5) or 0
+        partner_port = _port(port_base, PARTNER_OFFSET) or 0
         partner = start_child_service(stack, "partner", ["sim", "partner", "--port", str(partner_port)], "partner",
                                       log_dir)
         stack.addresses["partner"] = partner
         stack.env.update(demo_env(partner))
-        for name, argv, key in pipeline_processes(catalog, catalog_dirs):
+        for name, argv, key in pipeline_processes(catalog, catalog_dirs, sources_dir, port_base):
             stack.addresses[key] = start_child_service(stack, name, argv, key, log_dir)
         token = ready_line.read_pairs(log_dir / "admin.log").get("admin_token")
         if token:  # a development token, printed so the person running `router dev` can log in
@@ -171,16 +182,30 @@ def _demo_connections(stack: DevStack) -> None:
     stack.addresses["tenants"] = "acme,globex"
 
 
-def pipeline_processes(catalog: Catalog, catalog_dirs: tuple[Path, Path] | None = None
+def pipeline_processes(catalog: Catalog, catalog_dirs: tuple[Path, Path] | None = None,
+                       sources_dir: Path = Path("sources"), port_base: int | None = None
                        ) -> list[tuple[str, list[str], str]]:
     """(name, argv, READY key) of each pipeline process `router dev` runs; grows as kinds land."""
     dirs = ["--integrations", str(catalog_dirs[0]), "--schemas", str(catalog_dirs[1])] if catalog_dirs else []
+    admin_port, gateway_port = _port(port_base, ADMIN_OFFSET) or 0, _port(port_base, GATEWAY_OFFSET) or 0
     return [
         ("route", ["route", *dirs], "route"),
         ("deliver", ["deliver", *dirs], "deliver"),
-        ("admin", ["admin", "--port", "0", "--dev-token", *dirs], "admin"),
-        ("gateway", ["gateway", "--port", "0", "--dev-secrets", "--sources", "sources"], "gateway"),
+        ("admin", ["admin", "--port", str(admin_port), "--dev-token", *dirs], "admin"),
+        ("gateway", ["gateway", "--port", str(gateway_port), "--dev-secrets", "--sources", str(sources_dir)],
+         "gateway"),
     ]
+
+
+def write_dev_env(stack: DevStack, log_dir: Path) -> Path:
+    """``<log dir>/dev.env``: the addresses and key prefix of this stack, for CLI commands aimed at it
+    (``set -a; . .router/logs/dev.env; set +a; router integrations status``). No secret is written."""
+    settings = stack.settings
+    pairs = {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers, "REDIS_URL": settings.redis_url,
+             "SCHEMA_REGISTRY_URL": settings.schema_registry_url, "ROUTER_REDIS_KEY_PREFIX": settings.redis_key_prefix}
+    path = log_dir / DEV_ENV_FILE
+    path.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in pairs.items() if v))
+    return path
 
 
 # The shipped example specs name their partner endpoints and credentials by env reference; under
@@ -226,19 +251,40 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of `router dev`."""
     settings = Settings.from_env()
     catalog = load_catalog(args.integrations, args.schemas)  # a bad spec stops us before anything starts
+    sources_dir = args.sources or Path(os.environ.get("ROUTER_GATEWAY_SOURCES") or "sources")
+    _check_sources(sources_dir)  # and so does a bad source spec
     with _stop_signals() as stop:
         stack = start_stack(settings, catalog, args.port_base, args.log_dir, (args.integrations, args.schemas),
-                            redis_cluster=args.redis_cluster)
+                            redis_cluster=args.redis_cluster, sources_dir=sources_dir)
+        env_file = write_dev_env(stack, args.log_dir)
         try:
-            ready_line.announce(**stack.addresses)
+            ready_line.announce(**stack.addresses, prefix=stack.settings.redis_key_prefix, env=str(env_file))
             while not stop.wait(0.5):
                 dead = [c for c in stack.children if not c.alive()]
                 if dead:
-                    raise ConfigError(f"{dead[0].name} exited with code {dead[0].proc.returncode}; "
-                                      f"see {args.log_dir}/ for its log")
+                    log = stack.logs.get(dead[0].name)
+                    raise ConfigError(f"{dead[0].name} exited with code {dead[0].proc.returncode}"
+                                      f"{_last_words(log)}; its log: {log or args.log_dir}")
         finally:
             stack.stop()
+            env_file.unlink(missing_ok=True)
     print("stopped", flush=True)
     return 0
+
+
+def _check_sources(sources_dir: Path) -> None:
+    """Load the gateway's source specs as the gateway will (secrets from router dev's defaults)."""
+    from router.devsecrets import DEV_SECRETS
+    from router.spec.sources import load_sources
+
+    load_sources(sources_dir, {**DEV_SECRETS, **os.environ})
+
+
+def _last_words(log: Path | None, limit: int = 300) -> str:
+    """``: <the child's last log line>``, the likeliest cause of its exit ('' when there is none)."""
+    if log is None or not log.exists():
+        return ""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return f": {lines[-1][:limit]}" if lines else ""
 
 
