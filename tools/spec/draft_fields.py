@@ -68,17 +68,17 @@ class Drafting:
 
 
 def addressable(key: str, first: bool) -> bool:
-    """Can a dotted path name this key? No dots or spaces; no ``$`` where it would read as a name."""
-    return _PATH_STEP.fullmatch(key) is not None and not (first and key.startswith("$"))
+    """Can a dotted path name this key? No dots or spaces; no ``$`` where it would read as a name; no
+    digits other than 0-9 in an all-digit key (``²``: router/spec/paths.py would read it as an index)."""
+    return (_PATH_STEP.fullmatch(key) is not None and not (first and key.startswith("$"))
+            and (key.isascii() or not key.isdigit()))
 
 
 def show(steps: Steps) -> str:
-    """A path for a one-line note: as written when plain, else JSON-quoted (ASCII, bounded)."""
-    text = ".".join(steps)
-    if re.fullmatch(r"[A-Za-z0-9_.*\-]{1,80}", text):
-        return text
-    quoted = json.dumps(text)
-    return quoted if len(quoted) <= 80 else quoted[:76] + '..."'
+    """A path for a one-line note: plain steps as written, others JSON-quoted (``data."a.b"``), ASCII,
+    bounded."""
+    text = ".".join(step if re.fullmatch(r"[A-Za-z0-9_*+\-]{1,40}", step) else json.dumps(step) for step in steps)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def avro_name(steps: Steps) -> str:
@@ -189,7 +189,9 @@ def scalar_type(key: str, present: list[Any]) -> tuple[Any, dict[str, Any], str]
     kinds = {type(v) for v in present}
     if kinds == {bool}:
         return "boolean", {}, ""
-    if kinds == {int} and all(-_INT64 <= v < _INT64 for v in present):
+    if kinds and kinds <= {int, float} and not all(-_INT64 <= v < _INT64 for v in present if type(v) is int):
+        return "string", {"as": "string"}, "a number beyond 64 bits in the sample: kept as text"
+    if kinds == {int}:
         return "long", {}, ""
     if kinds and kinds <= {int, float}:
         return "double", {}, ""

@@ -34,9 +34,10 @@ def read_sample(path: Path) -> bytes:
     except OSError as exc:
         raise SpecError(f"cannot read the sample: {exc.strerror or exc}", file=file,
                         code=codes.SPEC_UNREADABLE) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SpecError("not a regular file; pass a JSON file", file=file, code=codes.SPEC_UNREADABLE)
     with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise SpecError("not a regular file; pass a JSON file", file=file, code=codes.SPEC_UNREADABLE)
         try:
             return handle.read(MAX_SAMPLE_BYTES + 1)
         except OSError as exc:
