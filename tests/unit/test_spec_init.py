@@ -198,6 +198,14 @@ def test_options_in_the_wrong_form_are_refused(flag: str, value: str, tmp_path: 
     assert err.startswith(f"router: error [spec.init_invalid_option]: {flag} ") and "e.g." in err
 
 
+def test_an_out_folder_that_cannot_be_written_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert init(ONBOARDING / "stripe-invoice.json", blocker) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("router: error [spec.init_unwritable]: cannot write ") and len(err.splitlines()) == 1
+
+
 # ---- any JSON object drafts into a spec that validates and certifies ------------------------------
 
 _KEYS = st.one_of(st.sampled_from(["id", "event_id", "type", "topic", "updated_at", "created", "data", "object",
@@ -228,3 +236,4 @@ def test_any_json_object_drafts_into_a_spec_that_validates_and_certifies(payload
         spec = load_yaml_file(out / "integrations" / "partner-to-crm.yaml").value
         assert spec == draft.spec  # the YAML written (comments, quoting) reads back as drafted
         assert certified(out) == []
+
