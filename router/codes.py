@@ -251,6 +251,30 @@ SPEC_MISSING_SECRET: Final = _spec("spec.missing_secret", "a source's signing se
 SPEC_INVALID_SECRET: Final = _spec("spec.invalid_secret", "a source's signing secret is not in the scheme's format")
 SPEC_FIXTURE: Final = _spec("spec.fixture", "a certification fixture case without `event`/`raw` or one `expect`")
 
+# ---- `router spec init --sample payload.json` (exit 2) -----------------------------------------
+
+
+def _init(code: str, meaning: str, action: str) -> str:
+    return _declare(code, "spec", "exit 2", retryable=False, meaning=meaning, action=action)
+
+
+SPEC_SAMPLE_INVALID: Final = _init("spec.sample_invalid", "the sample payload is not UTF-8 JSON (the message names "
+                                   "where it stops being JSON)",
+                                   "pass the partner's JSON body as it was sent")
+SPEC_SAMPLE_NOT_OBJECT: Final = _init("spec.sample_not_object", "the sample payload is JSON but not an object",
+                                      "pass one event: a JSON object, not a list of events")
+SPEC_SAMPLE_TOO_LARGE: Final = _init("spec.sample_too_large", "the sample payload is over 256 KiB or holds over "
+                                     "20,000 values", "pass a smaller, typical event")
+SPEC_SAMPLE_TOO_DEEP: Final = _init("spec.sample_too_deep", "the sample payload nests objects and lists deeper "
+                                    "than 32 levels", "pass a typical event")
+SPEC_INIT_EXISTS: Final = _init("spec.init_exists", "a file `spec init` would write already exists",
+                                "choose another --name or --out, or pass --force to overwrite")
+SPEC_INIT_INVALID_OPTION: Final = _init("spec.init_invalid_option", "a --name, --source, --destination or "
+                                        "--schema value that is not in the form a spec needs",
+                                        "the message gives the form and an example")
+SPEC_INIT_UNWRITABLE: Final = _init("spec.init_unwritable", "a file `spec init` must write cannot be written",
+                                    "check the --out folder and its permissions")
+
 # ---- settings, registry, admin ----------------------------------------------------------------
 
 CONFIG_INVALID: Final = _declare("config.invalid", "config", "exit 2", retryable=False,

@@ -13,6 +13,7 @@ from router.errors import SpecError
 from router.spec.args import add_spec_dirs
 from router.spec.load import Catalog, SpecErrors, json_schema, load_catalog
 from tools.spec.certify import iter_results
+from tools.spec.init import register_init
 
 # Exit statuses: 0 valid / certified; 1 a certification check failed (`spec test`); 2 a spec that
 # cannot be loaded, like every other command's one-line errors (router/cli.py).
@@ -33,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         p.set_defaults(handler=handler)
     p = sub.add_parser("schema", help="print the spec's JSON Schema (draft 2020-12)")
     p.set_defaults(handler=_schema)
+    register_init(sub)
 
 
 def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
