@@ -27,21 +27,26 @@ MISSING: Final = _Missing()
 Getter = Callable[[Any], Any]
 
 
+def _index(step: str) -> bool:
+    """An ASCII-digit step is a list index; "²" or "٣" is a dict key (str.isdigit says yes to both)."""
+    return step.isascii() and step.isdigit()
+
+
 def split(path: str) -> tuple[str | int, ...]:
     """Split ``a.b.0.c`` into steps; all-digit steps index lists (and still match dict keys)."""
     if not path or path.startswith(".") or path.endswith(".") or ".." in path:
         raise ValueError(f"invalid path {path!r}: use dotted names like data.ticket.id")
-    return tuple(int(step) if step.isdigit() else step for step in path.split("."))
+    return tuple(int(step) if _index(step) else step for step in path.split("."))
 
 
 def compile_getter(path: str) -> Getter:
     """A function returning the value at ``path`` in a JSON-like value, or MISSING."""
     split(path)  # validates the form
     names = path.split(".")
-    if not any(name.isdigit() for name in names):
+    if not any(_index(name) for name in names):
         return _dict_getter(tuple(names))
     # (dict key as written, list index or None): "007" looks up key "007" or index 7.
-    steps = tuple((text, int(text) if text.isdigit() else None) for text in names)
+    steps = tuple((text, int(text) if _index(text) else None) for text in names)
 
     def get(doc: Any) -> Any:
         for key, index in steps:

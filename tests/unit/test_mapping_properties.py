@@ -279,3 +279,12 @@ def test_getter_finds_the_value_at_its_path(case: tuple[str, Any, Any]) -> None:
     """All-digit steps index lists and still match dict keys, as written (``007`` is not ``7``)."""
     path, doc, leaf = case
     assert compile_getter(path)(doc) == leaf
+
+
+def test_a_non_ascii_digit_step_is_a_key_not_an_index() -> None:
+    from router.spec.paths import compile_getter, split
+
+    assert split("a.²") == ("a", "²")  # int("²") would raise: "²".isdigit() is True
+    assert split("items.0") == ("items", 0)
+    assert compile_getter("a.²")({"a": {"²": "squared"}}) == "squared"
+    assert compile_getter("n.٣.x")({"n": {"٣": {"x": 3}}}) == 3
