@@ -31,7 +31,7 @@ def change_id(sync_id: str, chunk: int) -> str:
 def audience_of(event_id: str) -> str | None:
     """The audience in an event id made by :func:`change_id`, or None if it is not one."""
     sync_id, sep, chunk = event_id.rpartition(":")
-    if not sep or not chunk.isdigit():
+    if not sep or not (chunk.isascii() and chunk.isdigit()):
         return None
     parts = sync_id.rsplit("-", 2)
     if len(parts) != 3 or len(parts[2]) != 6 or not parts[1].endswith("Z"):

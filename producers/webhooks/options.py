@@ -56,7 +56,7 @@ class GatewayOptions:
             raw = env.get(name, "").strip()
             if not raw:
                 return fallback
-            if not raw.isdigit():
+            if not (raw.isascii() and raw.isdigit()):
                 raise ConfigError(f"{name}={raw!r} is not a whole number; e.g. {fallback}")
             return int(raw)
 

@@ -210,7 +210,7 @@ def _inline_ref(path: str) -> tuple[str, Any] | None:
     if path.startswith("$"):
         return ("meta", path[1:]) if path[1:] in META_NAMES else None
     names = tuple(path.split("."))
-    if any(name.isdigit() for name in names):
+    if any(name.isascii() and name.isdigit() for name in names):
         return None  # list indexes: the general getter handles them
     return ("path", names)
 
