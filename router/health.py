@@ -61,6 +61,19 @@ class HealthBatch:
     def clear(self) -> None:
         self.rows.clear()
 
+    def merge(self, other: HealthBatch) -> None:
+        """Add ``other``'s tallies to these (its last error, when it has one, wins) and clear it."""
+        for key, tally in other.rows.items():
+            mine = self.rows.get(key)
+            if mine is None:
+                self.rows[key] = tally
+                continue
+            mine.ok += tally.ok
+            mine.fail += tally.fail
+            if tally.last_error is not None:
+                mine.last_error = tally.last_error
+        other.rows = {}
+
 
 class HealthWriter:
     """Queues a batch's tallies onto a Redis pipeline (sync or asyncio); the caller executes it."""
