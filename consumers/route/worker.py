@@ -87,9 +87,9 @@ class WorkerOptions:
 def to_inbound(msg: Message) -> Inbound:
     """Copy a librdkafka message into plain data."""
     ts_type, ts = msg.timestamp()
-    headers = msg.headers() or []
+    # headers(): the Message's own list (or None); nothing mutates it, so it is not copied
     return Inbound(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, ts if ts_type else 0, msg.key(),
-                   msg.value(), list(headers))  # type: ignore[arg-type]
+                   msg.value(), msg.headers() or [])  # type: ignore[arg-type]
 
 
 class RouteWorker:
