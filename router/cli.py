@@ -9,31 +9,30 @@ and a non-zero exit code, so users never see a stack trace for a problem they ca
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib import metadata
 
-import redis
-from confluent_kafka import KafkaException
-
-from consumers.deliver.cli import register as deliver
-from consumers.route.cli import register as route
-from producers.cohorts.cli import register as cohort
-from producers.webhooks.cli import register as gateway
 from router import codes as error_codes
 from router.errors import RouterError
-from services.admin.cli import register as admin
-from services.partner_sim.cli import register as partner_sim
-from services.registry.cli import register as registry
-from tools.codes.cli import register as codes
-from tools.connections.cli import register as connections
-from tools.dev.supervisor import register as dev
-from tools.dlq.cli import register as dlq
-from tools.spec.cli import register as spec
 
-# Each adds its subcommand(s): register(subparsers) -> None. In the order `router --help` lists them.
-COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (  # type: ignore[type-arg]
-    dev, spec, registry, route, partner_sim, deliver, gateway, dlq, admin, cohort, codes, connections,
+# Each module's ``register(subparsers)`` adds the subcommand(s) named with it, in the order
+# `router --help` lists them. A module is imported only when its command runs (or for --help):
+# a worker does not pay for importing every other kind (start-up CPU, issue 20).
+COMMANDS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("dev",), "tools.dev.supervisor"),
+    (("spec",), "tools.spec.cli"),
+    (("registry",), "services.registry.cli"),
+    (("route",), "consumers.route.cli"),
+    (("sim",), "services.partner_sim.cli"),
+    (("deliver", "integrations"), "consumers.deliver.cli"),
+    (("gateway",), "producers.webhooks.cli"),
+    (("dlq",), "tools.dlq.cli"),
+    (("admin",), "services.admin.cli"),
+    (("cohort",), "producers.cohorts.cli"),
+    (("codes",), "tools.codes.cli"),
+    (("connections",), "tools.connections.cli"),
 )
 
 
@@ -44,19 +43,24 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser; with ``command``, only the module that adds it is imported and registered
+    (any other name, or None, registers every command)."""
     parser = argparse.ArgumentParser(prog="router", description="Streaming event router for integration platforms.")
     parser.add_argument("--version", action="version", version=f"router {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for register in COMMANDS:
-        register(subparsers)
+    wanted = [module for names, module in COMMANDS if command in names]
+    for module in wanted or [module for _names, module in COMMANDS]:
+        importlib.import_module(module).register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the router CLI; returns the process exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The first word that is not an option names the command (the top level takes no option values).
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args) or 0)
@@ -65,11 +69,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    except (redis.RedisError, KafkaException) as exc:  # a service a command needs is down: one line, no traceback
-        what = "Redis" if isinstance(exc, redis.RedisError) else "Kafka"
-        # redis-py and librdkafka name host and port in their messages, never a password.
+    except Exception as exc:
+        what = _service_of(exc)
+        if what is None:
+            raise
+        # A service a command needs is down: one line, no traceback. redis-py and librdkafka name
+        # host and port in their messages, never a password.
         print(f"router: error [{error_codes.CLI_UNAVAILABLE}]: {what}: {exc}", file=sys.stderr)
         return 2
+
+
+def _service_of(exc: BaseException) -> str | None:
+    """"Redis" or "Kafka" for their clients' errors, else None. Looked up among the modules already
+    imported: a command that never imported a client cannot have raised its error (and the CLI
+    does not import them for commands that do not need them)."""
+    redis_errors = sys.modules.get("redis.exceptions")
+    if redis_errors is not None and isinstance(exc, redis_errors.RedisError):
+        return "Redis"
+    kafka = sys.modules.get("confluent_kafka")
+    if kafka is not None and isinstance(exc, kafka.KafkaException):
+        return "Kafka"
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,8 +1,10 @@
 """Integration and worker health, kept in Redis by the workers and read by the admin page (DESIGN §8).
 
 Per (integration, tenant): last success, last error (code, message, time, a redacted sample) and
-per-minute ok/fail counts for the success rate. Workers write once per committed batch (one
-pipeline), so the page is right with any number of replicas and survives restarts.
+per-minute ok/fail counts for the success rate. The delivery worker writes once per committed
+batch (one pipeline); the route worker merges its finished batches' tallies (``HealthBatch.merge``)
+and writes them at most once a second, off its commit path. The page is right with any number of
+replicas and survives restarts.
 
 Per worker: one field of the ``<prefix>health:workers`` hash (``kind:host:pid``), a JSON row the
 worker rewrites every :data:`WORKER_ROW_EVERY_S` seconds: when it wrote it (its beat), whether its
@@ -59,6 +61,19 @@ class HealthBatch:
 
     def clear(self) -> None:
         self.rows.clear()
+
+    def merge(self, other: HealthBatch) -> None:
+        """Add ``other``'s tallies to these (its last error, when it has one, wins) and clear it."""
+        for key, tally in other.rows.items():
+            mine = self.rows.get(key)
+            if mine is None:
+                self.rows[key] = tally
+                continue
+            mine.ok += tally.ok
+            mine.fail += tally.fail
+            if tally.last_error is not None:
+                mine.last_error = tally.last_error
+        other.rows = {}
 
 
 class HealthWriter:

@@ -5,7 +5,8 @@ what they route, write what fails to the DLQ, count every outcome, then flush.
 or a DLQ write is not acknowledged, except for an output the broker refuses for good: that one
 goes to the DLQ as ``encode.too_large`` and its claim is released, so a replay goes through.
 The caller publishes a batch's outcome counts and health (``publish``) once it has finished, or
-drops them (``discard``) when the batch is to be retried.
+drops them (``discard``) when the batch is to be retried. Health rows are written off this path,
+at most once a second (``consumers.route.health_flush``).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-import redis
 from confluent_kafka import KafkaError
 from opentelemetry import trace
 
+from consumers.route.health_flush import HealthFlush
 from consumers.route.sinks import BatchSink, Pending, is_permanent
 from router import codes, deadletters, redisconn
 from router import headers as h
@@ -70,8 +71,7 @@ class BatchFinisher:
         self.group = group
         self.outcomes = Outcomes()
         self.health = HealthBatch()
-        self.health_client = health_client
-        self.health_writer = HealthWriter(table.key_prefix, success_field="last_routed_ms")
+        self.health_rows = HealthFlush(HealthWriter(table.key_prefix, success_field="last_routed_ms"), health_client)
         # Integrations with no delivery worker (no ``http``): routing a record is its success.
         self._routing_is_success = frozenset(i.name for found in table.by_topic.values() for i in found
                                              if not i.destination.http)
@@ -174,20 +174,23 @@ class BatchFinisher:
         self.health.clear()
 
     def publish(self) -> None:
-        """Publish the finished batch's outcome counts, then its health."""
+        """Publish the finished batch's outcome counts; hand its health to the writer thread (no
+        Redis call here: this is the commit path)."""
         self.outcomes.commit_batch("route")
-        self._write_health()
+        self.health_rows.add(self.health)
 
-    def _write_health(self) -> None:
-        # Best effort, after the commit: health is for people, never a reason to redo a batch.
-        if self.health_client is None:
-            self.health.clear()
-            return
-        try:
-            self.health_writer.write(self.health_client, self.health)
-        except Exception as exc:  # Redis down, or a sample nobody foresaw: never the batch's problem
-            log.warning("health not recorded: %s", type(exc).__name__ if not isinstance(exc, redis.RedisError) else exc)
-            self.health.clear()
+    def close(self) -> None:
+        """Write the health still pending (the worker is stopping)."""
+        self.health_rows.close()
+
+    @property
+    def health_client(self) -> redisconn.Sync | None:
+        """The Redis client health rows are written with (None: not recorded)."""
+        return self.health_rows.client
+
+    @health_client.setter
+    def health_client(self, client: redisconn.Sync | None) -> None:
+        self.health_rows.client = client
 
     def _integrations_of(self, inbound: Inbound) -> list[str]:
         """Every integration on the record's topic: a record that failed before selection concerns them all."""

@@ -87,9 +87,9 @@ class WorkerOptions:
 def to_inbound(msg: Message) -> Inbound:
     """Copy a librdkafka message into plain data."""
     ts_type, ts = msg.timestamp()
-    headers = msg.headers() or []
+    # headers(): the Message's own list (or None); nothing mutates it, so it is not copied
     return Inbound(msg.topic() or "", msg.partition() or 0, msg.offset() or 0, ts if ts_type else 0, msg.key(),
-                   msg.value(), list(headers))  # type: ignore[arg-type]
+                   msg.value(), msg.headers() or [])  # type: ignore[arg-type]
 
 
 class RouteWorker:
@@ -180,6 +180,7 @@ class RouteWorker:
             self._drain(asynchronous=False)
             self._io.shutdown(wait=True)
             self._state_io.shutdown(wait=True)
+            self.finisher.close()
             self.close()
             health.forget_worker(self._health_client, self.table.key_prefix, self._row_id)
 
@@ -305,7 +306,8 @@ class RouteWorker:
         2. produce outputs and DLQ records; flush; a record the broker refused for good goes to
            the DLQ (then flush again); any other failure raises BatchFailed: nothing committed
            (``BatchFinisher.finish``);
-        3. publish the batch's outcome counts and health. The loop commits after this returns.
+        3. publish the batch's outcome counts; hand its health tallies to the ``route-health``
+           thread, which writes them at most once a second. The loop commits after this returns.
         """
         try:
             self.finisher.finish(staged)

@@ -202,18 +202,34 @@ def _candidate(integration: Integration, event: dict[str, Any], inbound: Inbound
         raise
     except Exception as exc:
         raise internal_error("encode", exc) from None
-    out_headers = [
-        (h.TENANT, tenant.encode()),
-        (h.SOURCE, src.name_bytes),
-        (h.EVENT_ID, event_id.encode()),
-        (h.INTEGRATION, integration.name_bytes),
-        (h.RECEIVED_AT, str(received_at).encode()),
-    ]
+    fixed = _FIXED_HEADERS.get((tenant, integration.name))
+    if fixed is None:
+        fixed = _fixed_headers(tenant, integration)
+    out_headers = [fixed[0], fixed[1], (h.EVENT_ID, event_id.encode()), fixed[2],
+                   (h.RECEIVED_AT, str(received_at).encode())]
     trace = hdrs.get(h.TRACEPARENT)
     if trace is not None:
         out_headers.append((h.TRACEPARENT, trace.encode()))
     key = entity_key.encode() if entity_key is not None else inbound.key
     return Candidate(integration, tenant, event_id, entity_key, version, key, value, out_headers, record)
+
+
+Header = tuple[str, bytes]
+# The output headers that are the same for every record of a (tenant, integration): made once and
+# shared (tuples are immutable; a record's list of headers is its own). Tenants come from a header,
+# so the cache is bounded: past the bound it starts afresh.
+_FIXED_HEADERS: dict[tuple[str, str], tuple[Header, Header, Header]] = {}
+_FIXED_HEADERS_MAX = 4096
+
+
+def _fixed_headers(tenant: str, integration: Integration) -> tuple[Header, Header, Header]:
+    """``router-tenant``, ``router-source`` and ``router-integration`` of (tenant, integration)."""
+    if len(_FIXED_HEADERS) >= _FIXED_HEADERS_MAX:
+        _FIXED_HEADERS.clear()
+    fixed = ((h.TENANT, tenant.encode()), (h.SOURCE, integration.source.name_bytes),
+             (h.INTEGRATION, integration.name_bytes))
+    _FIXED_HEADERS[tenant, integration.name] = fixed
+    return fixed
 
 
 _EPOCH_MS_DIGITS = 16  # epoch ms fit in 13 digits until the year 2286
