@@ -32,7 +32,7 @@ from router.pipeline.records import Candidate, Claim, Decision, Inbound, Prepare
 from router.pipeline.stages import RoutingTable, dlq_headers
 from router.pipeline.state import StateStore
 from router.progress import BROKER
-from router.tracing import sampled, start_child
+from router.tracing import record_failure, sampled, start_child
 
 log = logging.getLogger("router.route")
 ACKED_LIMIT = 1_000_000
@@ -217,6 +217,7 @@ class BatchFinisher:
             letter.headers = dlq_headers(p.inbound, err, group=group, integration=name, now_ms=now_ms)
             self.sink.send(dlq_topic(p.inbound.topic), p.inbound.key, p.inbound.value, letter.headers, letter, True)
             self.outcomes.add("dlq", p.tenant, name or "", err.code)
+            _trace_dead_letter(p, err, name)
             for each in ([name] if name else self._integrations_of(p.inbound)):
                 self.health.fail(each, p.tenant, err.code, err.message, p.inbound.value)
             sent.append(letter)
@@ -270,3 +271,13 @@ class _Letter:
     slot: deadletters.Slot = ("", "")
     headers: list[tuple[str, bytes | None]] = field(default_factory=list)  # as sent
     stubbed: bool = False  # sent again cut to fit: a refusal now fails the batch
+
+
+def _trace_dead_letter(p: Prepared, err: RecordError, integration: str | None) -> None:
+    """A ``dead-letter`` span with error status and the code, when the record's trace is sampled
+    (dead letters are rare: the header scan costs nothing on the routed path)."""
+    raw = next((v for k, v in p.inbound.headers if k == h.TRACEPARENT), None)
+    if raw:
+        record_failure(_tracer, f"dead-letter {integration or p.inbound.topic}", raw.decode("ascii", "replace"),
+                       err.code, err.message, {"router.tenant": p.tenant, "router.integration": integration or "",
+                                               "messaging.destination.name": dlq_topic(p.inbound.topic)})

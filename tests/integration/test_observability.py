@@ -20,6 +20,7 @@ from support.delivering import http_spec, partner_sim, running_deliverer
 from support.routing import make_topology, produce, running_worker, zendesk_event
 from support.services import wait_for
 
+BAD_TRACE_ID = "6bf92f3577b34da6a3ce929d0e0e4738"
 REJECTED_TRACE_ID = "5bf92f3577b34da6a3ce929d0e0e4737"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -54,7 +55,7 @@ def test_a_known_run_shows_in_metrics_traces_and_health(spans: InMemorySpanExpor
             (b"2", orjson.dumps(zendesk_event("ok-2", 2, 1)), tenant),
             (b"3", orjson.dumps(zendesk_event("ok-2", 2, 1)), tenant),  # duplicate
             (b"4", orjson.dumps(zendesk_event("bad-1", 4, 1, title=None, email="ana@example.com")),
-             [("router-tenant", b"globex")]),
+             [("router-tenant", b"globex"), ("traceparent", f"00-{BAD_TRACE_ID}-00f067aa0ba902b9-01".encode())]),
             (b"5", orjson.dumps(zendesk_event("rej-1", 5, 1, title="rejected")),
              [*tenant, ("traceparent", f"00-{REJECTED_TRACE_ID}-00f067aa0ba902b8-01".encode())]),
         ]
@@ -96,6 +97,10 @@ def test_a_known_run_shows_in_metrics_traces_and_health(spans: InMemorySpanExpor
     assert (request_span.attributes or {})["http.response.status_code"] == 400
     assert letter_span.status.status_code is StatusCode.ERROR
     assert (letter_span.attributes or {})["router.error.code"] == "deliver.http_4xx"
+    # A record the route worker dead-letters ends its trace there, with the code.
+    [bad] = [s for s in spans.get_finished_spans() if format(s.context.trace_id, "032x") == BAD_TRACE_ID]
+    assert bad.name == f"dead-letter {name}" and bad.status.status_code is StatusCode.ERROR
+    assert (bad.attributes or {})["router.error.code"] == "map.required_missing"
 
     client = redis.Redis.from_url(settings.redis_url or "", decode_responses=True)
     acme = client.hgetall(row_key(settings.redis_key_prefix, name, "acme"))
