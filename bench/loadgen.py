@@ -31,8 +31,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from producers.webhooks.verify import sign_standard_webhooks
 from router.spec.sources import decode_standard_webhooks_secret
+from support.signing import sign_standard_webhooks
 
 OPEN_LOOP_CONNECTIONS = 256
 

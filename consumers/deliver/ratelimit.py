@@ -141,8 +141,3 @@ class SharedRateLimiter:
         """The holds in force for ``keys`` (0: none), in one round trip (one per node on a cluster)."""
         raw = await redisconn.mget_async(self._client, keys)
         return [int(float(v)) if v else 0 for v in raw]
-
-    async def factor(self, destination: str, tenant: str, limit: RateLimit) -> float:
-        adapt = self._adapt_key(destination, tenant, limit)
-        value = await self._client.hget(adapt, "factor")
-        return float(value) if value else 1.0

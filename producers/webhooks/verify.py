@@ -180,21 +180,3 @@ def verify(scheme: str, keys: Sequence[bytes], headers: Mapping[str, str], body:
     if scheme == "none":
         return None
     return Rejection(BAD_SIGNATURE, f"unknown signature scheme {scheme!r}", "")
-
-
-# Signing, for partners' test tools, the benchmark and the tests.
-
-
-def sign_standard_webhooks(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
-    """The ``webhook-signature`` value (one ``v1,<base64>`` entry) for ``body``."""
-    return "v1," + base64.b64encode(_hmac(key, _raw(msg_id), b".", str(timestamp).encode(), b".", body)).decode()
-
-
-def sign_stripe(key: bytes, timestamp: int, body: bytes) -> str:
-    """The ``Stripe-Signature`` value for ``body``."""
-    return f"t={timestamp},v1={_hmac(key, str(timestamp).encode(), b'.', body).hex()}"
-
-
-def sign_github(key: bytes, body: bytes) -> str:
-    """The ``X-Hub-Signature-256`` value for ``body``."""
-    return "sha256=" + _hmac(key, body).hex()

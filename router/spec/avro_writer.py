@@ -712,18 +712,3 @@ def compile_writer(schema: dict[str, Any] | list[Any] | str) -> Writer:
         return _generate(parsed, named, short=True, fallback=unlimited)
     except _Unsupported:
         return slow
-
-
-def compile_fast_path(schema: dict[str, Any] | list[Any] | str, *, short: bool = True) -> Writer | None:
-    """The generated function alone, no fallback; None when the schema is not compiled.
-
-    For tests: it raises (``_Defer``, IndexError for a long string when ``short``, or whatever
-    failed) where ``compile_writer``'s function hands the record on, so a test can tell the
-    generated code really produced the bytes.
-    """
-    named: dict[str, Any] = {}
-    parsed = fastavro.parse_schema(schema, named)
-    try:
-        return _generate(parsed, named, short=short, fallback=None)
-    except _Unsupported:
-        return None

@@ -38,7 +38,7 @@ from typing import Any, Literal
 from router import codes
 from router.errors import SpecError
 from router.spec.durations import parse_duration
-from router.spec.load import load_folder, validate_against
+from router.spec.load import load_folder
 from router.spec.model import DEFAULT_MAX_BYTES
 from router.spec.paths import Getter, compile_getter
 from router.spec.yamlsrc import SourceDoc
@@ -85,7 +85,6 @@ class WebhookSource:
     get_event_id: Getter | None
     event_id_header: str | None  # a header trusted as the event id when the body has none
     delivery_id_header: str | None  # github: the unsigned delivery id, carried as router-delivery-id
-    event_type_path: str | None
     get_event_type: Getter | None
     entity_key_path: str | None
     get_entity_key: Getter | None
@@ -136,11 +135,6 @@ def load_sources(sources_dir: Path, env: Mapping[str, str] | None = None) -> dic
     loaded = load_folder(sources_dir, "source", "--sources", source_json_schema(),
                          lambda doc, file: compile_source(doc, file, env), lambda source: source.name)
     return {source.name: source for source in loaded}
-
-
-def validate_source_document(doc: SourceDoc) -> list[SpecError]:
-    """JSON Schema problems of one source spec."""
-    return validate_against(doc, source_json_schema())
 
 
 def compile_source(doc: SourceDoc, file: Path, env: Mapping[str, str]) -> tuple[WebhookSource | None, list[SpecError]]:
@@ -201,7 +195,6 @@ def compile_source(doc: SourceDoc, file: Path, env: Mapping[str, str]) -> tuple[
         get_event_id=getters["event_id"],
         event_id_header=trusted_header.lower() if trusted_header else None,
         delivery_id_header=id_header.lower() if id_header and scheme in _DIGEST_SCHEMES else None,
-        event_type_path=spec.get("event_type"),
         get_event_type=getters["event_type"],
         entity_key_path=spec.get("entity_key"),
         get_entity_key=getters["entity_key"],

@@ -17,8 +17,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from producers.webhooks.verify import sign_standard_webhooks
 from router.procs import die_with_parent
+from support.signing import sign_standard_webhooks
 from tests.fault.workload import Post
 
 

@@ -18,11 +18,11 @@ from aiohttp import web
 
 from producers.webhooks.app import create_app
 from producers.webhooks.options import GatewayOptions
-from producers.webhooks.verify import sign_standard_webhooks, sign_stripe
 from router.connections.store import ConnectionStore
 from router.procs import free_port
 from router.settings import Settings
 from router.spec.sources import WebhookSource, decode_standard_webhooks_secret, load_sources
+from support.signing import sign_standard_webhooks, sign_stripe
 
 WHSEC = "whsec_" + base64.b64encode(b"gateway-test-secret-0123456789ab").decode()
 STRIPE_SECRET = "whsec_stripe_gateway_test"

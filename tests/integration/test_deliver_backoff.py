@@ -13,7 +13,7 @@ import redis
 import redis.asyncio as aioredis
 
 from consumers.deliver.config import RateLimit
-from consumers.deliver.ratelimit import SharedRateLimiter
+from consumers.deliver.ratelimit import SharedRateLimiter, scope_key
 from router.controls import read_states
 from router.settings import Settings
 from support.delivering import http_spec, partner_sim, publish, running_deliverer
@@ -48,7 +48,9 @@ def test_simultaneous_429s_cut_the_rate_once(redis_url: str, name: str) -> None:
             limiter = SharedRateLimiter(client, f"{name}:")
             limit = RateLimit(requests=100, per_s=1.0)
             together = await asyncio.gather(*(limiter.penalize("d", "acme", limit) for _ in range(3)))
-            return min(together), await limiter.factor("d", "acme", limit)
+            # The effective-rate factor the acquire script reads (destination scope: one per destination).
+            adapt = scope_key(f"{name}:", "d", None) + ":adapt"
+            return min(together), float(await client.hget(adapt, "factor") or 1.0)
         finally:
             await client.aclose()
 

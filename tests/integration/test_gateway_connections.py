@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from producers.webhooks.verify import sign_github, sign_standard_webhooks, sign_stripe
 from router.connections.keyring import KeyRing
 from router.connections.model import Connection
 from router.connections.store import ConnectionStore, ConnectionWriter
@@ -21,6 +20,7 @@ from router.settings import Secret, Settings
 from router.spec.sources import load_sources
 from support.routing import headers_of, read_all
 from support.services import wait_for
+from support.signing import sign_github, sign_standard_webhooks, sign_stripe
 from tests.integration.gatewaying import Answer, request, running_gateway
 
 RING = KeyRing.parse(base64.b64encode(bytes(range(32))).decode(), "test")

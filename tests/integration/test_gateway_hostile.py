@@ -13,9 +13,9 @@ from pathlib import Path
 
 import orjson
 
-from producers.webhooks.verify import sign_github
 from router.settings import Settings
 from support.routing import headers_of, read_all
+from support.signing import sign_github
 from tests.integration.gatewaying import Answer, request, running_gateway, std_headers, ticket_event, write_sources
 
 GITHUB_SECRET = "gh-gateway-test-secret"

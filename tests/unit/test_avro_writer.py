@@ -34,14 +34,29 @@ from fastavro.schema import SchemaParseException
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from router.spec import avro_wire
-from router.spec.avro_writer import compile_fast_path, compile_writer, generate_source
+from router.spec import avro_wire, avro_writer
+from router.spec.avro_writer import Writer, compile_writer, generate_source
 
 ROOT = Path(__file__).resolve().parents[2]
 AVSC = sorted((ROOT / "schemas" / "avro").glob("*.avsc"))
 UTC = datetime.UTC
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
 QUICK = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def compile_fast_path(schema: dict[str, Any] | list[Any] | str, *, short: bool = True) -> Writer | None:
+    """The generated function alone, no fallback; None when the schema is not compiled.
+
+    It raises (``_Defer``, IndexError for a long string when ``short``, or whatever failed) where
+    ``compile_writer``'s function hands the record on, so a test can tell the generated code really
+    produced the bytes.
+    """
+    named: dict[str, Any] = {}
+    parsed = fastavro.parse_schema(schema, named)
+    try:
+        return avro_writer._generate(parsed, named, short=short, fallback=None)
+    except avro_writer._Unsupported:
+        return None
 
 # ---- synthetic schemas: every supported type --------------------------------------------------
 

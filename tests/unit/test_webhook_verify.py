@@ -18,12 +18,10 @@ from producers.webhooks.verify import (
     BAD_SIGNATURE,
     STALE_TIMESTAMP,
     Rejection,
-    sign_github,
-    sign_standard_webhooks,
-    sign_stripe,
     verify,
 )
 from router.spec.sources import decode_standard_webhooks_secret
+from support.signing import sign_github, sign_standard_webhooks, sign_stripe
 
 NOW = 1_763_640_000
 BODY = b'{"event_id":"evt-1","type":"ticket.escalated","data":{"ticket":{"id":4521}}}'
