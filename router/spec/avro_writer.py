@@ -69,6 +69,7 @@ from router.spec.avro_wire import (
     _long,
     _uvarint,
 )
+from router.spec.generated import compile_generated
 
 __all__ = ["Writer", "compile_writer"]
 
@@ -682,11 +683,16 @@ def _generate(
     gen = _Gen(named, parsed, short=short, defaults=defaults)
     source = gen.module(parsed, "_fallback" if fallback else None)
     namespace: dict[str, Any] = {}
-    exec(compile(source, "<compiled avro writer>", "exec"), namespace)  # noqa: S102 - generated, no schema text
+    code, _ = compile_generated(source, f"avro writer of {_schema_name(parsed)}", "" if short else "long values")
+    exec(code, namespace)  # noqa: S102 - generated, no schema text
     env = {**_HELPERS, **{f"_K{i}": value for i, value in enumerate(gen.consts)}}
     if fallback:
         env["_fallback"] = fallback
     return cast(Writer, namespace["_factory"](**env))
+
+
+def _schema_name(parsed: Any) -> str:
+    return str(parsed.get("name", parsed.get("type", "?"))) if isinstance(parsed, dict) else str(parsed)
 
 
 def generate_source(schema: dict[str, Any] | list[Any] | str, *, short: bool = True) -> tuple[str, tuple[Any, ...]]:

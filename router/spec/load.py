@@ -242,6 +242,7 @@ def compile_integration(doc: SourceDoc, file: Path, schemas: AvroCatalog) -> tup
         destination=Destination(name=dest["name"], http=dest.get("http", {})),
         fixtures=fixtures_dir,
         raw=spec,
+        generated=tuple(col.generated),
     )
     return integration, []
 

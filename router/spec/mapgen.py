@@ -8,7 +8,11 @@ inline, and the other forms call the closure the compiler already built. Semanti
 closures' exactly (tests/unit/test_mapgen.py runs both on the same events).
 
 Safety: nothing from a spec is pasted into the source. Keys, literals, tables and functions are
-bound as default arguments named ``_c<n>``; the source only holds generated identifiers.
+bound as default arguments named ``_c<n>``; the source only holds generated identifiers. Each field's
+code starts with a comment naming where the field was written (``FieldPlan.origin``: the spec file,
+its line, the YAML path), repeated after each line that calls or raises, so a traceback through
+generated code names the spec field.
+`router spec show-code` prints the source (router.spec.generated, docs/spec.md).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from router.spec.generated import GeneratedCode, compile_generated
 from router.spec.paths import MISSING
 
 _INT32 = (-(2**31), 2**31 - 1)
@@ -53,6 +58,7 @@ class FieldPlan:
     accepts: Callable[[Any], bool] | None = None
     missing: Callable[[], Any] | None = None  # raises when required, else returns the fallback
     wrong: Callable[[Any], Exception] | None = None
+    origin: str = ""  # where the field is written, e.g. "integrations/x.yaml:23 mapping.fields.title"
 
 
 @dataclass
@@ -80,22 +86,37 @@ class _Source:
         return var
 
 
-def generate(plans: list[FieldPlan], filename: str = "<mapping>") -> Callable[[Any, Any, Any], dict[str, Any]]:
-    """One ``build(item, root, meta) -> dict`` equivalent to calling every plan's closure."""
+def generate(plans: list[FieldPlan], what: str = "mapping", where: str = ""
+             ) -> Callable[[Any, Any, Any], dict[str, Any]]:
+    """One ``build(item, root, meta) -> dict`` equivalent to calling every plan's closure.
+
+    ``what`` and ``where`` name the generated code in tracebacks (router.spec.generated); the
+    function carries its :class:`GeneratedCode` as ``build.generated``.
+    """
     src = _Source()
     body: list[str] = []
     for i, plan in enumerate(plans):
-        body += _field(src, plan, f"v{i}")
+        lines = _field(src, plan, f"v{i}")
+        body += _with_origin(lines, plan.origin) if plan.origin else lines
     result = ", ".join(f"{src.const(p.name)}: v{i}" for i, p in enumerate(plans))
     src.consts["_MISSING"] = MISSING
     params = ", ".join(f"{name}={name}" for name in src.consts)
     text = "\n".join([f"def build(item, root, meta, {params}):", *src.lines, *body, f"    return {{{result}}}", ""])
     namespace: dict[str, Any] = dict(src.consts)
-    exec(compile(text, filename, "exec"), namespace)  # noqa: S102 - generated identifiers only, see module doc
+    code, filename = compile_generated(text, what, where)
+    exec(code, namespace)  # noqa: S102 - generated identifiers only, see module doc
     build: Callable[[Any, Any, Any], dict[str, Any]] = namespace["build"]
     build.__source__ = text  # type: ignore[attr-defined]  # for debugging and tests
+    build.generated = GeneratedCode(what, filename, text, dict(src.consts))  # type: ignore[attr-defined]
     build.plans = tuple(plans)  # type: ignore[attr-defined]  # the reference closures, for tests
     return build
+
+
+def _with_origin(lines: list[str], origin: str) -> list[str]:
+    """A comment line naming ``origin`` first, and ``origin`` again after every line that calls or
+    raises (the lines a traceback can stop at). The shared prefix walks get none: they serve several
+    fields and cannot fail."""
+    return [f"    # {origin}", *(f"{line}  # {origin}" if "(" in line else line for line in lines)]
 
 
 def _field(src: _Source, plan: FieldPlan, v: str) -> list[str]:

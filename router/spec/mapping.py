@@ -9,6 +9,7 @@ raises only ``MappingError`` (``map.required_missing``, ``map.type_error``).
 
 from __future__ import annotations
 
+import dataclasses
 import decimal
 import string
 from collections.abc import Callable
@@ -18,9 +19,10 @@ from router import codes
 from router.errors import MappingError
 from router.spec import coerce, mapgen
 from router.spec.avro import NO_DEFAULT, FieldType, compile_check, field_type, python_accepts
+from router.spec.generated import GeneratedCode
 from router.spec.mapgen import FieldPlan
 from router.spec.paths import MISSING, compile_getter
-from router.spec.yamlsrc import PathKey, SourceDoc
+from router.spec.yamlsrc import PathKey, SourceDoc, format_path
 
 
 class Meta(NamedTuple):
@@ -45,14 +47,20 @@ _SOURCE_KEYS = ("from", "coalesce", "template", "const", "cond", "each")
 
 
 class _Collector:
-    """Collects SpecErrors so that one run of `spec validate` reports them all."""
+    """Collects SpecErrors so that one run of `spec validate` reports them all, and the code generated."""
 
     def __init__(self, doc: SourceDoc) -> None:
         self.doc = doc
         self.errors: list[Exception] = []
+        self.generated: list[GeneratedCode] = []  # one per mapped record, outermost last
 
     def error(self, path: PathKey, message: str, code: str = codes.SPEC_MAPPING) -> None:
         self.errors.append(self.doc.error(path, message, code))
+
+    def origin(self, path: PathKey) -> str:
+        """``file:line yaml.path``: where ``path`` is written, for generated code's comments."""
+        line = self.doc.line(path)
+        return f"{self.doc.file}:{line if line is not None else '?'} {format_path(path)}"
 
 
 def path_value(path: str) -> ValueFn:
@@ -93,17 +101,19 @@ def compile_record(
             if "default" not in af:
                 continue  # reported above
             default = af["default"]
-            plan.append(FieldPlan(name, _constant(default), source="const", literal=default))
+            plan.append(FieldPlan(name, _constant(default), source="const", literal=default,
+                                  origin=f"{name}: not mapped, the Avro default of {record_name}"))
             continue
         ftype = field_type(af["type"], named)
         field_plan = plan_field(name, fields[name], ftype, af.get("default", NO_DEFAULT), (*at, name), col, named)
         if field_plan is None:
             ok = False
         else:
-            plan.append(field_plan)
+            plan.append(dataclasses.replace(field_plan, origin=col.origin((*at, name))))
     if not ok:
         return None
-    build = mapgen.generate(plan, f"<mapping of {record_name}>")
+    build = mapgen.generate(plan, f"mapping of {record_name}", col.doc.file)
+    col.generated.append(build.generated)  # type: ignore[attr-defined]
 
     def mapper(event: Any, meta: Meta) -> dict[str, Any]:
         return build(event, event, meta)

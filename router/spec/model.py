@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from router.spec.avro import AvroSchema
+from router.spec.generated import GeneratedCode
 from router.spec.mapping import RecordMapper
 from router.spec.paths import Getter
 
@@ -89,6 +90,8 @@ class Integration:
     destination: Destination
     fixtures: Path | None
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    # The mapping's generated functions (nested records first), for `router spec show-code`.
+    generated: tuple[GeneratedCode, ...] = field(repr=False, compare=False, default=())
 
     @cached_property
     def name_bytes(self) -> bytes:

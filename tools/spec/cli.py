@@ -1,4 +1,4 @@
-"""`router spec validate|test|schema`: what a partner engineer runs on a spec folder."""
+"""`router spec validate|test|schema|init|show-code`: what a partner engineer runs on a spec folder."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from router.spec.args import add_spec_dirs
 from router.spec.load import Catalog, SpecErrors, json_schema, load_catalog
 from tools.spec.certify import iter_results
 from tools.spec.init import register_init
+from tools.spec.showcode import show_code
 
 # Exit statuses: 0 valid / certified; 1 a certification check failed (`spec test`); 2 a spec that
 # cannot be loaded, like every other command's one-line errors (router/cli.py).
@@ -35,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = sub.add_parser("schema", help="print the spec's JSON Schema (draft 2020-12)")
     p.set_defaults(handler=_schema)
     register_init(sub)
+    p = sub.add_parser("show-code", help="print the Python an integration's mapping and Avro writer compile to, "
+                       "each line with the spec file, line and field it comes from")
+    p.add_argument("name", metavar="INTEGRATION", help="the integration's name")
+    p.add_argument("--no-avro", dest="avro", action="store_false", help="the mapping only, not the Avro writer")
+    add_spec_dirs(p)
+    p.set_defaults(handler=_show_code, dir=None)
 
 
 def _dirs(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -82,6 +89,19 @@ def _test(args: argparse.Namespace) -> int:
     verdict = "[green]certified[/green]" if not failed else f"[red]{failed} check(s) failed[/red]"
     console.print(f"{len(catalog.integrations)} integration(s): {verdict}")
     return 1 if failed else 0
+
+
+def _show_code(args: argparse.Namespace) -> int:
+    catalog = _load(args, "fix these with `router spec validate` first")
+    if catalog is None:
+        return SPEC_INVALID
+    try:
+        integration = catalog.by_name(args.name)
+    except SpecError as exc:
+        print(f"{exc}  [{exc.code}]", file=sys.stderr)
+        return SPEC_INVALID
+    print(show_code(integration, avro=args.avro))
+    return 0
 
 
 def _schema(args: argparse.Namespace) -> int:
