@@ -26,12 +26,12 @@ from producers.webhooks.problems import problem_details
 from producers.webhooks.produce import DurableProducer
 from producers.webhooks.tenants import TenantKeys, connections_ctx
 from producers.webhooks.tracing import Tracing
-from router import telemetry
 from router.connections.store import ConnectionStore
 from router.errors import ConfigError
 from router.kafka import admin_client, dlq_topic, ensure_topics
 from router.settings import Settings
 from router.spec.sources import WebhookSource
+from router.webapp import healthz, json_response, metrics
 
 log = logging.getLogger("router.gateway")
 
@@ -55,35 +55,21 @@ READINESS = web.AppKey("gateway_readiness", Readiness)
 OPENAPI = web.AppKey("gateway_openapi", bytes)
 
 
-def _json(body: object, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-
-
-async def healthz(request: web.Request) -> web.Response:
-    """The process is up and serving."""
-    return _json({"status": "ok"})
-
-
 async def readyz(request: web.Request) -> web.Response:
     """200 only when the topics exist and the broker answers a metadata request now."""
     readiness, gateway = request.app[READINESS], request.app[GATEWAY]
     if not readiness.topics_ready:
-        return _json({"status": "not_ready", "detail": f"topics not created yet: {readiness.topics_error}"}, 503)
+        return json_response({"status": "not_ready",
+                              "detail": f"topics not created yet: {readiness.topics_error}"}, 503)
     if gateway.tenant_keys is not None and not gateway.tenant_keys.ready:
-        return _json({"status": "not_ready", "detail": "connections not loaded yet"}, 503)
+        return json_response({"status": "not_ready", "detail": "connections not loaded yet"}, 503)
     async with readiness.lock:
         if time.monotonic() - readiness.checked_at > READY_CACHE_S:
             readiness.reachable = await gateway.producer.reachable(gateway.options.ready_timeout_s)
             readiness.checked_at = time.monotonic()
     if not readiness.reachable:
-        return _json({"status": "not_ready", "detail": "the Kafka broker does not answer"}, 503)
-    return _json({"status": "ready"})
-
-
-async def metrics(request: web.Request) -> web.Response:
-    """Prometheus exposition of this process's metrics (``router_gateway_requests`` and the rest)."""
-    body = await asyncio.to_thread(telemetry.metrics_text)
-    return web.Response(body=body, headers={"Content-Type": telemetry.PROMETHEUS_CONTENT_TYPE})
+        return json_response({"status": "not_ready", "detail": "the Kafka broker does not answer"}, 503)
+    return json_response({"status": "ready"})
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -1,19 +1,19 @@
 """RFC 9457 problem details (``application/problem+json``) with the gateway's stable codes.
 
 Handlers *return* problems (a refused webhook is a normal answer, not an exception); the
-middleware only turns aiohttp's own routing answers (404, 405) and, as a last resort, an
-unexpected exception into the same shape, so a sender never sees a stack trace.
+middleware (the shared boundary of router/webapp.py) only turns aiohttp's own routing answers
+(404, 405) and, as a last resort, an unexpected exception into the same shape, so a sender never
+sees a stack trace.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
-import orjson
 from aiohttp import web
 
 from router import codes
+from router.webapp import ErrorAnswers, error_middleware, json_response
 
 log = logging.getLogger("router.gateway")
 
@@ -71,8 +71,7 @@ def problem(code: str, detail: str, *, retry_after_s: int | None = None, close: 
     body: dict[str, object] = {"type": TYPE_BASE + code.split(".", 1)[1], "title": title, "status": status,
                                "detail": detail, "code": code}
     body.update({k: v for k, v in members.items() if v is not None})
-    response = web.Response(body=orjson.dumps(body), status=status, content_type=PROBLEM_JSON,
-                            headers=headers)
+    response = json_response(body, status, content_type=PROBLEM_JSON, headers=headers)
     if retry_after_s is not None:
         response.headers["Retry-After"] = str(retry_after_s)
     if close:
@@ -81,28 +80,24 @@ def problem(code: str, detail: str, *, retry_after_s: int | None = None, close: 
     return response
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def problem_details(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Routing answers and unexpected failures as problem+json, never a stack trace."""
-    try:
-        return await handler(request)
-    except web.HTTPMethodNotAllowed as exc:
+def _http_answer(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own answers (routing, body too large) in the problem+json shape."""
+    if isinstance(exc, web.HTTPMethodNotAllowed):
         return problem(METHOD_NOT_ALLOWED, f"{request.method} is not allowed on {request.path}; "
                        f"allowed: {', '.join(sorted(exc.allowed_methods))}",
                        headers={"Allow": ", ".join(sorted(exc.allowed_methods))})
-    except web.HTTPNotFound:
+    if isinstance(exc, web.HTTPNotFound):
         return problem(NOT_FOUND, f"nothing is served at {request.path}; webhooks go to "
                        "POST /v1/hooks/{tenant}/{source}")
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        # Other aiohttp answers (e.g. 413 from client_max_size): keep the status, give the same shape.
-        body = {"type": "about:blank", "title": exc.reason, "status": exc.status, "detail": exc.text or exc.reason,
-                "code": codes.gateway_http(exc.status)}
-        return web.Response(body=orjson.dumps(body), status=exc.status, content_type=PROBLEM_JSON)
-    except Exception as exc:
-        log.exception("%s %s failed unexpectedly", request.method, request.path)
-        return problem(INTERNAL, f"unexpected {type(exc).__name__}; the gateway log has the details")
+    # Other aiohttp answers (e.g. 413 from client_max_size): keep the status, give the same shape.
+    body = {"type": "about:blank", "title": exc.reason, "status": exc.status, "detail": exc.text or exc.reason,
+            "code": codes.gateway_http(exc.status)}
+    return json_response(body, exc.status, content_type=PROBLEM_JSON)
+
+
+def _internal(request: web.Request, exc: Exception) -> web.Response:
+    return problem(INTERNAL, f"unexpected {type(exc).__name__}; the gateway log has the details")
+
+
+# Routing answers and unexpected failures as problem+json, never a stack trace (router/webapp.py).
+problem_details = error_middleware(ErrorAnswers(http=_http_answer, internal=_internal), log)

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from router import codes, groupwatch, health, redisconn, telemetry
+from router import codes, groupwatch, health, redisconn
 from router.controls import State, set_state
 from router.dlq.filters import DlqFilter
 from router.dlq.replay import ReplayRequest, ReplaySummary, replay
@@ -34,6 +34,7 @@ from router.errors import ConfigError, RouterError
 from router.settings import Secret, Settings
 from router.spec.load import Catalog, load_catalog
 from router.spec.model import Integration
+from router.webapp import ErrorAnswers, error_middleware, healthz, json_response, metrics_response
 from services.admin import auth
 from services.admin.page import STYLESHEET, PageContext, RowKafka, iso, render_login, render_message, render_page
 from services.admin.probe import KafkaProbe, KafkaSnapshot, dlq_topics_of, register_gauges
@@ -143,10 +144,6 @@ async def _services_ctx(app: web.Application) -> AsyncIterator[None]:
 # ---- responses ---------------------------------------------------------------------------------
 
 
-def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
-
-
 def _html(text: str, status: int = 200) -> web.Response:
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
 
@@ -166,7 +163,8 @@ def problem(request: web.Request, status: int, title: str, message: str, code: s
             headers: dict[str, str] | None = None) -> web.Response:
     """An error the user can act on, as JSON or as a small page; ``code`` is a stable machine code."""
     if wants_json(request):
-        return _json({"error": title, "message": message} | ({"code": code} if code else {}), status, headers)
+        body = {"error": title, "message": message} | ({"code": code} if code else {})
+        return json_response(body, status, headers=headers)
     response = _html(render_message(title, f"{message} [{code}]" if code else message), status)
     response.headers.update(headers or {})
     return response
@@ -206,7 +204,7 @@ def _read_flash(request: web.Request) -> tuple[str, str] | None:
 def _done(request: web.Request, status: int, body: dict[str, Any], flash: tuple[str, str]) -> web.Response:
     """An action's answer: JSON for API clients; for a browser, back to the page with a flash message."""
     if wants_json(request):
-        return _json(body, status)
+        return json_response(body, status)
     response = _redirect("/")
     _flash(response, request, *flash)
     return response
@@ -215,27 +213,28 @@ def _done(request: web.Request, status: int, body: dict[str, Any], flash: tuple[
 # ---- middleware ------------------------------------------------------------------------------
 
 
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Routing errors and anything unexpected become short answers, never a stack trace."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        message = "no such page" if exc.status == 404 else exc.reason
-        return problem(request, exc.status, exc.reason, message)
-    except redisconn.ERRORS as exc:
-        log.warning("%s %s: Redis failed: %s", request.method, request.path, exc)
-        return problem(request, 503, "Service Unavailable", f"Redis did not answer ({type(exc).__name__}); "
-                                                            "try again in a moment")
-    except RouterError as exc:
-        log.warning("%s %s failed: %s", request.method, request.path, exc)
-        return problem(request, 500, "Internal Server Error", f"[{exc.code}] {exc}")
-    except Exception as exc:
-        log.exception("%s %s failed unexpectedly", request.method, request.path)
-        return problem(request, 500, "Internal Server Error",
-                       f"internal error ({type(exc).__name__}); see the admin log")
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    return problem(request, exc.status, exc.reason, "no such page" if exc.status == 404 else exc.reason)
+
+
+def _redis_failed(request: web.Request, exc: Exception) -> web.Response:
+    return problem(request, 503, "Service Unavailable", f"Redis did not answer ({type(exc).__name__}); "
+                                                        "try again in a moment")
+
+
+def _router_failed(request: web.Request, exc: Exception) -> web.Response:
+    code = exc.code if isinstance(exc, RouterError) else ""
+    return problem(request, 500, "Internal Server Error", f"[{code}] {exc}")
+
+
+def _internal(request: web.Request, exc: Exception) -> web.Response:
+    return problem(request, 500, "Internal Server Error", f"internal error ({type(exc).__name__}); see the admin log")
+
+
+# Routing errors and anything unexpected become short answers, never a stack trace (router/webapp.py).
+_errors = error_middleware(ErrorAnswers(
+    http=_http_error, internal=_internal,
+    expected=(*((kind, _redis_failed) for kind in redisconn.ERRORS), (RouterError, _router_failed))), log)
 
 
 @web.middleware
@@ -261,9 +260,9 @@ async def _authenticate(request: web.Request, handler: Handler) -> web.StreamRes
     elif auth.session_id(request, services.token, services.options.clock()) is not None:
         return await handler(request)
     if wants_json(request):
-        return _json({"error": "unauthorized", "code": codes.ADMIN_UNAUTHORIZED,
-                      "message": "send Authorization: Bearer <ROUTER_ADMIN_TOKEN>"}, 401,
-                     headers={"WWW-Authenticate": 'Bearer realm="router-admin"'})
+        return json_response({"error": "unauthorized", "code": codes.ADMIN_UNAUTHORIZED,
+                              "message": "send Authorization: Bearer <ROUTER_ADMIN_TOKEN>"}, 401,
+                             headers={"WWW-Authenticate": 'Bearer realm="router-admin"'})
     if request.method in ("GET", "HEAD"):
         return _redirect("/login")
     return _html(render_message("Log in first", "Your session has ended; log in again."), 401)
@@ -359,7 +358,7 @@ async def api_health(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     seen = await _read(services)
     snapshot = seen.snapshot
-    return _json({
+    return json_response({
         "generated_at": iso(seen.now_ms),
         "kafka": {"read_at": _ms(snapshot.taken_ms), "error": snapshot.error, "stuck_groups": seen.stuck,
                   "route_group": services.probe.route_group, "deliver_group": services.probe.deliver_group},
@@ -512,16 +511,10 @@ async def logout(request: web.Request) -> web.Response:
     return response
 
 
-async def healthz(request: web.Request) -> web.Response:
-    """The process is up and serving."""
-    return _json({"status": "ok"})
-
-
 async def metrics_handler(request: web.Request) -> web.Response:
     """Prometheus exposition, with the lag and DLQ gauges refreshed from Kafka (cached like the page)."""
     await request.app[SERVICES].probe.current()
-    body = await asyncio.to_thread(telemetry.metrics_text)
-    return web.Response(body=body, headers={"Content-Type": telemetry.PROMETHEUS_CONTENT_TYPE})
+    return await metrics_response()
 
 
 async def stylesheet(request: web.Request) -> web.Response:

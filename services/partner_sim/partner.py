@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import hmac
+import logging
 import math
 import secrets
 import time
@@ -28,7 +29,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from router.webapp import ErrorAnswers, error_middleware, healthz, json_response
 from services.partner_sim.rules import NO_KEY, FaultRule, firing_rule, parse_rules, record_key
+
+log = logging.getLogger("router.partner_sim")
 
 SIM_CONTENT_TYPE = "application/json"
 MAX_BODY_BYTES = 64 * 1024 * 1024  # benchmarks send large batches
@@ -239,7 +243,7 @@ SIM = web.AppKey("partner_sim", PartnerSim)
 
 def answer(body: object, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
     """A JSON response."""
-    return web.Response(body=orjson.dumps(body), status=status, content_type=SIM_CONTENT_TYPE, headers=headers)
+    return json_response(body, status, content_type=SIM_CONTENT_TYPE, headers=headers)
 
 
 def refuse(status: int, error: str, message: str | None = None) -> web.Response:
@@ -498,15 +502,21 @@ async def ledger(request: web.Request) -> web.Response:
     return answer(request.app[SIM].ledger_json(request.query.get("destination")))
 
 
-@routes.get("/healthz")
-async def healthz(request: web.Request) -> web.Response:
-    """200 while serving."""
-    return answer({"status": "ok"})
+def _http_error(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own answers (404, 405, 413) in the simulator's ``{"error": ...}`` shape."""
+    detail = exc.text if exc.text and not exc.text.startswith(f"{exc.status}: ") else None  # not "404: Not Found"
+    return refuse(exc.status, exc.reason.lower().replace(" ", "_"), detail)
+
+
+# A partner answers errors as JSON; an unexpected failure is logged, never sent as a stack trace.
+_errors = error_middleware(ErrorAnswers(
+    http=_http_error, internal=lambda request, exc: refuse(500, "internal_error", type(exc).__name__)), log)
 
 
 def create_app(config: SimConfig | None = None) -> web.Application:
     """The simulator application; its state is ``app[SIM]``."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
     app[SIM] = PartnerSim(config or SimConfig())
     app.add_routes(routes)
+    app.router.add_get("/healthz", healthz)  # 200 while serving
     return app

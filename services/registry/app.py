@@ -1,9 +1,9 @@
 """The Confluent Schema Registry REST API (the subset ``confluent_kafka.schema_registry`` uses).
 
 Answers use Confluent's bodies and codes: ``{"error_code": 40401, "message": ...}`` with the
-HTTP status being the code's first three digits. Errors are returned, not raised; only an
-unexpected exception reaches the middleware, which logs it and answers 50001 (never a 500
-with a stack trace).
+HTTP status being the code's first three digits. Errors are returned, not raised; only a store
+failure or an unexpected exception reaches the middleware (router/webapp.py's boundary), which
+logs it and answers 50001 or 50002 (never a 500 with a stack trace).
 
 Reads answer from the state this process has applied. A read that would answer "not found"
 first catches up with the topic once (``store.sync()``), so a schema registered on another
@@ -13,7 +13,7 @@ registry process is found here as soon as that process has answered its client.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -22,6 +22,7 @@ from aiohttp import web
 from router import codes
 from router.errors import RegistryError
 from router.settings import Settings
+from router.webapp import ErrorAnswers, error_middleware, json_response
 from services.registry.compat import (
     AvroSchema,
     InvalidSchemaError,
@@ -55,12 +56,11 @@ OPERATION_TIMEOUT = 50002
 MAX_VERSION = 2**31 - 1
 
 routes = web.RouteTableDef()
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def answer(body: object, status: int = 200) -> web.Response:
     """A JSON response with the Schema Registry content type."""
-    return web.Response(body=orjson.dumps(body), status=status, content_type=CONTENT_TYPE)
+    return json_response(body, status, content_type=CONTENT_TYPE)
 
 
 def refuse(error_code: int, message: str) -> web.Response:
@@ -73,21 +73,17 @@ def _refusal(refusal: Refusal) -> web.Response:
     return refuse(refusal.error_code, refusal.message)
 
 
-@web.middleware
-async def confluent_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn routing errors and unexpected exceptions into Confluent error bodies."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return refuse(exc.status, exc.reason)
-    except RegistryError as exc:
-        logger.warning("%s %s failed: %s", request.method, request.path, exc)
-        return refuse(OPERATION_TIMEOUT if exc.code == codes.REGISTRY_TIMEOUT else STORE_ERROR, str(exc))
-    except Exception as exc:
-        logger.exception("%s %s failed unexpectedly", request.method, request.path)
-        return refuse(STORE_ERROR, f"internal error ({type(exc).__name__}); see the registry log")
+def _store_failure(request: web.Request, exc: Exception) -> web.Response:
+    timeout = isinstance(exc, RegistryError) and exc.code == codes.REGISTRY_TIMEOUT
+    return refuse(OPERATION_TIMEOUT if timeout else STORE_ERROR, str(exc))
+
+
+# Routing errors and unexpected exceptions as Confluent error bodies (router/webapp.py's boundary).
+confluent_errors = error_middleware(ErrorAnswers(
+    http=lambda request, exc: refuse(exc.status, exc.reason),
+    internal=lambda request, exc: refuse(STORE_ERROR, f"internal error ({type(exc).__name__}); see the registry log"),
+    expected=((RegistryError, _store_failure),),
+), logger)
 
 
 def _flag(request: web.Request, name: str) -> bool:
