@@ -49,6 +49,7 @@ from consumers.deliver.payload import batch_body, batch_idempotency_key, idempot
 from router import codec
 from router import headers as h
 from router import ready as ready_line
+from router.errors import ConfigError
 from router.settings import Settings
 from support.delivering import Partner, delivery_records, http_spec
 from support.routing import Topology, make_topology, prepare_services, produce, zendesk_event
@@ -352,12 +353,11 @@ def partner_process(workdir: Path) -> Any:
     proc = ChildProcess("partner simulator", [sys.executable, "-m", "router", "sim", "partner", "--port", "0"],
                         log=log, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        end = time.monotonic() + 30
-        while not (pairs := ready_line.read_pairs(log)).get("partner"):
-            if proc.proc.poll() is not None or time.monotonic() > end:
-                raise SystemExit(f"the partner simulator did not start: {log.read_text()[-1000:]}")
-            time.sleep(0.05)
-        yield Partner(pairs["partner"]), proc.pid
+        try:
+            proc.wait_until(lambda: bool(ready_line.read_pairs(log).get("partner")), 30, "printing READY")
+        except ConfigError as exc:
+            raise SystemExit(f"the partner simulator did not start: {exc}") from None
+        yield Partner(ready_line.read_pairs(log)["partner"]), proc.pid
     finally:
         proc.stop(grace_s=10)
 

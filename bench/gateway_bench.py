@@ -27,7 +27,6 @@ import contextlib
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,7 +41,9 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from bench.loadgen import build_requests
+from router.errors import ConfigError
 from support.services import kafka_service, unique
+from tools.dev.embedded.procs import ChildProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "whsec_" + base64.b64encode(b"bench-only-secret-not-for-prod!!").decode()
@@ -52,20 +53,15 @@ PY = sys.executable
 @contextlib.contextmanager
 def server(argv: list[str], env: dict[str, str], log: Path) -> Iterator[str]:
     """Start a server process, yield the URL from its READY line, SIGTERM it at the end."""
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=err, env=env, cwd=ROOT)
+    child = ChildProcess(" ".join(argv[2:5]), argv, log=log, env=env, cwd=ROOT)
     try:
-        line = proc.stdout.readline().decode() if proc.stdout else ""
-        if not line.startswith("READY "):
-            raise SystemExit(f"{argv[2:5]} did not start: {line!r}; see {log}")
+        try:
+            line = child.wait_for_line("READY ", deadline_s=120)
+        except ConfigError as exc:
+            raise SystemExit(f"{argv[2:5]} did not start: {exc}; see {log}") from None
         yield line.split("=", 1)[1].strip()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        child.stop(grace_s=60)
 
 
 def _lua_string(data: bytes) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import threading
 import urllib.request
@@ -22,7 +21,7 @@ from router.pipeline.records import Inbound
 from router.pipeline.stages import RoutingTable, prepare
 from router.settings import Settings
 from support.routing import Topology, prepare_services, produce
-from support.services import wait_for
+from tools.dev.embedded.procs import ChildProcess
 
 
 class Partner:
@@ -49,18 +48,13 @@ class Partner:
 @contextmanager
 def partner_sim(tmp_path: Path, *args: str) -> Iterator[Partner]:
     log = tmp_path / f"partner-{len(list(tmp_path.glob('partner-*')))}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "router", "sim", "partner", "--port", "0", *args],
-                                stdout=out, stderr=subprocess.STDOUT)
+    child = ChildProcess("the partner simulator", [sys.executable, "-m", "router", "sim", "partner", "--port", "0",
+                                                   *args], log=log)
     try:
-        line = wait_for(lambda: next((ln for ln in log.read_text().splitlines() if ln.startswith("READY")), None)
-                        or (proc.poll() is not None and f"exited: {log.read_text()}"), deadline_s=30,
-                        what="the partner simulator to print READY")
-        assert str(line).startswith("READY"), line
-        yield Partner(str(line).split("partner=", 1)[1].strip())
+        line = child.wait_for_line("READY", deadline_s=30)
+        yield Partner(line.split("partner=", 1)[1].strip())
     finally:
-        proc.terminate()
-        proc.wait(10)
+        child.stop(grace_s=10)
 
 
 def http_spec(name: str, source: str, destination: str, url: str, *, batch: int = 1, rate: str = "",

@@ -130,29 +130,20 @@ def start_registry(bootstrap: str, workdir: os.PathLike[str], topic: str | None 
                    ) -> Iterator[str]:
     """Run `router registry serve` as a child process (on ``port``, or a free one); yield its URL
     once it prints READY. Started again on the same topic and port, it serves the same schemas."""
-    import subprocess
     import sys
     from pathlib import Path
 
     from router.procs import free_port
+    from tools.dev.embedded.procs import ChildProcess
 
     port = port or free_port()
     log = Path(workdir) / f"registry-{port}-{unique('run')}.log"
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
     argv = [sys.executable, "-m", "router", "registry", "serve", "--port", str(port),
             "--topic", topic or unique("_schemas")]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+    child = ChildProcess("the schema registry", argv, log=log, env=env)
     try:
-        wait_for(lambda: "READY" in log.read_text() or proc.poll() is not None, deadline_s=60,
-                 what="the schema registry to print READY")
-        if proc.poll() is not None:
-            raise AssertionError(f"registry exited: {log.read_text()[-2000:]}")
+        child.wait_for_line("READY", deadline_s=60)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        child.stop(grace_s=10)

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
 from support.services import wait_for
+from tools.dev.embedded.procs import ChildProcess
 
 
 class WorkerProcess:
@@ -20,27 +19,20 @@ class WorkerProcess:
                  kind: str = "route") -> None:
         self.log = log
         extra = ["--batch-size", "500"] if kind == "route" else []
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "router", kind, "--integrations", str(integrations),
-                 "--schemas", str(schemas), "--group", group, *extra],
-                stdout=out, stderr=subprocess.STDOUT, env=env)
+        self.child = ChildProcess(f"{kind} worker ({log.name})",
+                                  [sys.executable, "-m", "router", kind, "--integrations", str(integrations),
+                                   "--schemas", str(schemas), "--group", group, *extra], log=log, env=env)
+        self.proc = self.child.proc
 
     def kill(self) -> None:
         """SIGKILL: the crash the worker must survive."""
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
+        self.child.kill()
 
     def stop(self, deadline_s: float = 60) -> int:
         """SIGTERM and wait: the worker finishes its batch, commits and leaves the group."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(deadline_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            raise AssertionError(f"worker did not stop within {deadline_s}s; log: {self.log}") from None
+        if not self.child.stop(grace_s=deadline_s):
+            raise AssertionError(f"worker did not stop within {deadline_s}s; log: {self.log}")
+        return self.proc.returncode
 
 
 def worker_env(bootstrap: str, redis_url: str, registry_url: str, prefix: str) -> dict[str, str]:

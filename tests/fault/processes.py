@@ -4,9 +4,7 @@ of topics and committed offsets."""
 
 from __future__ import annotations
 
-import contextlib
 import http.client
-import signal
 import subprocess
 import threading
 import time
@@ -17,9 +15,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from router.procs import die_with_parent
 from support.signing import sign_standard_webhooks
 from tests.fault.workload import Post
+from tools.dev.embedded.procs import ChildProcess
 
 
 class Service:
@@ -32,48 +30,39 @@ class Service:
         self.log_dir = log_dir
         self.runs = 0
         self.log = log_dir / f"{name}.0.log"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.child: ChildProcess | None = None
         self.started_at = 0.0
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.child.proc if self.child is not None else None
 
     def start(self) -> None:
         self.runs += 1
         self.log = self.log_dir / f"{self.name}.{self.runs}.log"
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=self.env, preexec_fn=die_with_parent)  # noqa: PLW1509
+        self.child = ChildProcess(f"{self.name} (run {self.runs})", self.argv, log=self.log, env=self.env)
         self.started_at = time.monotonic()
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.child is not None and self.child.alive()
 
     def ready(self) -> bool:
         """Up: it printed its READY line and is still running."""
-        return self.alive() and any(line.startswith("READY ") for line in self._text().splitlines())
+        return self.alive() and self.child is not None and self.child.line_starting("READY ") is not None
 
     def kill(self) -> int:
         """SIGKILL (the crash under test); returns the pid killed."""
-        assert self.proc is not None
-        pid = self.proc.pid
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-        return pid
+        assert self.child is not None
+        return self.child.kill()
 
     def terminate(self) -> None:
-        if self.alive():
-            assert self.proc is not None
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
+        if self.child is not None:
+            self.child.terminate()
 
     def reap(self, deadline_s: float) -> None:
         """Wait for a terminated process; SIGKILL it at the deadline."""
-        if self.proc is None:
-            return
-        try:
-            self.proc.wait(deadline_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        if self.child is not None:
+            self.child.stop(grace_s=deadline_s)
 
     def tail(self, lines: int = 12) -> str:
         return "\n".join("      " + ln[:300] for ln in self._text().splitlines()[-lines:])
