@@ -21,14 +21,21 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp.typedefs import Handler
 
 from router import telemetry
 
 JSON = "application/json"
+
+class ErrorMiddleware(Protocol):
+    """What :func:`error_middleware` returns: an aiohttp middleware (a coroutine function)."""
+
+    async def __call__(self, request: web.Request, handler: Handler) -> web.StreamResponse: ...
+
 
 Render = Callable[[web.Request, Exception], web.StreamResponse]
 RenderHttp = Callable[[web.Request, web.HTTPException], web.StreamResponse]
@@ -65,7 +72,7 @@ class ErrorAnswers:
     expected: tuple[tuple[type[Exception], Render], ...] = ()  # known failures, logged without a traceback
 
 
-def error_middleware(answers: ErrorAnswers, log: logging.Logger) -> Middleware:
+def error_middleware(answers: ErrorAnswers, log: logging.Logger) -> ErrorMiddleware:
     """The error boundary of an app: see the module docstring for the order of the cases."""
 
     @web.middleware
