@@ -130,6 +130,7 @@ def running_deliverer(settings: Settings, registry_url: str, topology: Topology,
         loop.call_soon_threadsafe(stop.set)
         thread.join(60)
     assert not thread.is_alive(), "delivery worker did not stop within 60s"
+    loop.close()
     assert not errors, f"delivery worker crashed: {errors[0]!r}"
 
 
