@@ -3,8 +3,10 @@ the tests start processes with: READY lines, early exits, SIGTERM then SIGKILL, 
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -50,6 +52,12 @@ def test_an_early_exit_is_named_with_the_end_of_its_log(tmp_path: Path) -> None:
     named = r"(?s)exit child exited with code 3 before printing READY.*failing on purpose"
     with pytest.raises(ConfigError, match=named):
         child.wait_for_line("READY", deadline_s=30)
+    # Nobody stops a child that is gone: its log is closed already, not left to the garbage collector.
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", ResourceWarning)
+        del child
+        gc.collect()
+    assert [str(w.message) for w in seen if issubclass(w.category, ResourceWarning)] == []
 
 
 def test_kill_is_a_sigkill_crash(tmp_path: Path) -> None:

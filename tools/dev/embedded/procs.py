@@ -87,6 +87,7 @@ class ChildProcess:
             if ready():
                 return
             if not self.alive():
+                self._close_log()  # nothing will stop() a child that is gone
                 raise ConfigError(f"{self.name} exited with code {self.proc.returncode} before {what}"
                                   + (f"; its log ends:\n{self.tail()}" if self.log else ""))
             time.sleep(0.05)
