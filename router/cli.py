@@ -84,7 +84,7 @@ def _service_of(exc: BaseException) -> str | None:
     imported: a command that never imported a client cannot have raised its error (and the CLI
     does not import them for commands that do not need them)."""
     redis_errors = sys.modules.get("redis.exceptions")
-    if redis_errors is not None and isinstance(exc, redis_errors.RedisError):
+    if redis_errors is not None and isinstance(exc, redis_errors.RedisError | redis_errors.RedisClusterException):
         return "Redis"
     kafka = sys.modules.get("confluent_kafka")
     if kafka is not None and isinstance(exc, kafka.KafkaException):

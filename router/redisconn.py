@@ -4,16 +4,17 @@
 any node of a Redis Cluster, and the client discovers the rest and follows MOVED and ASK while
 slots migrate. Every process kind builds its clients here, so the choice is made once.
 
-Code that touches several keys in one call keeps them in one hash slot (a ``{tag}`` in the key)
-or groups them by slot with :func:`by_slot`; :func:`mget` and :func:`run_script` do that for the
-two shapes the router uses.
+Code that touches several keys in one call keeps them in one hash slot (a tag from
+:func:`slot_tag`, or the route worker's ``claim_for`` tags) or groups them by slot with
+:func:`by_slot`; :func:`mget` reads keys of any slots. A cluster has one database: a ``/N`` path
+in the URL is ignored.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeAlias
 
 import redis
@@ -43,22 +44,17 @@ def plain_url(url: str) -> str:
     return f"{CLUSTER_SCHEMES.get(scheme.lower(), scheme)}://{rest}"
 
 
-def _cluster_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    # A cluster has one database (0): a /N path in the URL is ignored by the client.
-    return kwargs
-
-
 def connect(url: str, **kwargs: Any) -> Sync:
     """A blocking client for ``url`` (standalone or cluster; see the module docstring)."""
     if is_cluster(url):
-        return RedisCluster.from_url(plain_url(url), **_cluster_kwargs(kwargs))
+        return RedisCluster.from_url(plain_url(url), **kwargs)
     return redis.Redis.from_url(url, **kwargs)
 
 
 def connect_async(url: str, **kwargs: Any) -> Async:
     """An asyncio client for ``url`` (standalone or cluster)."""
     if is_cluster(url):
-        return aiocluster.RedisCluster.from_url(plain_url(url), **_cluster_kwargs(kwargs))
+        return aiocluster.RedisCluster.from_url(plain_url(url), **kwargs)
     return aioredis.Redis.from_url(url, **kwargs)
 
 
@@ -97,11 +93,6 @@ async def mget_async(client: Async, keys: Sequence[str]) -> list[Any]:
     if isinstance(client, aiocluster.RedisCluster):
         return list(await client.mget_nonatomic(keys))
     return list(await client.mget(keys))
-
-
-def close_all(clients: Iterable[Sync]) -> None:
-    for client in clients:
-        client.close()
 
 
 # What a Redis call may raise on either client: the cluster client raises RedisClusterException,

@@ -24,7 +24,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import attrgetter
 
-import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
@@ -61,12 +60,12 @@ class RegistryUnavailable(BatchFailed):
 
 
 # Failures that mean "services unavailable": the batch is rewound and retried after a backoff.
-RETRYABLE = (redis.RedisError, KafkaException, BatchFailed, OSError)
+RETRYABLE = (*redisconn.UNAVAILABLE, KafkaException, BatchFailed)  # redisconn: either client's errors
 
 
 def failure_reason(exc: BaseException) -> str:
     """The ``router_batches_failed`` reason of a RETRYABLE failure: redis, broker or other."""
-    if isinstance(exc, redis.RedisError):
+    if isinstance(exc, redisconn.ERRORS):
         return REDIS
     if isinstance(exc, KafkaException):
         return BROKER
