@@ -31,13 +31,28 @@ def _key(prefix: str, name: str) -> str:
     return f"{prefix}integration:{name}:state"
 
 
+# A delivery worker's hold is set only if nobody changed the state since its request went out: a
+# 403 answered to a request sent before a person reconnected must not undo the reconnect.
+# KEYS[1] the state key; ARGV[1] the new state document; ARGV[2] when the request went out (ms).
+HOLD_UNLESS_CHANGED = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ok, doc = pcall(cjson.decode, cur)
+  local since = ok and type(doc) == 'table' and tonumber(doc['since_ms'])
+  if since and since > tonumber(ARGV[2]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+return 1
+"""
+
+
 def set_state(client: redisconn.Sync, prefix: str, name: str, state: State, reason: str = "") -> IntegrationState:
-    """Write an integration's state (active deletes the key: active is the default)."""
+    """Write an integration's state, with the time it changed (``active`` too: a delivery worker's
+    late answer to a request sent before the change must not override it, see :data:`HOLD_UNLESS_CHANGED`)."""
     now = int(time.time() * 1000)
-    if state == "active":
-        client.delete(_key(prefix, name))
-    else:
-        client.set(_key(prefix, name), orjson.dumps({"state": state, "reason": reason, "since_ms": now}))
+    client.set(_key(prefix, name), orjson.dumps({"state": state, "reason": reason, "since_ms": now}))
     return IntegrationState(name, state, reason, now)
 
 

@@ -17,7 +17,7 @@ from consumers.deliver.failures import RETRYABLE_REDIS
 from consumers.deliver.lanes import Item, now
 from consumers.deliver.status import Answer, Verdict, backoff_s, classify_status
 from router import codes, deadletters
-from router.controls import state_key
+from router.controls import HOLD_UNLESS_CHANGED, state_key
 from router.redact import redact_text
 
 if TYPE_CHECKING:
@@ -30,8 +30,10 @@ HOLD_CAP_S = 3600.0  # a Retry-After further out than this is taken as this
 DELIVERED_TTL_MIN_S = 7 * 24 * 3600
 
 
-async def apply(worker: DeliverWorker, target: HttpTarget, items: list[Item], answer: Answer, body: bytes) -> None:
-    """Act on the partner's ``answer`` to a request carrying ``items`` (its ``body`` as read)."""
+async def apply(worker: DeliverWorker, target: HttpTarget, items: list[Item], answer: Answer, body: bytes,
+                sent_ms: int) -> None:
+    """Act on the partner's ``answer`` to a request carrying ``items`` (its ``body`` as read),
+    sent at ``sent_ms`` (wall clock)."""
     verdict = answer.verdict
     if verdict is Verdict.DELIVERED:
         await _delivered(worker, target, items)
@@ -45,7 +47,7 @@ async def apply(worker: DeliverWorker, target: HttpTarget, items: list[Item], an
         for item, result, own in results:
             if own is not Verdict.DELIVERED:
                 after = result.retry_after_s if result.retry_after_s is not None else answer.retry_after_s
-                await apply(worker, target, [item], Answer(own, result.status, after), result.body)
+                await apply(worker, target, [item], Answer(own, result.status, after), result.body, sent_ms)
     elif verdict is Verdict.RETRY:
         if answer.status == 429 and target.rate_limit is not None:
             await worker.limiter.penalize(target.destination, items[0].tenant, target.rate_limit)
@@ -58,7 +60,7 @@ async def apply(worker: DeliverWorker, target: HttpTarget, items: list[Item], an
     elif verdict is Verdict.UNAUTHORIZED or (answer.status == 403 and target.on_forbidden == "reconnect"):
         # A 403 is a missing permission, the same for every record: hold the integration, not
         # dead-letter the backlog one by one (``on_forbidden: dlq`` for per-record refusals).
-        await _needs_reconnect(worker, target, items, body, answer.status)
+        await _needs_reconnect(worker, target, items, body, sent_ms, answer.status)
     else:
         for item in items:
             item.dlq = (codes.DELIVER_HTTP_4XX, f"{target.method} {target.url} answered {answer.status}",
@@ -91,17 +93,24 @@ def retry(worker: DeliverWorker, target: HttpTarget, items: list[Item], answer: 
 
 
 async def _needs_reconnect(worker: DeliverWorker, target: HttpTarget, items: list[Item], body: bytes,
-                           status: int | None = None) -> None:
+                           sent_ms: int, status: int | None = None) -> None:
     """Credentials refused (after a refresh) or lacking a permission (403): hold the
-    integration until a person reconnects it; its records wait, nothing is lost."""
+    integration until a person reconnects it; its records wait, nothing is lost. Unless the
+    state changed after the request went out (a person reconnected meanwhile): then the answer
+    is stale, and the records simply go again."""
     # The partner's answer may echo the credential it refused: masked before it is stored or logged.
     answer = redact_text(body[:400].decode("utf-8", "replace"), worker.redact_fields)[:200]
     reason = (f"the partner answered 403: the credentials lack a permission: {answer}" if status == 403
               else f"the partner refused credentials after a refresh: {answer}")
-    await worker.redis.set(state_key(worker.prefix, target.integration), orjson.dumps(
-        {"state": "needs_reconnect", "reason": reason, "since_ms": int(time.time() * 1000)}))
-    worker.active.discard(target.integration)
-    log.error("integration %s needs reconnecting: %s", target.integration, reason)
+    doc = orjson.dumps({"state": "needs_reconnect", "reason": reason, "since_ms": int(time.time() * 1000)})
+    held = await worker.redis.eval(HOLD_UNLESS_CHANGED, 1, state_key(worker.prefix, target.integration), doc,
+                                   sent_ms)
+    if held:
+        worker.active.discard(target.integration)
+        log.error("integration %s needs reconnecting: %s", target.integration, reason)
+    else:
+        log.info("integration %s: a %s answered to a request sent before its state changed is not acted on",
+                 target.integration, status or "refusal")
     for item in items:
         item.refreshed_auth = False
         worker.lanes.release(item)

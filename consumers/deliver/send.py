@@ -136,6 +136,7 @@ async def _request_and_apply(worker: DeliverWorker, target: HttpTarget, fresh: l
     for item in fresh:
         item.attempts += 1
     answer: Answer | None = None
+    sent_ms = int(time.time() * 1000)
     try:
         seen = auth.version
         answer, resp_body = await _request(worker, target, auth, body, headers, request_key, len(fresh))
@@ -152,7 +153,7 @@ async def _request_and_apply(worker: DeliverWorker, target: HttpTarget, fresh: l
         if span is not None:
             _end_span(span, answer)
     worker.outcomes.attempt(answer.status, fresh[0].tenant, target.integration)
-    await apply(worker, target, fresh, answer, resp_body)
+    await apply(worker, target, fresh, answer, resp_body, sent_ms)
 
 
 async def _request(worker: DeliverWorker, target: HttpTarget, auth: Auth, body: bytes, headers: dict[str, str],

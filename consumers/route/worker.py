@@ -138,7 +138,8 @@ class RouteWorker:
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop``; then finish the batch in hand, commit, and leave the group."""
         topics = sorted(self.table.by_topic)
-        self.consumer.subscribe(topics, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_revoke)
         log.info("route worker subscribed", extra={"topics": topics, "group": self.options.group})
         backoff = self.options.backoff_initial_s
         try:
@@ -233,6 +234,11 @@ class RouteWorker:
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error: %s", err)
         return batch
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Cooperative rebalancing hands out only the partitions that moved (often none).
+        if partitions:
+            log.info("partitions assigned: %s", [(p.topic, p.partition) for p in partitions])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Callbacks run inside consume(), so the only batch of these partitions not yet committed is

@@ -186,6 +186,27 @@ def test_a_403_holds_the_integration_instead_of_dead_lettering_the_backlog(
             client.close()
 
 
+def test_a_late_403_to_a_request_sent_before_a_reconnect_does_not_undo_it(
+        settings: Settings, registry_url: str, tmp_path: Path, name: str) -> None:
+    client = redisconn.connect(settings.redis_url or "")
+    with partner_sim(tmp_path) as partner:
+        # The partner records the request, then takes 3 s to refuse it: the reconnect lands meanwhile.
+        partner.rules({"destination": f"{name}-d", "match": {}, "status": 403, "delay_ms": 3000, "times": 1})
+        topo = _topo(tmp_path, name, f"{partner.url}/v1/{name}-d")
+        publish(settings, registry_url, topo, [zendesk_event("e1", 1, 1)])
+        try:
+            with running_deliverer(settings, registry_url, topo, group=name, state_interval_s=0.2):
+                wait_for(lambda: partner.ledger(f"{name}-d")["requests"] == 1, deadline_s=60,
+                         what="the request in flight")
+                set_state(client, settings.redis_key_prefix, name, "active")  # a person reconnected
+                wait_for(lambda: _accepted(partner, f"{name}-d"), deadline_s=60, what="delivery after the reconnect")
+            state = read_states(client, settings.redis_key_prefix, [name])[name]
+            assert state.state == "active", f"the stale 403 held the integration: {state.reason}"
+        finally:
+            set_state(client, settings.redis_key_prefix, name, "active")
+            client.close()
+
+
 def test_a_re_routed_record_is_not_sent_twice(settings_each_redis: Settings, registry_url: str, tmp_path: Path,
                                               name: str) -> None:
     settings = settings_each_redis  # standalone and cluster (docs/redis.md)
