@@ -8,6 +8,7 @@ listening, finish requests in flight, then the app's own cleanup, e.g. flushing 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import signal
@@ -20,6 +21,13 @@ from router.procs import port_is_free
 
 if TYPE_CHECKING:  # aiohttp is imported when a server runs, not for every `router` call
     from aiohttp import web
+
+
+def add_listen_args(parser: argparse.ArgumentParser, default_port: int) -> None:
+    """The ``--host`` and ``--port`` every served process kind takes (loopback unless told)."""
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=default_port,
+                        help=f"port to listen on; 0 picks a free one (default {default_port})")
 
 
 async def serve_until_signalled(app: web.Application, *, host: str, port: int, on_ready: Callable[[str], None],

@@ -30,7 +30,7 @@ from router import ready as ready_line
 from router import telemetry
 from router.errors import ConfigError
 from router.procs import die_with_parent, free_port, port_is_free
-from router.serving import serve_until_signalled
+from router.serving import add_listen_args, serve_until_signalled
 from router.settings import Settings
 
 if TYPE_CHECKING:  # aiohttp is imported when serving: `router` builds every subcommand's parser
@@ -44,8 +44,7 @@ READY_DEADLINE_S = 60.0
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``gateway`` to the ``router`` command's subparsers."""
     p = subparsers.add_parser("gateway", help="the webhook gateway: partner POSTs -> ingest.<source>")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port; 0 picks a free one (default 8080)")
+    add_listen_args(p, default_port=8080)
     p.add_argument("--sources", type=Path, default=None, metavar="DIR",
                    help="folder of source specs (default: ROUTER_GATEWAY_SOURCES or sources/)")
     p.add_argument("--workers", type=int, default=1, metavar="N",

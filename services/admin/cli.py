@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from router import ready as ready_line
 from router import telemetry
 from router.errors import ConfigError
-from router.serving import serve_until_signalled
+from router.serving import add_listen_args, serve_until_signalled
 from router.settings import Secret, Settings
 
 if TYPE_CHECKING:  # aiohttp is imported when serving: `router` builds every subcommand's parser
@@ -28,8 +28,7 @@ if TYPE_CHECKING:  # aiohttp is imported when serving: `router` builds every sub
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add ``admin`` to the ``router`` command's subparsers."""
     p = subparsers.add_parser("admin", help="the integration health page (state, errors, DLQ, lag; pause/replay)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8090, help="port; 0 picks a free one (default 8090)")
+    add_listen_args(p, default_port=8090)
     p.add_argument("--integrations", type=Path, default=None, metavar="DIR",
                    help="folder of integration specs (default: ROUTER_INTEGRATIONS or integrations/)")
     p.add_argument("--schemas", type=Path, default=None, metavar="DIR",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from router import ready as ready_line
 from router import telemetry
 from router.errors import ConfigError
-from router.serving import serve_until_signalled
+from router.serving import add_listen_args, serve_until_signalled
 
 if TYPE_CHECKING:  # aiohttp is imported only when this command runs, not for every `router` call
     from services.partner_sim.partner import SimConfig
@@ -27,8 +27,7 @@ def register(subparsers: Any) -> None:
     commands = sim.add_subparsers(dest="sim_command", metavar="COMMAND")
     commands.required = True
     partner = commands.add_parser("partner", help="a partner API that delivery workers POST records to")
-    partner.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    partner.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one (default 0)")
+    add_listen_args(partner, default_port=0)
     partner.add_argument("--rate", type=int, default=None, help="requests per --per seconds and destination")
     partner.add_argument("--per", type=float, default=1.0, help="the rate limit's window in seconds (default 1)")
     partner.add_argument("--require-token", action="store_true", help="require a bearer token from /oauth/token")

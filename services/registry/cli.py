@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from router import ready as ready_line
-from router.serving import serve_until_signalled
+from router.serving import add_listen_args, serve_until_signalled
 from router.settings import Settings
 
 
@@ -25,8 +25,7 @@ def register(subparsers: Any) -> None:
     commands = registry.add_subparsers(dest="registry_command", metavar="COMMAND")
     commands.required = True
     serve = commands.add_parser("serve", help="serve the Schema Registry REST API, storing schemas in Kafka")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8081, help="port to listen on; 0 picks a free one (default 8081)")
+    add_listen_args(serve, default_port=8081)
     serve.add_argument("--topic", default="_schemas", help="compacted topic holding the schemas (default _schemas)")
     serve.set_defaults(handler=serve_command)
 
