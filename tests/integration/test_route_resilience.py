@@ -30,7 +30,7 @@ from support.routing import (
     zendesk_event,
     zendesk_spec,
 )
-from support.services import Budget
+from support.services import Budget, wait_for
 from support.workers import WorkerProcess, committed_total, wait_committed, worker_env
 from tools.dev.embedded.redis import start_redis
 
@@ -114,17 +114,28 @@ def test_scaling_out_and_in_mid_run_loses_nothing(settings_each_redis: Settings,
     # Records keep arriving while the group changes: produce in a background thread.
     producer = threading.Thread(target=produce, args=(bootstrap, topo.source_topic, records), daemon=True)
     workers = [WorkerProcess(env, topo.integrations, topo.schemas, name, tmp_path / f"w{i}.log") for i in range(2)]
-    producer.start()
-    wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, 5_000, deadline_s=budget.s(180), procs=workers)
-    workers.append(WorkerProcess(env, topo.integrations, topo.schemas, name, tmp_path / "w2.log"))
-    wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, 12_000, deadline_s=budget.s(180), procs=workers)
-    assert workers[0].stop() == 0
-    producer.join(120)
-    assert not producer.is_alive()
-    wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, len(records), deadline_s=budget.s(240),
-                   procs=workers[1:])
-    for w in workers[1:]:
-        assert w.stop() == 0
+    try:
+        producer.start()
+        wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, 5_000, deadline_s=budget.s(180), procs=workers)
+        workers.append(WorkerProcess(env, topo.integrations, topo.schemas, name, tmp_path / "w2.log"))
+        wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, 12_000, deadline_s=budget.s(180),
+                       procs=workers)
+        # Scale in once the scale-out has settled (the newcomer holds a partition), as an operator
+        # would: a member leaving mid-rebalance can wedge the embedded broker's group for good
+        # (docs/embedded-broker.md), which is the broker's defect, not what this test is about.
+        wait_for(lambda: "partitions assigned" in workers[2].log.read_text(errors="replace"),
+                 deadline_s=budget.s(60), what="the third worker's first partition")
+        assert workers[0].stop() == 0
+        producer.join(120)
+        assert not producer.is_alive()
+        wait_committed(bootstrap, name, topo.source_topic, PARTITIONS, len(records), deadline_s=budget.s(240),
+                       procs=workers[1:])
+        for w in workers[1:]:
+            assert w.stop() == 0
+    finally:
+        for w in workers:
+            if w.proc.poll() is None:
+                w.kill()
     _check_no_loss(bootstrap, topo.source_topic, f"delivery.{name}-pd", ids, poison, budget)
 
 
@@ -146,8 +157,6 @@ def test_redis_outage_of_ten_seconds_loses_nothing(settings: Settings, registry_
         redis_proc.stop()
         produce(bootstrap, topo.source_topic, records[half:])
         # The outage lasts until the worker has noticed it and kept failing for 10 s.
-        from support.services import wait_for
-
         wait_for(lambda: "batch failed" in worker.log.read_text(), deadline_s=budget.s(60),
                  what="the worker to see the outage")
         outage = threading.Event()
