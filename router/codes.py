@@ -147,6 +147,10 @@ DELIVER_HTTP_4XX: Final = _dlq("deliver.http_4xx", "deliver",
 DELIVER_RETRIES_EXHAUSTED: Final = _dlq("deliver.retries_exhausted", "deliver", retryable=True,
                                         meaning="transient failures (5xx, 429, timeouts) lasted past "
                                                 "`retry.max_age`", action="replay once the partner recovers")
+DELIVER_NO_CONNECTION: Final = _dlq("deliver.no_connection", "deliver", retryable=True,
+                                    meaning="the integration delivers with each tenant's connection, and the "
+                                            "record's tenant has none (never connected, or deleted)",
+                                    action="connect the tenant (`router connections create`), then replay")
 DELIVER_UNKNOWN: Final = _dlq("deliver.unknown", "deliver",
                               meaning="a dead letter written without a reason (a worker bug; should never appear)",
                               action="report it with the record's coordinates")

@@ -102,13 +102,18 @@ async def _needs_reconnect(worker: DeliverWorker, target: HttpTarget, items: lis
     answer = redact_text(body[:400].decode("utf-8", "replace"), worker.redact_fields)[:200]
     reason = (f"the partner answered 403: the credentials lack a permission: {answer}" if status == 403
               else f"the partner refused credentials after a refresh: {answer}")
-    doc = orjson.dumps({"state": "needs_reconnect", "reason": reason, "since_ms": int(time.time() * 1000)})
-    held = await worker.redis.eval(HOLD_UNLESS_CHANGED, 1, state_key(worker.prefix, target.integration), doc,
-                                   sent_ms)
-    if held:
-        worker.active.discard(target.integration)
-        log.error("integration %s needs reconnecting: %s", target.integration, reason)
+    if target.connection is not None and worker.tenancy is not None:  # this tenant's connection alone
+        held = await worker.tenancy.needs_reconnect(target.integration, items[0].tenant, reason, sent_ms)
+        if held:
+            worker.active.discard(items[0].scope)
     else:
+        doc = orjson.dumps({"state": "needs_reconnect", "reason": reason, "since_ms": int(time.time() * 1000)})
+        held = await worker.redis.eval(HOLD_UNLESS_CHANGED, 1, state_key(worker.prefix, target.integration), doc,
+                                       sent_ms)
+        if held:
+            worker.active.discard(target.integration)
+            log.error("integration %s needs reconnecting: %s", target.integration, reason)
+    if not held:
         log.info("integration %s: a %s answered to a request sent before its state changed is not acted on",
                  target.integration, status or "refusal")
     for item in items:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
+import os
 import signal
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumers.deliver.config import HttpTarget, compile_target
+from consumers.deliver.tenancy import Tenancy
 from consumers.deliver.worker import DeliverOptions, DeliverWorker
 from router import ready as ready_line
 from router import redisconn, telemetry
@@ -18,6 +21,9 @@ from router.kafka import wait_for_broker
 from router.settings import Settings
 from router.spec.args import add_spec_dirs
 from router.spec.load import Catalog, load_catalog
+
+log = logging.getLogger("router.deliver")
+CATCH_UP_S = 30.0  # connections read before the first record goes (else held until they are)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -82,17 +88,39 @@ def run(args: argparse.Namespace) -> int:
     return asyncio.run(_main(settings, targets, args, others))
 
 
+def _tenancy(settings: Settings, targets: dict[str, HttpTarget]) -> Tenancy | None:
+    """The connections of integrations that deliver with each tenant's, read before the first
+    record goes (None when no integration does)."""
+    if all(t.connection is None for t in targets.values()):
+        return None
+    from router.connections.keyring import KeyRing
+    from router.connections.store import DEFAULT_TOPIC, TOPIC_ENV, ConnectionStore, ConnectionWriter
+
+    ring = KeyRing.required()
+    topic = os.environ.get(TOPIC_ENV) or DEFAULT_TOPIC
+    store = ConnectionStore(settings, ring, topic)
+    store.start()
+    if not store.wait_caught_up(CATCH_UP_S):
+        log.warning("connections not all read after %.0fs: per-tenant records wait until they are", CATCH_UP_S)
+    return Tenancy(store, ConnectionWriter(settings, ring, topic))
+
+
 async def _main(settings: Settings, targets: dict[str, HttpTarget], args: argparse.Namespace,
                 others: frozenset[str]) -> int:
+    tenancy = await asyncio.to_thread(_tenancy, settings, targets)
     worker = DeliverWorker(settings, targets, SchemaRegistryClient(settings.registry_conf()),
-                           DeliverOptions(group=args.group, concurrency=args.concurrency, others=others))
+                           DeliverOptions(group=args.group, concurrency=args.concurrency, others=others), tenancy)
     telemetry.maybe_serve_metrics(worker.verdict)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     ready_line.announce(deliver=args.group)
-    await worker.run(stop)
+    try:
+        await worker.run(stop)
+    finally:
+        if tenancy is not None:
+            tenancy.close()
     print(f"stopped deliver outcomes={dict(worker.outcomes.totals)}", flush=True)
     return 0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from router.errors import ConfigError
+from router.spec.connection_use import ConnectionUse, parse_use
 from router.spec.durations import parse_duration
 from router.spec.model import Integration
 
@@ -78,6 +79,8 @@ class HttpTarget:
     dedupe_ttl_s: float = 86400.0
     on_forbidden: str = "reconnect"  # or "dlq"
     extra: dict[str, Any] = field(default_factory=dict)
+    # Each tenant's own connection: its credentials, its settings in ``url`` (docs/connections.md).
+    connection: ConnectionUse | None = None
 
 
 def compile_target(integration: Integration) -> HttpTarget:
@@ -94,7 +97,8 @@ def compile_target(integration: Integration) -> HttpTarget:
     return HttpTarget(
         integration=integration.name,
         destination=integration.destination.name,
-        url=resolve(http["url"], f"{where}.url"),
+        # A per-tenant URL is a template filled at send time (consumers/deliver/tenancy.py).
+        url=resolve(http["url"], f"{where}.url") if "connection" not in http else str(http["url"]),
         method=str(http.get("method", "POST")),
         headers={k: resolve(v, f"{where}.headers.{k}") for k, v in (http.get("headers") or {}).items()},
         max_records=int(batch.get("max_records", 1)),
@@ -113,4 +117,5 @@ def compile_target(integration: Integration) -> HttpTarget:
         id_field=str(body.get("id_field", "idempotency_key")),
         dedupe_ttl_s=integration.dedupe_ttl_s,
         on_forbidden=str(http.get("on_forbidden", "reconnect")),
+        connection=parse_use(http["connection"]) if "connection" in http else None,
     )

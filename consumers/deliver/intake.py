@@ -14,6 +14,7 @@ from confluent_kafka import KafkaError, Message
 from consumers.deliver.delivered import delivered_key
 from consumers.deliver.lanes import Item, now
 from consumers.deliver.payload import idempotency_key, record_json, to_json
+from consumers.deliver.tenancy import scope_of
 from router import codec, codes
 from router import headers as h
 
@@ -95,6 +96,8 @@ def _item(worker: DeliverWorker, msg: Message, unfetched: Unfetched) -> Item:
             item.dlq = (codes.DELIVER_MISSING_EVENT_ID if which == h.EVENT_ID else codes.DELIVER_BAD_HEADER,
                         f"the record has no {which} header", None, b"")
     else:
+        if worker.targets[name].connection is not None:
+            item.scope = scope_of(name, tenant, per_tenant=True)
         _decode_into(worker, item, unfetched)
     return item
 

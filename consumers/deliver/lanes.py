@@ -49,6 +49,7 @@ class Item:
     json: bytes = b""  # the record as it goes in a request body (payload.record_json, or to_json alone), made once
     delivered_key: str = ""  # its key in Redis once the partner accepted it (delivered.py)
     undecoded: bool = False  # its schema could not be fetched for a passing reason (registry down): decoded later
+    scope: str = ""  # what holds it: its integration, or ``integration/tenant`` with connections (tenancy.py)
 
     @property
     def tp(self) -> TP:
@@ -94,7 +95,8 @@ class Lanes:
 
     Each lane head that is not in flight is indexed in exactly one place:
 
-    - a *ready bucket*: its integration's (``_ready``), or ``_dead`` when it carries a dead letter
+    - a *ready bucket*: its scope's (``_ready``: the integration, or ``integration/tenant`` for an
+      integration that delivers with each tenant's connection), or ``_dead`` when it carries a dead letter
       (dead letters are written whatever the integration's state);
     - ``_waiting``, a heap by ``not_before``: it moves to its bucket when that time comes.
 
@@ -111,7 +113,7 @@ class Lanes:
         self.lanes: dict[LaneId, deque[Item]] = {}
         self.tracks: dict[TP, PartitionTrack] = {}
         self._held = 0
-        self._ready: dict[str, dict[Item, None]] = {}  # insertion-ordered sets, one per integration
+        self._ready: dict[str, dict[Item, None]] = {}  # insertion-ordered sets, one per scope
         self._dead: dict[Item, None] = {}
         self._bucket_of: dict[Item, dict[Item, None]] = {}
         self._waiting: list[tuple[float, int, Item]] = []  # (not_before, token, head); stale entries skipped
@@ -138,11 +140,11 @@ class Lanes:
         track.add(item.offset)
 
     def ready(self, now: float, active: set[str] | None = None) -> list[Item]:
-        """Lane heads that may be sent now (not in flight, not waiting, integration active), and
-        heads carrying a dead letter whatever their integration. Costs O(ready + heads turned
+        """Lane heads that may be sent now (not in flight, not waiting, scope in ``active``), and
+        heads carrying a dead letter whatever their scope. Costs O(ready + heads turned
         in flight since the last call), plus O(log n) per head whose ``not_before`` came.
 
-        Heads of inactive integrations stay in their bucket, unseen, until it is active again."""
+        Heads of inactive scopes stay in their bucket, unseen, until it is active again."""
         self._now = now
         waiting = self._waiting
         while waiting and waiting[0][0] <= now:
@@ -156,6 +158,10 @@ class Lanes:
             if bucket and (active is None or name in active):
                 self._collect(bucket, now, out)
         return out
+
+    def scopes(self) -> set[str]:
+        """Scopes with lane heads waiting in their bucket."""
+        return {name for name, bucket in self._ready.items() if bucket}
 
     def start(self, item: Item) -> None:
         """``item`` (a ready head) goes into a request or a DLQ write."""
@@ -247,10 +253,10 @@ class Lanes:
     def _bucket(self, head: Item) -> None:
         if head.dlq is not None:
             bucket = self._dead
-        elif (found := self._ready.get(head.integration)) is not None:
+        elif (found := self._ready.get(head.scope or head.integration)) is not None:
             bucket = found
         else:
-            bucket = self._ready[head.integration] = {}
+            bucket = self._ready[head.scope or head.integration] = {}
         bucket[head] = None
         self._bucket_of[head] = bucket
 

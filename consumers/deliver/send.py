@@ -21,6 +21,7 @@ from consumers.deliver.failures import REQUESTS, TRANSIENT, worker_reason
 from consumers.deliver.lanes import Item
 from consumers.deliver.payload import batch_idempotency_key, join_body
 from consumers.deliver.status import Answer, Verdict, interpret
+from consumers.deliver.tenancy import Route
 from router import codes
 from router import headers as h
 from router.outcomes import delivery_request_seconds
@@ -83,17 +84,28 @@ async def _send(worker: DeliverWorker, target: HttpTarget, owned: list[Item]) ->
     fresh = sendable()
     if not fresh:
         return
+    url, auth = target.url, worker.auth.get(target.integration)
+    if target.connection is not None and worker.tenancy is not None:
+        route = worker.tenancy.route(target, fresh[0].tenant)
+        if not isinstance(route, Route):  # changed while this task waited: held until the next state read
+            worker.active.discard(fresh[0].scope)
+            for item in fresh:
+                worker.lanes.release(item)
+            owned.clear()
+            return
+        url, auth = route.url, route.auth
+    assert auth is not None
     tps = [i.tp for i in fresh]
     worker.in_flight.update(tps)
     try:
-        await _request_and_apply(worker, target, fresh)
+        await _request_and_apply(worker, target, fresh, url, auth)
     finally:
         worker.in_flight.subtract(tps)
 
 
 def _sendable(worker: DeliverWorker, items: list[Item]) -> list[Item]:
     """The items that may be sent now; the others go back to their lane heads, unsent."""
-    name = items[0].integration if items else ""
+    name = (items[0].scope or items[0].integration) if items else ""
     if name in worker.active and not worker.revoking:
         return items
     out = []
@@ -116,8 +128,10 @@ def _end_span(span: Span, answer: Answer | None) -> None:
     span.end()
 
 
-async def _request_and_apply(worker: DeliverWorker, target: HttpTarget, fresh: list[Item]) -> None:
-    """Build the body and headers, send (refreshing the credentials once on a 401), apply the answer."""
+async def _request_and_apply(worker: DeliverWorker, target: HttpTarget, fresh: list[Item], url: str,
+                             auth: Auth) -> None:
+    """Build the body and headers, send to ``url`` with ``auth`` (refreshing the credentials once on
+    a 401), apply the answer."""
     single = target.max_records == 1
     ikeys = [i.idempotency_key for i in fresh]
     body = fresh[0].json if single else join_body([i.json for i in fresh], target.batch_key)
@@ -132,14 +146,13 @@ async def _request_and_apply(worker: DeliverWorker, target: HttpTarget, fresh: l
                         "http.request.method": target.method, "router.tenant": fresh[0].tenant})
     elif incoming:
         headers[h.TRACEPARENT] = incoming
-    auth = worker.auth[target.integration]
     for item in fresh:
         item.attempts += 1
     answer: Answer | None = None
     sent_ms = int(time.time() * 1000)
     try:
         seen = auth.version
-        answer, resp_body = await _request(worker, target, auth, body, headers, request_key, len(fresh))
+        answer, resp_body = await _request(worker, target, url, auth, body, headers, request_key, len(fresh))
         if answer.verdict is Verdict.UNAUTHORIZED and not fresh[0].refreshed_auth:
             try:  # one fetch for every request refused with the same token; TokenUnavailable: retried
                 refreshed = await auth.refresh(worker.session, seen)
@@ -148,7 +161,8 @@ async def _request_and_apply(worker: DeliverWorker, target: HttpTarget, fresh: l
             if refreshed:  # a 401 with the new token is final: reconnect
                 for item in fresh:
                     item.refreshed_auth = True
-                answer, resp_body = await _request(worker, target, auth, body, headers, request_key, len(fresh))
+                answer, resp_body = await _request(worker, target, url, auth, body, headers, request_key,
+                                                   len(fresh))
     finally:
         if span is not None:
             _end_span(span, answer)
@@ -156,13 +170,13 @@ async def _request_and_apply(worker: DeliverWorker, target: HttpTarget, fresh: l
     await apply(worker, target, fresh, answer, resp_body, sent_ms)
 
 
-async def _request(worker: DeliverWorker, target: HttpTarget, auth: Auth, body: bytes, headers: dict[str, str],
-                   msg_id: str, n: int) -> tuple[Answer, bytes]:
+async def _request(worker: DeliverWorker, target: HttpTarget, url: str, auth: Auth, body: bytes,
+                   headers: dict[str, str], msg_id: str, n: int) -> tuple[Answer, bytes]:
     """One HTTP request; the partner's answer interpreted, or a failure to reach it as a retry."""
     started = time.perf_counter()
     try:
         extra = await auth.headers(worker.session, body, msg_id)
-        async with worker.session.request(target.method, target.url, data=body, headers={**headers, **extra},
+        async with worker.session.request(target.method, url, data=body, headers={**headers, **extra},
                                           timeout=aiohttp.ClientTimeout(total=target.timeout_s)) as resp:
             content = await resp.content.read(64 * 1024)
             answer = interpret(resp.status, {k.lower(): v for k, v in resp.headers.items()}, content, n,

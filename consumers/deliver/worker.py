@@ -50,8 +50,10 @@ from consumers.deliver.lanes import TP, Item, Lanes, batches, now
 from consumers.deliver.payload import envelope
 from consumers.deliver.ratelimit import SharedRateLimiter
 from consumers.deliver.send import deliver
-from router import codec, groupwatch, health, redisconn
+from consumers.deliver.tenancy import Tenancy
+from router import codec, codes, groupwatch, health, redisconn
 from router.controls import parse, state_key
+from router.errors import ConfigError
 from router.groupwatch import GroupWatch, Throttle
 from router.health import HealthBatch, HealthWriter
 from router.outcomes import Outcomes, end_to_end_seconds
@@ -82,8 +84,14 @@ class DeliverWorker:
     """One delivery worker process; ``await run(stop)``."""
 
     def __init__(self, settings: Settings, targets: dict[str, HttpTarget], registry: SchemaRegistryClient,
-                 options: DeliverOptions | None = None) -> None:
-        """Build the worker's clients and state; nothing connects before ``run``."""
+                 options: DeliverOptions | None = None, tenancy: Tenancy | None = None) -> None:
+        """Build the worker's clients and state; nothing connects before ``run``. ``tenancy``: the
+        connections of integrations that deliver with each tenant's (required if any does)."""
+        per_tenant = sorted(name for name, t in targets.items() if t.connection is not None)
+        if per_tenant and tenancy is None:
+            raise ConfigError(f"{', '.join(per_tenant)} deliver(s) with each tenant's connection: set "
+                              "ROUTER_ENCRYPTION_KEY (docs/connections.md) so that this worker can read them")
+        self.tenancy = tenancy
         self.settings = settings
         self.targets = targets
         self.registry = registry
@@ -100,7 +108,7 @@ class DeliverWorker:
         self.redis = redisconn.connect_async(settings.redis_url or "", socket_timeout=5)
         self.limiter = SharedRateLimiter(self.redis, self.prefix)
         self.delivered_keys = DeliveredKeys(self.redis, self.prefix)
-        self.auth: dict[str, Auth] = {name: build_auth(t.auth) for name, t in targets.items()}
+        self.auth: dict[str, Auth] = {name: build_auth(t.auth) for name, t in targets.items() if t.connection is None}
         self.slots = {name: asyncio.Semaphore(self.options.concurrency) for name in targets}
         self.tasks: set[asyncio.Task[None]] = set()
         self.heartbeat = Heartbeat()
@@ -215,6 +223,11 @@ class DeliverWorker:
         self._state_failures = 0
         self.progress.succeeded(STATES)
         self.active = {n for n, v in zip(names, raw, strict=True) if parse(n, v).state == "active"}
+        if self.tenancy is not None:
+            self.active |= self.tenancy.active_scopes(self.targets, self.active, self.lanes.scopes())
+            for connection, reason in self.tenancy.unusable():
+                self.spawn(self.tenancy.needs_reconnect(connection.integration, connection.tenant,
+                                                        f"the integration cannot use this connection: {reason}", None))
         now_s = time.time()
         self.holds = {k: v for k, v in self.holds.items() if v > now_s}
         return self.options.state_interval_s
@@ -224,8 +237,12 @@ class DeliverWorker:
     def _dispatch(self) -> None:
         """Start a task for every ready lane head: its dead letter, its re-decode, or its batch's request."""
         ready = self.lanes.ready(now(), self.active)
-        by_integration: dict[str, list[Item]] = {}
+        by_scope: dict[str, list[Item]] = {}
         for item in ready:
+            if item.dlq is None and item.scope and self.tenancy is not None and \
+                    self.tenancy.route(self.targets[item.integration], item.tenant) is None:
+                item.dlq = (codes.DELIVER_NO_CONNECTION, f"tenant {item.tenant!r} has no connection to "
+                            f"{item.integration}", None, b"")
             if item.dlq is not None:
                 self.lanes.start(item)
                 self.spawn(dead_letter(self, item))
@@ -234,9 +251,9 @@ class DeliverWorker:
                 self.lanes.start(item)
                 self.spawn(intake.redecode(self, item))
                 continue
-            by_integration.setdefault(item.integration, []).append(item)
-        for name, items in by_integration.items():
-            target = self.targets[name]
+            by_scope.setdefault(item.scope or item.integration, []).append(item)
+        for items in by_scope.values():
+            target = self.targets[items[0].integration]
             head, tail = envelope(target.batch_key)
             for batch in batches(items, target.max_records, target.max_bytes, len(head) + len(tail)):
                 for item in batch:

@@ -22,6 +22,7 @@ from router import codes
 from router import headers as h
 from router.errors import RouterError, SpecError
 from router.spec.avro import AvroCatalog
+from router.spec.connection_use import problems as connection_problems
 from router.spec.durations import parse_duration
 from router.spec.mapping import _Collector, compile_record
 from router.spec.model import (
@@ -221,6 +222,8 @@ def compile_integration(doc: SourceDoc, file: Path, schemas: AvroCatalog) -> tup
             col.error(("destination", "http", "auth", key), f"a secret is written in the spec: give {key} as a "
                       "reference, env:NAME (an environment variable) or file:/path (e.g. a mounted secret)",
                       codes.SPEC_PLAIN_SECRET)
+    for where, message in connection_problems(spec.get("destination", {}).get("http") or {}):
+        col.error(("destination", "http", *where), message, codes.SPEC_INVALID_VALUE)
     fixtures = spec.get("fixtures")
     fixtures_dir = (file.parent / fixtures).resolve() if fixtures else None
     if fixtures_dir is not None and not fixtures_dir.is_dir():
