@@ -15,6 +15,7 @@ import orjson
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumers.deliver.cli import targets_for
+from consumers.deliver.tenancy import Tenancy
 from consumers.deliver.worker import DeliverOptions, DeliverWorker
 from router import headers as h
 from router.pipeline.records import Inbound
@@ -58,8 +59,11 @@ def partner_sim(tmp_path: Path, *args: str) -> Iterator[Partner]:
 
 
 def http_spec(name: str, source: str, destination: str, url: str, *, batch: int = 1, rate: str = "",
-              max_age: str = "4h", auth: str = "{type: none}", base: str = "10ms", max_bytes: int | None = None) -> str:
-    """A Zendesk → partner spec delivering to ``url``."""
+              max_age: str = "4h", auth: str = "{type: none}", base: str = "10ms", max_bytes: int | None = None,
+              connection: str | None = None) -> str:
+    """A Zendesk → partner spec delivering to ``url`` (with each tenant's connection, given
+    ``connection``: the spec's ``connection`` section as YAML flow, in place of ``auth``)."""
+    auth_line = f"connection: {connection}" if connection is not None else f"auth: {auth}"
     rate_line = f"    rate_limit: {rate}\n" if rate else ""
     max_bytes_item = f", max_bytes: {max_bytes}" if max_bytes is not None else ""
     return f"""name: {name}
@@ -84,7 +88,7 @@ destination:
     url: "{url}"
     batch: {{max_records: {batch}{max_bytes_item}}}
     timeout: 5s
-    auth: {auth}
+    {auth_line}
 {rate_line}    retry: {{max_age: {max_age}, base: {base}, cap: 2s}}
 """
 
@@ -105,12 +109,13 @@ def delivery_records(topology: Topology, schema_ids: dict[str, int], events: lis
 
 @contextmanager
 def running_deliverer(settings: Settings, registry_url: str, topology: Topology, group: str,
-                      only: list[str] | None = None, **options: Any) -> Iterator[DeliverWorker]:
+                      only: list[str] | None = None, tenancy: Tenancy | None = None,
+                      **options: Any) -> Iterator[DeliverWorker]:
     """A DeliverWorker (of ``only`` those integrations, else all) on its own thread and event loop
-    for the block; stopped cleanly on exit."""
+    for the block; stopped cleanly on exit. ``tenancy``: connections, for per-tenant integrations."""
     targets = targets_for(topology.catalog, only)
     worker = DeliverWorker(settings, targets, SchemaRegistryClient({"url": registry_url}),
-                           DeliverOptions(group=group, **options))
+                           DeliverOptions(group=group, **options), tenancy)
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     errors: list[BaseException] = []
@@ -130,6 +135,7 @@ def running_deliverer(settings: Settings, registry_url: str, topology: Topology,
         loop.call_soon_threadsafe(stop.set)
         thread.join(60)
     assert not thread.is_alive(), "delivery worker did not stop within 60s"
+    loop.run_until_complete(loop.shutdown_default_executor())  # asyncio.to_thread's threads, as asyncio.run does
     loop.close()
     assert not errors, f"delivery worker crashed: {errors[0]!r}"
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TP = tuple[str, int]
-LaneId = tuple[str, int, bytes | int]
+LaneId = tuple[str, int, str, bytes | int]  # (topic, partition, tenant, key or offset)
 HEAP_SLACK = 1024  # stale heap entries tolerated before the heap is rebuilt without them
 
 
@@ -56,9 +56,11 @@ class Item:
         return (self.topic, self.partition)
 
     @property
-    def lane(self) -> tuple[str, int, bytes | int]:
-        # A record without a key has no order to keep: it is a lane of its own.
-        return (self.topic, self.partition, self.key if self.key is not None else self.offset)
+    def lane(self) -> LaneId:
+        # Order is per (tenant, entity) (DESIGN §5): two tenants' records of the same entity key
+        # never wait on each other, so one tenant's held connection holds nobody else. A record
+        # without a key has no order to keep: it is a lane of its own.
+        return (self.topic, self.partition, self.tenant, self.key if self.key is not None else self.offset)
 
 
 @dataclass
