@@ -45,6 +45,14 @@ class Partner:
     def ledger(self, destination: str | None = None) -> dict[str, Any]:
         return dict(self.call("GET", "/_ledger" + (f"?destination={destination}" if destination else "")))
 
+    def accounts(self, credentials: dict[str, str]) -> None:
+        """Replace the partner's accounts (name -> credential); ``{}`` clears them."""
+        self.call("PUT", "/_control/accounts", credentials)
+
+    def revoke(self, account: str) -> None:
+        """The partner revokes one account: its credential gets 401 from now on."""
+        self.call("POST", f"/_control/accounts/{account}/revoke")
+
 
 @contextmanager
 def partner_sim(tmp_path: Path, *args: str) -> Iterator[Partner]:

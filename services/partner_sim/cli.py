@@ -35,11 +35,15 @@ def register(subparsers: Any) -> None:
     partner.add_argument("--client-id", default="sim-client", help="OAuth client id (default sim-client)")
     partner.add_argument("--client-secret", default="sim-secret", help="OAuth client secret (default sim-secret)")
     partner.add_argument("--api-key", default=None, help="require this key in Authorization or X-Api-Key")
+    partner.add_argument("--account", action="append", default=[], metavar="NAME=CREDENTIAL",
+                         help="a partner account and its credential (repeatable); with any, each delivery "
+                              "must carry one account's credential, instead of --api-key/--require-token")
     partner.set_defaults(handler=partner_command)
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
     """The simulator's config from the parsed options; ConfigError for values it cannot use."""
+    from services.partner_sim.accounts import parse_account_args
     from services.partner_sim.partner import SimConfig
 
     if args.rate is not None and args.rate < 1:
@@ -48,6 +52,9 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         raise ConfigError(f"--per must be a positive number of seconds, not {args.per}")
     if not args.token_ttl > 0:
         raise ConfigError(f"--token-ttl must be a positive number of seconds, not {args.token_ttl}")
+    accounts = parse_account_args(args.account)
+    if isinstance(accounts, str):
+        raise ConfigError(accounts)
     return SimConfig(
         host=args.host,
         port=args.port,
@@ -58,6 +65,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         client_id=args.client_id,
         client_secret=args.client_secret,
         api_key=args.api_key,
+        accounts=accounts,
     )
 
 

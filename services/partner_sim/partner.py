@@ -1,8 +1,9 @@
 """The partner simulator: an aiohttp server that answers deliveries like a partner API.
 
 Delivery workers POST records to ``/v1/{destination}``; the simulator authenticates them
-(optional bearer token or API key), rate-limits them per destination (optional token bucket),
-fails them when a fault rule says so, and accepts each idempotency key once per destination.
+(optional bearer token or API key, or one credential per partner account), rate-limits them
+per destination (optional token bucket), fails them when a fault rule says so, and accepts
+each idempotency key once per destination.
 Everything it did is in the ledger (``GET /_ledger``); tests steer it through ``/_control``.
 
 State lives in one ``PartnerSim`` held under ``SIM``. Its methods never await, so each runs
@@ -14,8 +15,6 @@ rules, idempotency, ledger) are taken in one step and need no lock. Only the ans
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hmac
 import logging
 import math
@@ -29,7 +28,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from router.errors import ConfigError
 from router.webapp import ErrorAnswers, error_middleware, healthz, json_response
+from services.partner_sim.accounts import Accounts, basic_credentials, parse_accounts, presented_credentials
 from services.partner_sim.rules import NO_KEY, FaultRule, firing_rule, parse_rules, record_key
 
 log = logging.getLogger("router.partner_sim")
@@ -51,6 +52,9 @@ class SimConfig:
     client_id: str = "sim-client"
     client_secret: str = "sim-secret"  # noqa: S105 - a test double's well-known default
     api_key: str | None = None
+    # account name -> credential (checked with accounts.parse_accounts); any account replaces
+    # the api_key and token checks: each delivery must carry one account's credential
+    accounts: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -80,6 +84,7 @@ class DestinationLedger:
     duplicates: dict[str, int] = field(default_factory=dict)
     requests: int = 0
     by_status: Counter[int] = field(default_factory=Counter)
+    by_account: Counter[str] = field(default_factory=Counter)  # requests that carried an account's credential
     bodies: list[tuple[int, int]] = field(default_factory=list)  # (body bytes, records) of each parsed request
 
 
@@ -99,16 +104,20 @@ class RecordOutcome:
 
 
 class PartnerSim:
-    """All of the simulator's state: ledger, rules, tokens and rate buckets."""
+    """All of the simulator's state: ledger, rules, accounts, tokens and rate buckets."""
 
     def __init__(self, config: SimConfig, clock: Callable[[], float] = time.monotonic) -> None:
+        problem = parse_accounts(dict(config.accounts))
+        if isinstance(problem, str):
+            raise ConfigError(f"accounts: {problem}")
         self.config = config
         self.clock = clock
         self.reset()
 
     def reset(self) -> None:
-        """Back to how it started: empty ledger, no rules or tokens, the start-up rate limit."""
+        """Back to how it started: empty ledger, no rules or tokens, the start-up rate limit and accounts."""
         self.rate, self.per = self.config.rate, self.config.per
+        self.accounts = Accounts.of(self.config.accounts)
         self.buckets: dict[str, TokenBucket] = {}
         self.rules: list[FaultRule] = []
         self.fired: list[int] = []
@@ -143,6 +152,17 @@ class PartnerSim:
         count = len(self.tokens)
         self.tokens.clear()
         return count
+
+    def set_accounts(self, credentials: Mapping[str, str]) -> None:
+        """Replace every account (checked with ``parse_accounts``); none: auth as configured at start."""
+        self.accounts = Accounts.of(credentials)
+
+    def revoke_account(self, name: str) -> bool:
+        """The account's credential stops working (401), even if it was the last; False if unknown."""
+        if name not in self.accounts.credentials:
+            return False
+        self.accounts = self.accounts.without(name)
+        return True
 
     # -- rate limit -----------------------------------------------------------------------
 
@@ -179,12 +199,13 @@ class PartnerSim:
             found = self.ledgers[destination] = DestinationLedger()
         return found
 
-    def decide(self, destination: str, key: str, record: Mapping[str, Any]) -> RecordOutcome:
+    def decide(self, destination: str, key: str, record: Mapping[str, Any], account: str | None) -> RecordOutcome:
         """Fire the first matching rule; unless it fails the record, accept the key once.
 
+        ``account`` is the account whose credential the request carried (None: no accounts).
         Rules come before idempotency: an outage does not spare records it already has.
         """
-        index = firing_rule(self.rules, self.fired, destination, key, record)
+        index = firing_rule(self.rules, self.fired, destination, key, record, account=account)
         rule = None
         if index is not None:
             self.fired[index] += 1
@@ -196,17 +217,26 @@ class PartnerSim:
             ledger.duplicates[key] = ledger.duplicates.get(key, 0) + 1
             return RecordOutcome(key, 200, rule, duplicate=True)
         ledger.accepted[key] = 1
-        self.records.append(
-            {"destination": destination, "idempotency_key": key, "record": record, "at": time.time_ns() // 1_000_000}
-        )
+        self.records.append({
+            "destination": destination,
+            "idempotency_key": key,
+            "record": record,
+            "account": account,
+            "at": time.time_ns() // 1_000_000,
+        })
         return RecordOutcome(key, 200, rule)
 
-    def count_request(self, destination: str, status: int, body: tuple[int, int] | None = None) -> None:
-        """Record one delivery request, the status it was answered with and, when its body was
-        read, the body's size in bytes and how many records it held."""
+    def count_request(
+        self, destination: str, status: int, body: tuple[int, int] | None = None, account: str | None = None
+    ) -> None:
+        """Record one delivery request, the status it was answered with, the account it came
+        from (if it carried one's credential) and, when its body was read, the body's size in
+        bytes and how many records it held."""
         ledger = self.ledger(destination)
         ledger.requests += 1
         ledger.by_status[status] += 1
+        if account is not None:
+            ledger.by_account[account] += 1
         if body is not None:
             ledger.bodies.append(body)
 
@@ -220,11 +250,13 @@ class PartnerSim:
         accepted: Counter[str] = Counter()
         duplicates: Counter[str] = Counter()
         by_status: Counter[int] = Counter()
+        by_account: Counter[str] = Counter()
         bodies: list[tuple[int, int]] = []
         for ledger in ledgers:
             accepted.update(ledger.accepted)
             duplicates.update(ledger.duplicates)
             by_status.update(ledger.by_status)
+            by_account.update(ledger.by_account)
             bodies.extend(ledger.bodies)
         return {
             "accepted": dict(accepted),
@@ -232,6 +264,7 @@ class PartnerSim:
             "records": records,
             "requests": sum(ledger.requests for ledger in ledgers),
             "by_status": {str(status): count for status, count in sorted(by_status.items())},
+            "requests_by_account": dict(sorted(by_account.items())),
             "bodies": bodies,
             "tokens_issued": self.tokens_issued,
             "token_requests": self.token_requests,
@@ -270,6 +303,21 @@ def _same_secret(presented: str, expected: str) -> bool:
     return hmac.compare_digest(presented.encode(), expected.encode())
 
 
+def _authenticate(sim: PartnerSim, request: web.Request) -> tuple[str | None, web.Response | None]:
+    """(the request's account, a 401 refusal or None).
+
+    With accounts, the request must carry one account's credential, and the api_key and token
+    settings are not checked. Without, it must carry what the config requires (both, when both
+    are set), and it has no account.
+    """
+    if sim.accounts.enforced:
+        headers = request.headers
+        presented = presented_credentials(headers.get("Authorization", ""), headers.get("X-Api-Key", ""))
+        account = sim.accounts.identify(presented)
+        return account, (refuse(401, "invalid_api_key") if account is None else None)
+    return None, _auth_refusal(sim, request)
+
+
 def _auth_refusal(sim: PartnerSim, request: web.Request) -> web.Response | None:
     """401 unless the request carries what the config requires (both, when both are set)."""
     if sim.config.api_key is not None:
@@ -293,9 +341,9 @@ def _rule_headers(rule: FaultRule | None) -> dict[str, str]:
 
 
 def _single(
-    sim: PartnerSim, destination: str, key: str, record: Mapping[str, Any]
+    sim: PartnerSim, destination: str, key: str, record: Mapping[str, Any], account: str | None
 ) -> tuple[web.Response, RecordOutcome]:
-    outcome = sim.decide(destination, key, record)
+    outcome = sim.decide(destination, key, record, account)
     if not outcome.ok and outcome.rule is not None:
         return answer(outcome.rule.error_body(key), outcome.status, _rule_headers(outcome.rule)), outcome
     body: dict[str, Any] = {"status": "accepted", "idempotency_key": key}
@@ -316,10 +364,10 @@ def _result(index: int, outcome: RecordOutcome) -> dict[str, Any]:
 
 
 def _batch(
-    sim: PartnerSim, destination: str, records: Sequence[Mapping[str, Any]]
+    sim: PartnerSim, destination: str, records: Sequence[Mapping[str, Any]], account: str | None
 ) -> tuple[web.Response, list[RecordOutcome]]:
     """200 if every record is fine, the shared status if every record failed with one, else 207."""
-    outcomes = [sim.decide(destination, record_key(record), record) for record in records]
+    outcomes = [sim.decide(destination, record_key(record), record, account) for record in records]
     results = [_result(index, outcome) for index, outcome in enumerate(outcomes)]
     failed = [outcome.rule for outcome in outcomes if not outcome.ok and outcome.rule is not None]
     if not failed:
@@ -331,16 +379,19 @@ def _batch(
     return answer({"results": results}, 207), outcomes
 
 
-def _deliver(sim: PartnerSim, request: web.Request, destination: str, body: Any) -> tuple[web.Response, int]:
+def _deliver(
+    sim: PartnerSim, request: web.Request, destination: str, body: Any, account: str | None
+) -> tuple[web.Response, int]:
     """The answer to a parsed delivery, and how long to hold it back (the longest fired delay)."""
     if isinstance(body, dict) and isinstance(body.get("records"), list):
         records = body["records"]
         bad = next((i for i, record in enumerate(records) if not isinstance(record, dict)), None)
         if bad is not None:
             return refuse(400, "invalid_record", f"records[{bad}] is not a JSON object"), 0
-        response, outcomes = _batch(sim, destination, records)
+        response, outcomes = _batch(sim, destination, records, account)
     elif isinstance(body, dict):
-        response, outcome = _single(sim, destination, request.headers.get("Idempotency-Key") or NO_KEY, body)
+        key = request.headers.get("Idempotency-Key") or NO_KEY
+        response, outcome = _single(sim, destination, key, body, account)
         outcomes = [outcome]
     else:
         return refuse(400, "invalid_record", 'the body must be a JSON object or {"records": [...]}'), 0
@@ -363,7 +414,7 @@ async def deliver(request: web.Request) -> web.Response:
     sim, destination = request.app[SIM], request.match_info["destination"]
     delay_ms = 0
     size: tuple[int, int] | None = None
-    response = _auth_refusal(sim, request)
+    account, response = _authenticate(sim, request)
     if response is None:
         wait_s = sim.wait_for_slot(destination)
         if wait_s > 0:
@@ -376,8 +427,11 @@ async def deliver(request: web.Request) -> web.Response:
             size = (len(await request.read()), len(records) if isinstance(records, list) else 1)
         # Nothing awaits between here and count_request (read() returns the body already read):
         # the delivery is decided in one step.
-        response, delay_ms = (body, 0) if isinstance(body, web.Response) else _deliver(sim, request, destination, body)
-    sim.count_request(destination, response.status, size)
+        if isinstance(body, web.Response):
+            response, delay_ms = body, 0
+        else:
+            response, delay_ms = _deliver(sim, request, destination, body, account)
+    sim.count_request(destination, response.status, size, account)
     if delay_ms:
         await asyncio.sleep(delay_ms / 1000)
     return response
@@ -385,15 +439,10 @@ async def deliver(request: web.Request) -> web.Response:
 
 def _client_credentials(request: web.Request, form: Mapping[str, Any]) -> tuple[str, str]:
     """(client_id, client_secret) from HTTP Basic auth if sent, else from the form."""
-    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "basic":
+    basic = basic_credentials(request.headers.get("Authorization", ""))
+    if basic is None:
         return str(form.get("client_id", "")), str(form.get("client_secret", ""))
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError):
-        return "", ""
-    client_id, _, client_secret = decoded.partition(":")
-    return client_id, client_secret
+    return basic
 
 
 @routes.post("/oauth/token")
@@ -461,6 +510,36 @@ async def clear_rules(request: web.Request) -> web.Response:
     return answer({"rules": 0})
 
 
+@routes.get("/_control/accounts")
+async def list_accounts(request: web.Request) -> web.Response:
+    """The account names, sorted (credentials are never shown), and whether one is required."""
+    accounts = request.app[SIM].accounts
+    return answer({"accounts": accounts.names, "enforced": accounts.enforced})
+
+
+@routes.put("/_control/accounts")
+async def set_accounts(request: web.Request) -> web.Response:
+    """Replace every account: ``{"acme": "key-a", "globex": "key-b"}``; ``{}`` clears them."""
+    body = await read_json(request)
+    if isinstance(body, web.Response):
+        return body
+    credentials = parse_accounts(body)
+    if isinstance(credentials, str):
+        return refuse(400, "invalid_accounts", credentials)
+    sim = request.app[SIM]
+    sim.set_accounts(credentials)
+    return answer({"accounts": sim.accounts.names, "enforced": sim.accounts.enforced})
+
+
+@routes.post("/_control/accounts/{name}/revoke")
+async def revoke_account(request: web.Request) -> web.Response:
+    """The partner revoked this account's credential: requests carrying it get 401 from now on."""
+    sim = request.app[SIM]
+    if not sim.revoke_account(request.match_info["name"]):
+        return refuse(404, "unknown_account")
+    return answer({"accounts": sim.accounts.names, "enforced": sim.accounts.enforced})
+
+
 @routes.post("/_control/expire_tokens")
 async def expire_tokens(request: web.Request) -> web.Response:
     """Every issued token stops working."""
@@ -469,7 +548,7 @@ async def expire_tokens(request: web.Request) -> web.Response:
 
 @routes.post("/_control/reset")
 async def reset(request: web.Request) -> web.Response:
-    """Ledger, rules, tokens and buckets cleared; the rate limit back to the start-up one."""
+    """Ledger, rules, tokens and buckets cleared; the rate limit and accounts back to the start-up ones."""
     request.app[SIM].reset()
     return answer({"status": "reset"})
 

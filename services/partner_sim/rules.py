@@ -6,6 +6,9 @@ has times left fires. How often each rule has fired is kept by the caller (``fir
 count per rule), so everything here is a plain function of data and is tested without a
 server.
 
+A rule with an ``account`` fires only for requests that carried that account's credential
+(see ``accounts.py``): "the partner refuses this tenant's key" without touching the others.
+
 A rule whose status is 2xx does not fail the record: it only adds its delay (a slow success,
 used to make a client time out on a request the partner did accept).
 """
@@ -16,6 +19,8 @@ import http
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from services.partner_sim.accounts import NAME_RULE, is_account_name
 
 NO_KEY = "<no-key>"
 
@@ -33,7 +38,7 @@ ERROR_NAMES = {
     503: "unavailable",
     504: "gateway_timeout",
 }
-_RULE_FIELDS = frozenset({"destination", "match", "status", "times", "retry_after", "delay_ms", "body"})
+_RULE_FIELDS = frozenset({"destination", "account", "match", "status", "times", "retry_after", "delay_ms", "body"})
 _MISSING = object()
 
 
@@ -61,6 +66,7 @@ class FaultRule:
     status: int
     match: Match = Match()
     destination: str | None = None
+    account: str | None = None  # None: requests of any account, or of none
     times: int | None = None
     retry_after: str | None = None
     delay_ms: int = 0
@@ -86,6 +92,7 @@ class FaultRule:
         """The rule as the control API takes it."""
         return {
             "destination": self.destination,
+            "account": self.account,
             "match": self.match.to_json(),
             "status": self.status,
             "times": self.times,
@@ -141,6 +148,7 @@ def parse_rule(raw: object) -> FaultRule | str:
         return match
     status, times, delay_ms = raw.get("status"), raw.get("times"), raw.get("delay_ms")
     destination, retry_after, body = raw.get("destination"), raw.get("retry_after"), raw.get("body")
+    account = raw.get("account")
     if not (isinstance(status, int) and not isinstance(status, bool) and 200 <= status <= 599):
         return "status must be an integer from 200 to 599"
     if times is not None and not (_is_int(times) and times >= 0):
@@ -149,6 +157,8 @@ def parse_rule(raw: object) -> FaultRule | str:
         return "delay_ms must be a non-negative integer"
     if destination is not None and not isinstance(destination, str):
         return "destination must be a string or null"
+    if account is not None and not is_account_name(account):
+        return f"account must be null or an account name: {NAME_RULE}"
     if retry_after is not None and not (_is_int(retry_after) or _header_safe(retry_after)):
         return "retry_after must be an integer or a one-line string"
     if body is not None and not isinstance(body, dict):
@@ -157,6 +167,7 @@ def parse_rule(raw: object) -> FaultRule | str:
         status=status,
         match=match,
         destination=destination,
+        account=account,
         times=times,
         retry_after=str(retry_after) if retry_after is not None else None,
         delay_ms=delay_ms or 0,
@@ -201,9 +212,12 @@ def same_json(a: object, b: object) -> bool:
     return a == b
 
 
-def matches(rule: FaultRule, destination: str, key: str, record: Mapping[str, Any]) -> bool:
-    """Whether ``rule`` applies to this record, ignoring how often it has fired."""
+def matches(rule: FaultRule, destination: str, key: str, record: Mapping[str, Any], *, account: str | None) -> bool:
+    """Whether ``rule`` applies to this record, sent by ``account`` (None: no account), ignoring
+    how often it has fired."""
     if rule.destination is not None and rule.destination != destination:
+        return False
+    if rule.account is not None and rule.account != account:
         return False
     if rule.match.key is not None:
         return rule.match.key == key
@@ -214,7 +228,13 @@ def matches(rule: FaultRule, destination: str, key: str, record: Mapping[str, An
 
 
 def firing_rule(
-    rules: Sequence[FaultRule], fired: Sequence[int], destination: str, key: str, record: Mapping[str, Any]
+    rules: Sequence[FaultRule],
+    fired: Sequence[int],
+    destination: str,
+    key: str,
+    record: Mapping[str, Any],
+    *,
+    account: str | None,
 ) -> int | None:
     """The index of the first rule that matches the record and has times left, else None.
 
@@ -224,7 +244,7 @@ def firing_rule(
     for index, rule in enumerate(rules):
         if rule.times is not None and fired[index] >= rule.times:
             continue
-        if matches(rule, destination, key, record):
+        if matches(rule, destination, key, record, account=account):
             return index
     return None
 

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -26,7 +27,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from router.errors import ConfigError
 from services.partner_sim.partner import SimConfig, create_app
+from support.delivering import partner_sim
 
 Client = TestClient[web.Request, web.Application]
 Scenario = Callable[[Client], Awaitable[None]]
@@ -371,6 +374,150 @@ def test_api_key_in_either_header() -> None:
     run(scenario, SimConfig(api_key="k-123"))
 
 
+# -- accounts ----------------------------------------------------------------------------------
+
+ACCOUNTS = {"acme": "key-a", "globex": "key-b"}
+
+
+NO_BODY = object()
+
+
+async def control(client: Client, method: str, path: str, body: object = NO_BODY) -> tuple[int, Any]:
+    """A control call, with ``body`` as JSON (``None`` is sent as ``null``): (status, decoded body)."""
+    data = json.dumps(body) if body is not NO_BODY else None
+    async with client.request(method, path, data=data) as response:
+        return response.status, await response.json()
+
+
+def test_accounts_tell_which_account_each_request_came_from() -> None:
+    async def scenario(client: Client) -> None:
+        basic = aiohttp.encode_basic_auth("acme", "key-a")
+        assert (await deliver(client, "crm", {}, key="a1", Authorization="Bearer key-a"))[0] == 200
+        assert (await deliver(client, "crm", {}, key="a2", X_Api_Key="key-a"))[0] == 200
+        assert (await deliver(client, "crm", {}, key="a3", Authorization="key-a"))[0] == 200
+        assert (await deliver(client, "billing", {}, key="a4", Authorization=basic))[0] == 200
+        batch = {"records": [{"idempotency_key": "b1"}, {"idempotency_key": "b2"}]}
+        assert (await post(client, "/v1/crm", batch, {"X-Api-Key": "key-b"}))[0] == 200
+        for headers in ({}, {"X-Api-Key": "key-c"}, {"Authorization": "Bearer key-"},
+                        {"Authorization": aiohttp.encode_basic_auth("key-a", "wrong")}):
+            status, body, _ = await deliver(client, "crm", {}, key="x", **headers)
+            assert (status, body) == (401, {"error": "invalid_api_key"}), headers
+        crm = await ledger(client, "crm")
+        assert [(r["idempotency_key"], r["account"]) for r in crm["records"]] == [
+            ("a1", "acme"), ("a2", "acme"), ("a3", "acme"), ("b1", "globex"), ("b2", "globex")]
+        assert crm["requests_by_account"] == {"acme": 3, "globex": 1}  # requests, not records; 401s have none
+        assert crm["by_status"] == {"200": 4, "401": 4}
+        assert (await ledger(client, "billing"))["requests_by_account"] == {"acme": 1}
+        assert (await ledger(client))["requests_by_account"] == {"acme": 4, "globex": 1}
+
+    run(scenario, SimConfig(accounts=ACCOUNTS))
+
+
+def test_without_accounts_records_have_no_account() -> None:
+    async def scenario(client: Client) -> None:
+        assert (await deliver(client, "crm", {}, key="k", X_Api_Key="k-123"))[0] == 200
+        seen = await ledger(client, "crm")
+        assert seen["records"][0]["account"] is None and seen["requests_by_account"] == {}
+
+    run(scenario, SimConfig(api_key="k-123"))
+
+
+def test_accounts_set_at_run_time_replace_the_api_key_until_cleared() -> None:
+    async def scenario(client: Client) -> None:
+        assert await control(client, "PUT", "/_control/accounts", ACCOUNTS) == (
+            200, {"accounts": ["acme", "globex"], "enforced": True})
+        assert (await deliver(client, "crm", {}, key="a", X_Api_Key="k-123"))[0] == 401
+        assert (await deliver(client, "crm", {}, key="a", X_Api_Key="key-b"))[0] == 200
+        assert await control(client, "PUT", "/_control/accounts", {"initech": "key-i"}) == (
+            200, {"accounts": ["initech"], "enforced": True})
+        assert (await deliver(client, "crm", {}, key="b", X_Api_Key="key-b"))[0] == 401  # replaced, not merged
+        assert (await deliver(client, "crm", {}, key="b", Authorization="Bearer key-i"))[0] == 200
+        assert await control(client, "GET", "/_control/accounts") == (200, {"accounts": ["initech"], "enforced": True})
+        assert await control(client, "PUT", "/_control/accounts", {}) == (200, {"accounts": [], "enforced": False})
+        assert (await deliver(client, "crm", {}, key="c", X_Api_Key="key-i"))[0] == 401
+        assert (await deliver(client, "crm", {}, key="c", X_Api_Key="k-123"))[0] == 200
+        records = [(r["idempotency_key"], r["account"]) for r in (await ledger(client, "crm"))["records"]]
+        assert records == [("a", "globex"), ("b", "initech"), ("c", None)]
+
+    run(scenario, SimConfig(api_key="k-123"))
+
+
+def test_revoking_an_account_refuses_its_credential_only() -> None:
+    async def scenario(client: Client) -> None:
+        assert await control(client, "POST", "/_control/accounts/acme/revoke") == (
+            200, {"accounts": ["globex"], "enforced": True})
+        assert (await deliver(client, "crm", {}, key="k", Authorization="Bearer key-a"))[:2] == (
+            401, {"error": "invalid_api_key"})
+        assert (await deliver(client, "crm", {}, key="k", Authorization="Bearer key-b"))[0] == 200
+        assert await control(client, "POST", "/_control/accounts/acme/revoke") == (404, {"error": "unknown_account"})
+        # The last account revoked: its key still fails, and so does a request with no key at all.
+        assert (await control(client, "POST", "/_control/accounts/globex/revoke"))[0] == 200
+        assert (await deliver(client, "crm", {}, key="k2", Authorization="Bearer key-b"))[0] == 401
+        assert (await deliver(client, "crm", {}, key="k2"))[0] == 401
+        assert (await control(client, "POST", "/_control/reset"))[0] == 200  # the start-up accounts again
+        assert (await deliver(client, "crm", {}, key="k2", Authorization="Bearer key-a"))[0] == 200
+
+    run(scenario, SimConfig(accounts=ACCOUNTS))
+
+
+def test_an_account_rule_refuses_that_account_only() -> None:
+    async def scenario(client: Client) -> None:
+        await add_rules(client, {"destination": "crm", "account": "acme", "status": 401})
+        status, body, _ = await deliver(client, "crm", {}, key="k", X_Api_Key="key-a")
+        assert (status, body["error"]) == (401, "invalid_token")
+        assert (await deliver(client, "crm", {}, key="k", X_Api_Key="key-b"))[0] == 200
+        assert (await deliver(client, "billing", {}, key="k", X_Api_Key="key-a"))[0] == 200
+        status, listed = await control(client, "GET", "/_control/rules")
+        assert listed["rules"][0]["account"] == "acme" and listed["rules"][0]["fired"] == 1
+        assert (await ledger(client, "crm"))["requests_by_account"] == {"acme": 1, "globex": 1}
+        status, body, _ = await post(client, "/_control/rules", {"rules": [{"account": ["acme"], "status": 401}]})
+        assert (status, body["error"]) == (400, "invalid_rule") and "account must be" in body["message"]
+
+    run(scenario, SimConfig(accounts=ACCOUNTS))
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (["acme", "key-a"], "the body must be an object of account name to credential"),
+        ("acme=key-a", "the body must be an object of account name to credential"),
+        (None, "the body must be an object of account name to credential"),
+        ({"acme": 7}, "the credential of 'acme' must be a non-empty string"),
+        ({"acme": {"key": "key-a"}}, "the credential of 'acme' must be a non-empty string"),
+        ({"acme": True}, "the credential of 'acme' must be a non-empty string"),
+        ({"acme": "key\r\nX-Evil: 1"}, "the credential of 'acme' must be printable, on one line, "
+                                        "without leading or trailing spaces"),
+        ({"n" * 1_000_000: "key"}, f"{'n' * 40 + '...'!r} is not an account name: an account name is 1-128 letters, "
+                                   "digits, '.', '_' or '-', starting with a letter or digit"),
+        ({"acme": "same", "globex": "same"}, "accounts 'acme' and 'globex' have the same credential"),
+    ],
+)
+def test_hostile_accounts_bodies_are_a_precise_400_and_change_nothing(body: object, message: str) -> None:
+    async def scenario(client: Client) -> None:
+        assert await control(client, "PUT", "/_control/accounts", body) == (
+            400, {"error": "invalid_accounts", "message": message})
+        assert await control(client, "GET", "/_control/accounts") == (200, {"accounts": ["acme"], "enforced": True})
+        assert (await deliver(client, "crm", {}, key="k", X_Api_Key="only-acme"))[0] == 200
+
+    run(scenario, SimConfig(accounts={"acme": "only-acme"}))
+
+
+def test_accounts_endpoint_refuses_what_is_not_json_and_unknown_revokes() -> None:
+    async def scenario(client: Client) -> None:
+        async with client.put("/_control/accounts", data=b"{not json") as response:
+            assert (response.status, await response.json()) == (400, {"error": "invalid_json"})
+        assert await control(client, "POST", f"/_control/accounts/{'x' * 5000}/revoke") == (
+            404, {"error": "unknown_account"})
+        assert (await control(client, "DELETE", "/_control/accounts"))[0] == 405
+
+    run(scenario, SimConfig(accounts=ACCOUNTS))
+
+
+def test_bad_accounts_in_the_config_are_refused() -> None:
+    with pytest.raises(ConfigError, match="accounts: accounts 'a' and 'b' have the same credential"):
+        create_app(SimConfig(accounts={"a": "same", "b": "same"}))
+
+
 # -- control -----------------------------------------------------------------------------------
 
 
@@ -391,6 +538,7 @@ def test_reset_clears_ledger_rules_tokens_and_buckets() -> None:
             "records": [],
             "requests": 0,
             "by_status": {},
+            "requests_by_account": {},
             "bodies": [],
             "tokens_issued": 0,
             "token_requests": 0,
@@ -469,3 +617,44 @@ def test_cli_serves_metrics_on_router_metrics_port(tmp_path: pathlib.Path) -> No
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_cli_account_flags_and_control(tmp_path: pathlib.Path) -> None:
+    """``--account`` as a user gives it, driven through support.delivering's Partner."""
+
+    def deliver_as(url: str, key: str, credential: str) -> int:
+        req = urllib.request.Request(f"{url}/v1/crm", data=b"{}", method="POST",
+                                     headers={"Idempotency-Key": key, "X-Api-Key": credential})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as refused:
+            refused.close()
+            return int(refused.code)
+
+    with partner_sim(tmp_path, "--account", "acme=key-a", "--account", "globex=key=b") as partner:
+        assert deliver_as(partner.url, "k1", "key-a") == 200
+        assert deliver_as(partner.url, "k2", "key=b") == 200
+        partner.revoke("acme")
+        assert deliver_as(partner.url, "k3", "key-a") == 401
+        partner.accounts({"initech": "key-i"})
+        assert deliver_as(partner.url, "k3", "key-i") == 200
+        seen = partner.ledger("crm")
+        assert [r["account"] for r in seen["records"]] == ["acme", "globex", "initech"]
+        assert seen["requests_by_account"] == {"acme": 1, "globex": 1, "initech": 1}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--account", "acme"], "--account takes NAME=CREDENTIAL, not 'acme'"),
+        (["--account", "acme=s3cret-1", "--account", "acme=s3cret-2"], "--account 'acme' is given twice"),
+        (["--account", "a=s3cret-1", "--account", "b=s3cret-1"], "accounts 'a' and 'b' have the same credential"),
+        (["--account", "a b=s3cret-1"], "'a b' is not an account name"),
+    ],
+)
+def test_cli_bad_account_flags_exit_2_without_printing_the_credential(args: list[str], message: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "router", "sim", "partner", "--port", "0", *args],
+                          check=False, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "config.invalid" in done.stderr and message in done.stderr, done.stderr
+    assert "s3cret" not in done.stderr and done.stdout == ""

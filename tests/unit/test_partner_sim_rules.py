@@ -29,12 +29,13 @@ def rule(**raw: Any) -> FaultRule:
 Delivery = tuple[str, str, dict[str, Any]]
 
 
-def fire_all(rules: list[FaultRule], deliveries: list[Delivery]) -> list[int | None]:
-    """Which rule fires for each delivery in turn, counting firings as the simulator does."""
+def fire_all(rules: list[FaultRule], deliveries: list[Delivery], account: str | None = None) -> list[int | None]:
+    """Which rule fires for each delivery in turn (all sent by ``account``), counting firings as
+    the simulator does."""
     fired = [0] * len(rules)
     chosen: list[int | None] = []
     for destination, key, record in deliveries:
-        index = firing_rule(rules, fired, destination, key, record)
+        index = firing_rule(rules, fired, destination, key, record, account=account)
         if index is not None:
             fired[index] += 1
         chosen.append(index)
@@ -44,6 +45,7 @@ def fire_all(rules: list[FaultRule], deliveries: list[Delivery]) -> list[int | N
 def test_a_full_rule_parses_and_round_trips() -> None:
     raw = {
         "destination": "crm",
+        "account": "acme",
         "match": {"field": "customer.tier", "equals": "gold"},
         "status": 503,
         "times": 2,
@@ -70,6 +72,11 @@ def test_a_full_rule_parses_and_round_trips() -> None:
         ({"status": 500, "times": -1}, "times"),
         ({"status": 500, "delay_ms": 1.5}, "delay_ms"),
         ({"status": 500, "destination": 3}, "destination"),
+        ({"status": 500, "account": 3}, "account must be null or an account name"),
+        ({"status": 500, "account": ""}, "account must be null or an account name"),
+        ({"status": 500, "account": "a" * 10_000}, "account must be null or an account name"),
+        ({"status": 500, "account": "acme\n"}, "account must be null or an account name"),
+        ({"status": 500, "acount": "acme"}, "unknown rule field(s) acount"),
         ({"status": 500, "body": []}, "body"),
         ({"status": 500, "retry_after": 1.5}, "retry_after"),
         ({"status": 500, "retry_after": "1\r\nX-Evil: 1"}, "retry_after"),
@@ -109,6 +116,16 @@ def test_times_null_fires_forever_and_zero_never() -> None:
 def test_destination_scope() -> None:
     rules = [rule(destination="crm", status=500)]
     assert fire_all(rules, [("crm", "k", {}), ("billing", "k", {})]) == [0, None]
+
+
+def test_account_scope() -> None:
+    """An account rule fires only for requests of that account; one without, for any or none."""
+    rules = [rule(account="acme", status=401), rule(status=503, times=1)]
+    delivery: list[Delivery] = [("crm", "k", {})]
+    assert fire_all(rules, delivery, account="acme") == [0]
+    assert fire_all(rules, delivery * 2, account="globex") == [1, None]
+    assert fire_all(rules, delivery, account=None) == [1]  # no accounts configured: only unscoped rules
+    assert rule(account="acme", status=401).account == "acme" and rule(status=500).to_json()["account"] is None
 
 
 def test_field_match_uses_dotted_paths_and_json_equality() -> None:
