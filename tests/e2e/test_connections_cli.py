@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from router.settings import Settings
-from support.routing import read_all
+from support.delivering import http_spec
+from support.routing import make_topology, read_all
 
 ROOT = Path(__file__).resolve().parents[2]
 OLD_KEY = "old:" + base64.b64encode(bytes(range(32))).decode()
@@ -108,3 +109,24 @@ def test_no_key_and_duplicate_create(env: dict[str, str]) -> None:
     ok(router(env, "create", "acme", "zendesk", "--signing-secret", "env:SIGNING"))
     again = router(env, "create", "acme", "zendesk", "--signing-secret", "env:SIGNING")
     assert again.returncode == 2 and "[connections.exists]" in again.stderr
+
+
+def test_create_and_set_check_what_the_integrations_spec_declares(env: dict[str, str], tmp_path: Path,
+                                                                   name: str) -> None:
+    use = ("{credentials: [bearer], "
+           "settings: {type: object, required: [account], properties: {account: {type: string}}}}")
+    spec = http_spec(name, name, f"{name}-d", "https://p.example/{settings.account}", connection=use)
+    topo = make_topology(tmp_path, name, {"a": spec})
+    dirs = ["--integrations", str(topo.integrations), "--schemas", str(topo.schemas)]
+    basic = {**env, "CREDS": json.dumps({"type": "basic", "username": "u", "password": TOKEN})}
+    refused = router(basic, "create", "acme", name, "--credentials", "env:CREDS", "--setting", "account=a1", *dirs)
+    assert refused.returncode == 2 and "[connections.invalid_credentials]" in refused.stderr
+    assert "takes credentials of type bearer; got basic" in refused.stderr and TOKEN not in refused.stderr
+    missing = router(env, "create", "acme", name, "--credentials", "env:CREDS", *dirs)
+    assert missing.returncode == 2 and "[connections.invalid_settings]" in missing.stderr
+    assert "'account' is a required property" in missing.stderr
+    ok(router(env, "create", "acme", name, "--credentials", "env:CREDS", "--setting", "account=a1", *dirs))
+    unset = router(env, "set", "acme", name, "--unset", "account", *dirs)
+    assert unset.returncode == 2 and "[connections.invalid_settings]" in unset.stderr
+    shown = json.loads(ok(router(env, "show", "acme", name, "--json")))
+    assert shown["settings"] == {"account": "a1"}, "a refused change is not written"

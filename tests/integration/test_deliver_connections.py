@@ -52,8 +52,9 @@ def _state(tenancy: Tenancy, tenant: str, integration: str) -> str:
 def test_each_tenant_goes_out_with_its_own_url_and_credentials_and_is_held_alone(
         settings: Settings, registry_url: str, tmp_path: Path, name: str) -> None:
     with partner_sim(tmp_path) as partner, tenancy_for(settings, f"_connections.{name}") as (tenancy, writer):
-        # acme's account lacks a permission; globex's works.
-        partner.rules({"destination": f"{name}-acme", "match": {}, "status": 403})
+        # Each tenant has its own account at the partner; acme's lacks a permission, globex's works.
+        partner.accounts({"acme": "acme-token", "globex": "globex-token"})
+        partner.rules({"destination": f"{name}-acme", "account": "acme", "match": {}, "status": 403})
         spec = http_spec(name, name, f"{name}-d", f"{partner.url}/v1/{{settings.account}}", connection=CONNECTION)
         topo = make_topology(tmp_path, name, {"a": spec})
         _connect(writer, "acme", name, f"{name}-acme", "acme-token")
@@ -87,6 +88,7 @@ def test_each_tenant_goes_out_with_its_own_url_and_credentials_and_is_held_alone
             ledger = partner.ledger(f"{name}-{tenant}")
             assert sorted(ledger["accepted"].values()) == [1] * count, f"{tenant}: none lost, none twice"
             assert {r["record"]["incident_key"].split(":")[0] for r in ledger["records"]} == {tenant}
+            assert {r["account"] for r in ledger["records"]} == {tenant}, "sent with the tenant's own credentials"
 
 
 def test_a_tenant_without_a_connection_is_dead_lettered_not_held(settings: Settings, registry_url: str,

@@ -38,7 +38,9 @@ from router.connections.model import (
     parse_signing_secrets,
 )
 from router.connections.store import DEFAULT_TOPIC, TOPIC_ENV, ConnectionStore, ConnectionWriter
+from router.errors import RouterError
 from router.settings import Secret, Settings
+from router.spec.args import add_spec_dirs
 
 CATCH_UP_DEADLINE_S = 30.0
 MAX_REF_BYTES = 64 * 1024
@@ -100,6 +102,7 @@ def _target(p: argparse.ArgumentParser) -> None:
 
 
 def _content(p: argparse.ArgumentParser) -> None:
+    add_spec_dirs(p)  # an integration that delivers with connections declares what they must hold
     p.add_argument("--settings", metavar="JSON", help="settings as a JSON object (merged into what is there)")
     p.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE", help="one setting (a string)")
     p.add_argument("--credentials", metavar="REF",
@@ -294,9 +297,39 @@ def _write(args: argparse.Namespace, change: Change, verb: str) -> int:
         assert writer is not None
         _unreadable(store, tenant, integration)
         connection = change(store.get(tenant, integration), tenant, integration)
+        if hasattr(args, "integrations"):
+            check_against_spec(args.integrations, args.schemas, connection)
         writer.put(connection)
     print(f"{verb} {connection.key} ({connection.state})")
     return 0
+
+
+def check_against_spec(integrations: Path, schemas: Path, connection: Connection) -> None:
+    """When the integration's spec delivers with connections (``destination.http.connection``),
+    the credential type and settings it declares; ConnectionsError naming the field, never a value.
+    A folder that is not there (a gateway-only deployment) or does not load is not a reason to refuse."""
+    if not integrations.is_dir():
+        return
+    from router.spec.connection_use import parse_use  # the spec machinery only when there are specs
+    from router.spec.load import load_catalog
+
+    try:
+        catalog = load_catalog(integrations, schemas)
+    except RouterError as exc:
+        print(f"warning: specs not loaded, so not checked against them: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return
+    spec = next((i for i in catalog.integrations if i.name == connection.integration), None)
+    section = (spec.destination.http or {}).get("connection") if spec is not None else None
+    if section is None or spec is None:
+        return
+    use = parse_use(section)
+    if connection.credentials is not None and connection.credentials.type not in use.credentials:
+        raise ConnectionsError(f"{spec.name} takes credentials of type {', '.join(use.credentials)}; got "
+                               f"{connection.credentials.type}", code=codes.CONNECTIONS_INVALID_CREDENTIALS)
+    problem = use.settings_problem(connection.settings)
+    if problem is not None:
+        raise ConnectionsError(f"settings do not fit {spec.name}'s schema ({spec.file.name}): {problem}",
+                               code=codes.CONNECTIONS_INVALID_SETTINGS)
 
 
 def run_create(args: argparse.Namespace) -> int:
