@@ -151,6 +151,10 @@ DELIVER_NO_CONNECTION: Final = _dlq("deliver.no_connection", "deliver", retryabl
                                     meaning="the integration delivers with each tenant's connection, and the "
                                             "record's tenant has none (never connected, or deleted)",
                                     action="connect the tenant (`router connections create`), then replay")
+DELIVER_DISCONNECTED: Final = _dlq("deliver.disconnected", "deliver", retryable=True,
+                                   meaning="the record's tenant disconnected the integration, whose spec says "
+                                           "`connection.on_disconnect: dlq`",
+                                   action="reconnect the tenant, then replay (or leave it: the tenant left)")
 DELIVER_UNKNOWN: Final = _dlq("deliver.unknown", "deliver",
                               meaning="a dead letter written without a reason (a worker bug; should never appear)",
                               action="report it with the record's coordinates")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from consumers.deliver.config import RateLimit
 from router import redisconn
+from router.keys import scope_key
 
 # KEYS: tat key, factor key, hold key. ARGV: interval ms, burst, recover-after ms.
 ACQUIRE = """
@@ -85,12 +86,6 @@ if until > cur then
 end
 return cur
 """
-
-
-def scope_key(prefix: str, destination: str, tenant: str | None, clustered: bool = False) -> str:
-    """The stem of a scope's keys: a destination's (``tenant`` None) or one tenant's share of it."""
-    names = (destination,) if tenant is None else (destination, tenant)
-    return f"{prefix}{redisconn.slot_tag(clustered, *names)}rl:{':'.join(names)}"
 
 
 def hold_key(prefix: str, destination: str, tenant: str | None, clustered: bool = False) -> str:

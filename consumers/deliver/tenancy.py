@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from consumers.deliver.auth import Auth, OAuth2ClientCredentials, StaticHeader
 from consumers.deliver.config import HttpTarget
+from router import codes
 from router.connections.model import (
     ApiKey,
     Basic,
@@ -158,9 +159,22 @@ class Tenancy:
         if self.store.caught_up:
             for scope in pending:
                 integration, _, tenant = scope.partition("/")
-                if tenant and integration in targets and self.store.get(tenant, integration) is None:
+                target = targets.get(integration)
+                if tenant and target is not None and self.dead_letter(target, tenant) is not None:
                     out.add(scope)
         return out
+
+    def dead_letter(self, target: HttpTarget, tenant: str) -> tuple[str, str] | None:
+        """(code, message) when ``tenant``'s records of ``target`` are dead letters rather than held:
+        no connection at all, or disconnected where the spec says ``on_disconnect: dlq``."""
+        connection = self.store.get(tenant, target.integration)
+        if connection is None:
+            return codes.DELIVER_NO_CONNECTION, f"tenant {tenant!r} has no connection to {target.integration}"
+        if connection.state == "disconnected" and target.connection is not None and \
+                target.connection.on_disconnect == "dlq":
+            return codes.DELIVER_DISCONNECTED, f"tenant {tenant!r} disconnected {target.integration}" + (
+                f" ({connection.state_reason[:200]})" if connection.state_reason else "")
+        return None
 
     def unusable(self) -> list[tuple[Connection, str]]:
         """Active connections their spec cannot use, each reported once per version of the connection."""

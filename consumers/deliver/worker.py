@@ -51,7 +51,7 @@ from consumers.deliver.payload import envelope
 from consumers.deliver.ratelimit import SharedRateLimiter
 from consumers.deliver.send import deliver
 from consumers.deliver.tenancy import Tenancy
-from router import codec, codes, groupwatch, health, redisconn
+from router import codec, groupwatch, health, redisconn
 from router.controls import parse, state_key
 from router.errors import ConfigError
 from router.groupwatch import GroupWatch, Throttle
@@ -240,9 +240,8 @@ class DeliverWorker:
         by_scope: dict[str, list[Item]] = {}
         for item in ready:
             if item.dlq is None and item.scope and self.tenancy is not None and \
-                    self.tenancy.route(self.targets[item.integration], item.tenant) is None:
-                item.dlq = (codes.DELIVER_NO_CONNECTION, f"tenant {item.tenant!r} has no connection to "
-                            f"{item.integration}", None, b"")
+                    (why := self.tenancy.dead_letter(self.targets[item.integration], item.tenant)) is not None:
+                item.dlq = (why[0], why[1], None, b"")
             if item.dlq is not None:
                 self.lanes.start(item)
                 self.spawn(dead_letter(self, item))

@@ -31,6 +31,7 @@ class ConnectionUse:
     header: str = "Authorization"
     token_url: str | None = None
     scope: str | None = None
+    on_disconnect: str = "hold"  # or "dlq": a disconnected tenant's records are dead-lettered
 
     def settings_problem(self, settings: Mapping[str, Any]) -> str | None:
         """Why ``settings`` do not satisfy the declared schema (the first problem), or None."""
@@ -45,7 +46,7 @@ def parse_use(section: Mapping[str, Any]) -> ConnectionUse:
     """A schema-valid ``connection`` section as a :class:`ConnectionUse`."""
     return ConnectionUse(credentials=tuple(section["credentials"]), settings_schema=section.get("settings") or {},
                          header=str(section.get("header", "Authorization")), token_url=section.get("token_url"),
-                         scope=section.get("scope"))
+                         scope=section.get("scope"), on_disconnect=str(section.get("on_disconnect", "hold")))
 
 
 def problems(http: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:

@@ -129,3 +129,26 @@ def test_a_connection_its_spec_cannot_use_goes_needs_reconnect(settings: Setting
             wait_for(lambda: worker.lanes.size() == 1, deadline_s=30, what="the record held")
             assert worker.outcomes.totals["dlq"] == 0, "held, not dead-lettered"
         assert partner.ledger()["requests"] == 0
+
+
+def test_a_disconnected_tenant_is_held_or_dead_lettered_as_the_spec_says(settings: Settings, registry_url: str,
+                                                                         tmp_path: Path, name: str) -> None:
+    with partner_sim(tmp_path) as partner, tenancy_for(settings, f"_connections.{name}") as (tenancy, writer):
+        dlq_use = CONNECTION[:-1] + ", on_disconnect: dlq}"
+        spec = http_spec(name, name, f"{name}-d", f"{partner.url}/v1/{{settings.account}}", connection=dlq_use)
+        topo = make_topology(tmp_path, name, {"a": spec})
+        _connect(writer, "acme", name, f"{name}-acme", "acme-token")
+        writer.put(changes.disconnect(_wait_read(tenancy, "acme", name), "acme", name,
+                                      now_ms=int(time.time() * 1000), reason="the tenant left"))
+        wait_for(lambda: _state(tenancy, "acme", name) == "disconnected", deadline_s=30, what="the disconnect read")
+        publish(settings, registry_url, topo, [zendesk_event("e1", 1, 1)], tenant="acme")
+        with running_deliverer(settings, registry_url, topo, group=name, tenancy=tenancy) as worker:
+            wait_for(lambda: worker.outcomes.totals["dlq"] == 1, deadline_s=60, what="the dead letter")
+        headers = headers_of(read_all(settings.kafka_bootstrap_servers or "", f"delivery.{name}-d.dlq", expect=1)[0])
+        assert headers["router-error-code"] == codes.DELIVER_DISCONNECTED
+        assert "the tenant left" in headers["router-error-message"]
+        assert partner.ledger()["requests"] == 0
+
+
+def _wait_read(tenancy: Tenancy, tenant: str, integration: str) -> Connection:
+    return wait_for(lambda: tenancy.store.get(tenant, integration), deadline_s=30, what=f"{tenant}'s connection read")

@@ -8,9 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from consumers.deliver.ratelimit import scope_key
 from router import redisconn
 from router.controls import read_states, set_state, state_key
+from router.keys import scope_key
 from router.settings import Settings
 from support.delivering import http_spec, partner_sim, publish, running_deliverer
 from support.routing import make_topology, zendesk_event

@@ -93,6 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     disconnect = sub.add_parser("disconnect", help="state disconnected; credentials and secrets deleted")
     _target(disconnect)
     disconnect.add_argument("--reason", default="")
+    add_spec_dirs(disconnect)  # which integrations' Redis state to purge
     disconnect.set_defaults(handler=run_disconnect)
 
 
@@ -360,9 +361,34 @@ def run_rotate_secret(args: argparse.Namespace) -> int:
 
 
 def run_disconnect(args: argparse.Namespace) -> int:
-    """``router connections disconnect TENANT INTEGRATION``."""
-    return _write(args, lambda current, t, i: changes.disconnect(current, t, i, now_ms=_now_ms(), reason=args.reason),
-                  "disconnected")
+    """``router connections disconnect TENANT INTEGRATION``: credentials and secrets deleted, then
+    the tenant's Redis state for the integration purged (router.connections.purge)."""
+    _write(args, lambda current, t, i: changes.disconnect(current, t, i, now_ms=_now_ms(), reason=args.reason),
+           "disconnected")
+    print(_purge(args, *_target_of(args)))
+    return 0
+
+
+def _purge(args: argparse.Namespace, tenant: str, integration: str) -> str:
+    """Purge what Redis holds for (tenant, integration); one line saying what was done."""
+    settings = Settings.from_env()
+    if not settings.redis_url:
+        return "Redis state not purged: REDIS_URL is not set"
+    if not args.integrations.is_dir():
+        return f"Redis state not purged: no integrations folder {args.integrations} to say what is kept"
+    from router import redisconn
+    from router.connections.purge import affected, purge
+    from router.spec.load import load_catalog
+
+    about = affected(load_catalog(args.integrations, args.schemas).integrations, integration)
+    if not about:
+        return f"Redis state: no loaded integration is about {integration}; nothing to purge"
+    client = redisconn.connect(settings.redis_url, socket_timeout=10)
+    try:
+        removed = purge(client, settings.redis_key_prefix, tenant, about)
+    finally:
+        client.close()
+    return f"purged {removed} Redis key(s) of {tenant} for {', '.join(i.name for i in about)}"
 
 
 def run_rotate_key(args: argparse.Namespace) -> int:
