@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,5 +117,12 @@ def compile_target(integration: Integration) -> HttpTarget:
         id_field=str(body.get("id_field", "idempotency_key")),
         dedupe_ttl_s=integration.dedupe_ttl_s,
         on_forbidden=str(http.get("on_forbidden", "reconnect")),
-        connection=parse_use(http["connection"]) if "connection" in http else None,
+        connection=_connection_use(http["connection"], f"{where}.connection") if "connection" in http else None,
     )
+
+
+def _connection_use(section: dict[str, Any], where: str) -> ConnectionUse:
+    """The spec's ``connection`` section with its references resolved (our OAuth client)."""
+    use = parse_use(section)
+    return replace(use, client_id=resolve(use.client_id, f"{where}.client_id") if use.client_id else None,
+                   client_secret=resolve(use.client_secret, f"{where}.client_secret") if use.client_secret else None)

@@ -20,12 +20,14 @@ import asyncio
 import base64
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from consumers.deliver.auth import Auth, OAuth2ClientCredentials, StaticHeader
 from consumers.deliver.config import HttpTarget
-from router import codes
+from consumers.deliver.oauth_refresh import OAuth2Refreshing
+from router import codes, redisconn
 from router.connections.model import (
     ApiKey,
     Basic,
@@ -70,8 +72,12 @@ class Unroutable:
     connection: Connection
 
 
-def auth_for(use: ConnectionUse, credentials: Credentials | None) -> Auth:
-    """The request credentials of a connection; Unusable for a type the spec does not declare."""
+Refresher = Callable[[OAuth2AuthorizationCode], Auth]
+
+
+def auth_for(use: ConnectionUse, credentials: Credentials | None, refresher: Refresher | None = None) -> Auth:
+    """The request credentials of a connection; Unusable for a type the spec does not declare.
+    Authorization-code tokens go through ``refresher`` when the spec can refresh them."""
     if credentials is None:
         raise Unusable("the connection holds no credentials")
     if credentials.type not in use.credentials:
@@ -90,13 +96,14 @@ def auth_for(use: ConnectionUse, credentials: Credentials | None) -> Auth:
         scope = " ".join(credentials.scopes) or use.scope
         return OAuth2ClientCredentials(use.token_url, credentials.client_id, credentials.client_secret.reveal(), scope)
     if isinstance(credentials, OAuth2AuthorizationCode):
-        # The access token as it is; a 401 makes the connection needs_reconnect (the refresh-token
-        # grant is not built yet: docs/connections.md, "Not yet").
+        if refresher is not None and use.refreshes and credentials.refresh_token is not None:
+            return refresher(credentials)
+        # Nothing to refresh with: the access token as it is; a 401 makes the connection needs_reconnect.
         return StaticHeader("Authorization", f"{credentials.token_type} {credentials.access_token.reveal()}")
     raise Unusable(f"credentials of type {credentials.type} are not supported")
 
 
-def build_route(target: HttpTarget, connection: Connection) -> Route:
+def build_route(target: HttpTarget, connection: Connection, refresher: Refresher | None = None) -> Route:
     """The route of an active connection; Unusable says why there is none."""
     use = target.connection
     assert use is not None
@@ -109,7 +116,7 @@ def build_route(target: HttpTarget, connection: Connection) -> Route:
         raise Unusable(f"its settings lack {exc.args[0]!r}, which the url needs") from None
     except ValueError as exc:
         raise Unusable(str(exc)) from None
-    return Route(url, auth_for(use, connection.credentials), connection)
+    return Route(url, auth_for(use, connection.credentials, refresher), connection)
 
 
 class Tenancy:
@@ -122,6 +129,8 @@ class Tenancy:
         self._routes: dict[tuple[str, str], Route | Unroutable] = {}
         self._reported: set[tuple[str, str, int]] = set()
         self._writing: set[tuple[str, str]] = set()  # one write at a time per connection
+        self.redis: redisconn.Async | None = None  # the worker's: refresh locks across replicas
+        self.prefix = ""
 
     def close(self) -> None:
         """Stop following the topic; flush the writer."""
@@ -139,11 +148,33 @@ class Tenancy:
         if cached is not None and cached.connection is connection:
             return cached
         try:
-            found: Route | Unroutable = build_route(target, connection)
+            found: Route | Unroutable = build_route(target, connection, self._refresher(target, connection))
         except Unusable as exc:
             found = Unroutable(str(exc), connection)
         self._routes[key] = found
         return found
+
+    def _refresher(self, target: HttpTarget, connection: Connection) -> Refresher | None:
+        """How ``connection``'s authorization-code tokens are refreshed (and saved back)."""
+        use = target.connection
+        if use is None or not use.refreshes:
+            return None
+        tenant, integration = connection.tenant, connection.integration
+
+        async def save(credentials: OAuth2AuthorizationCode) -> None:
+            current = self.store.get(tenant, integration)
+            if current is None or self._writer is None:
+                return
+            changed = replace(current, credentials=credentials, updated_at_ms=int(time.time() * 1000))
+            try:
+                await asyncio.to_thread(self._writer.put, changed)
+            except ConnectionsError as exc:  # the tokens work here; other processes refresh for themselves
+                log.warning("connection %s/%s: refreshed tokens not saved: %s", tenant, integration, exc)
+
+        lock = (self.redis, f"{self.prefix}oauth:refresh:{tenant}/{integration}") if self.redis is not None else None
+        return lambda credentials: OAuth2Refreshing(
+            credentials, token_url=use.token_url or "", client_id=use.client_id or "",
+            client_secret=use.client_secret or "", lock=lock, save=save)
 
     def active_scopes(self, targets: dict[str, HttpTarget], active: set[str], pending: set[str]) -> set[str]:
         """Scopes of per-tenant integrations that may send now: connections active and usable (of

@@ -106,6 +106,8 @@ class DeliverWorker:
         self.watch = groupwatch.register(GroupWatch(self.options.group, settings.session_timeout_ms))
         self.kafka = KafkaBridge(self)
         self.redis = redisconn.connect_async(settings.redis_url or "", socket_timeout=5)
+        if tenancy is not None:
+            tenancy.redis, tenancy.prefix = self.redis, self.prefix
         self.limiter = SharedRateLimiter(self.redis, self.prefix)
         self.delivered_keys = DeliveredKeys(self.redis, self.prefix)
         self.auth: dict[str, Auth] = {name: build_auth(t.auth) for name, t in targets.items() if t.connection is None}

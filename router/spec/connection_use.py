@@ -32,6 +32,15 @@ class ConnectionUse:
     token_url: str | None = None
     scope: str | None = None
     on_disconnect: str = "hold"  # or "dlq": a disconnected tenant's records are dead-lettered
+    client_id: str | None = None  # our OAuth client at the partner (authorization code)
+    client_secret: str | None = None  # a reference until compiled for a worker (consumers/deliver/config.py)
+    authorize_url: str | None = None
+    revoke_url: str | None = None
+
+    @property
+    def refreshes(self) -> bool:
+        """Can authorization-code tokens be refreshed (token endpoint and our client known)?"""
+        return bool(self.token_url and self.client_id and self.client_secret)
 
     def settings_problem(self, settings: Mapping[str, Any]) -> str | None:
         """Why ``settings`` do not satisfy the declared schema (the first problem), or None."""
@@ -46,7 +55,9 @@ def parse_use(section: Mapping[str, Any]) -> ConnectionUse:
     """A schema-valid ``connection`` section as a :class:`ConnectionUse`."""
     return ConnectionUse(credentials=tuple(section["credentials"]), settings_schema=section.get("settings") or {},
                          header=str(section.get("header", "Authorization")), token_url=section.get("token_url"),
-                         scope=section.get("scope"), on_disconnect=str(section.get("on_disconnect", "hold")))
+                         scope=section.get("scope"), on_disconnect=str(section.get("on_disconnect", "hold")),
+                         client_id=section.get("client_id"), client_secret=section.get("client_secret"),
+                         authorize_url=section.get("authorize_url"), revoke_url=section.get("revoke_url"))
 
 
 def problems(http: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
@@ -76,6 +87,12 @@ def problems(http: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]
     types = section.get("credentials") or []
     if "oauth2_client_credentials" in types and not section.get("token_url"):
         out.append((("connection", "token_url"), "oauth2_client_credentials needs the partner's token_url"))
+    secret = section.get("client_secret")
+    if isinstance(secret, str) and not secret.startswith(("env:", "file:")):  # the value is never echoed
+        out.append((("connection", "client_secret"), "a secret is written in the spec: give client_secret as a "
+                                                     "reference, env:NAME or file:/path"))
+    if section.get("client_id") and not (section.get("token_url") and secret):
+        out.append((("connection",), "client_id needs token_url and client_secret too (to refresh tokens)"))
     return out
 
 

@@ -127,3 +127,31 @@ def test_connection_use_defaults() -> None:
     use = parse_use({"credentials": ["api_key"]})
     assert use == ConnectionUse(("api_key",), {}, "Authorization", None, None)
     assert use.settings_problem({"anything": 1}) is None
+
+
+def test_a_token_answer_rotates_the_refresh_token_only_when_the_partner_does() -> None:
+    from consumers.deliver.oauth_refresh import refreshed
+
+    old = OAuth2AuthorizationCode(Secret("a1"), Secret("r1"), 1, ("read",))
+    kept = refreshed(old, {"access_token": "a2", "expires_in": 3600}, 1000.0)
+    assert (kept.access_token.reveal(), kept.refresh_token and kept.refresh_token.reveal()) == ("a2", "r1")
+    assert kept.expires_at_ms == 4_600_000 and kept.scopes == ("read",)
+    rotated = refreshed(old, {"access_token": "a3", "refresh_token": "r2", "scope": "read write"}, 1000.0)
+    assert rotated.refresh_token is not None and rotated.refresh_token.reveal() == "r2"
+    assert rotated.expires_at_ms is None and rotated.scopes == ("read", "write")
+    for junk in (True, "3600", -5, None):
+        assert refreshed(old, {"access_token": "a4", "expires_in": junk}, 1000.0).expires_at_ms is None
+
+
+def test_our_client_secret_is_a_reference_and_comes_with_what_refreshes_need() -> None:
+    base = {"url": "https://x", "connection": {"credentials": ["oauth2_authorization_code"]}}
+    plain = {**base, "connection": {**base["connection"], "client_id": "c", "client_secret": "s3cr3t",  # type: ignore[dict-item]
+                                    "token_url": "https://t"}}
+    found = dict(problems(plain))
+    assert "a secret is written in the spec" in found[("connection", "client_secret")]
+    assert "s3cr3t" not in str(found)
+    alone = {**base, "connection": {**base["connection"], "client_id": "c"}}  # type: ignore[dict-item]
+    assert "needs token_url and client_secret" in dict(problems(alone))[("connection",)]
+    use = parse_use({"credentials": ["oauth2_authorization_code"], "client_id": "c", "client_secret": "env:S",
+                     "token_url": "https://t"})
+    assert use.refreshes and not parse_use({"credentials": ["bearer"]}).refreshes
