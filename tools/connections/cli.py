@@ -90,6 +90,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     rotate_key = sub.add_parser("rotate-key", help="re-encrypt every connection under the current key")
     rotate_key.set_defaults(handler=run_rotate_key)
 
+    connect = sub.add_parser("connect", help="connect a tenant through the partner's OAuth consent page "
+                                             "(authorization code with PKCE)")
+    _target(connect)
+    _settings_args(connect)
+    connect.add_argument("--port", type=int, default=0, help="loopback port the partner redirects to (default: any)")
+    connect.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the consent (default 300)")
+    connect.add_argument("--login-hint", help="the partner account to suggest on its consent page")
+    connect.add_argument("--no-browser", action="store_true", help="only print the URL to open")
+    connect.set_defaults(handler=run_connect)
+
     disconnect = sub.add_parser("disconnect", help="state disconnected; credentials and secrets deleted")
     _target(disconnect)
     disconnect.add_argument("--reason", default="")
@@ -102,10 +112,14 @@ def _target(p: argparse.ArgumentParser) -> None:
     p.add_argument("integration", help="integration or webhook source name")
 
 
-def _content(p: argparse.ArgumentParser) -> None:
+def _settings_args(p: argparse.ArgumentParser) -> None:
     add_spec_dirs(p)  # an integration that delivers with connections declares what they must hold
     p.add_argument("--settings", metavar="JSON", help="settings as a JSON object (merged into what is there)")
     p.add_argument("--setting", action="append", default=[], metavar="KEY=VALUE", help="one setting (a string)")
+
+
+def _content(p: argparse.ArgumentParser) -> None:
+    _settings_args(p)
     p.add_argument("--credentials", metavar="REF",
                    help='a JSON object with a "type" (api_key, basic, bearer, oauth2_client_credentials, '
                         "oauth2_authorization_code): env:VAR, file:PATH or - (stdin)")
@@ -358,6 +372,49 @@ def run_rotate_secret(args: argparse.Namespace) -> int:
     [new] = _secrets_arg([args.signing_secret])
     return _write(args, lambda current, t, i: changes.rotate_secret(current, t, i, new, now_ms=_now_ms(),
                                                                      keep=args.keep), "rotated the signing secret of")
+
+
+def _resolved(value: str | None, what: str) -> str | None:
+    """A spec value that may be an ``env:``/``file:`` reference, resolved (never printed)."""
+    if value and value.startswith(("env:", "file:")):
+        return read_ref(value, what)
+    return value
+
+
+def run_connect(args: argparse.Namespace) -> int:
+    """``router connections connect TENANT INTEGRATION``: the OAuth 2.0 authorization-code flow with
+    PKCE through a loopback redirect; the tokens become the connection's credentials."""
+    import dataclasses
+    import webbrowser
+
+    from router.spec.connection_use import parse_use
+    from router.spec.load import load_catalog
+    from tools.connections import oauth_flow
+
+    tenant, integration = _target_of(args)
+    spec = next((i for i in load_catalog(args.integrations, args.schemas).integrations if i.name == integration), None)
+    section = (spec.destination.http or {}).get("connection") if spec is not None else None
+    use = oauth_flow.check_use(parse_use(section) if section else None, integration)
+    use = dataclasses.replace(use, client_id=_resolved(use.client_id, "connection.client_id"),
+                              client_secret=_resolved(use.client_secret, "connection.client_secret"))
+    settings = _settings_arg(args)
+    with oauth_flow.Listener(args.port) as listener:
+        attempt = oauth_flow.new_attempt(listener.redirect_uri)
+        url = oauth_flow.authorize_url(use, attempt, args.login_hint)
+        print(f"Open this URL to connect {tenant} to {integration}:\n{url}", flush=True)
+        if not args.no_browser:
+            webbrowser.open(url)
+        code = listener.wait_for_code(attempt, args.timeout)
+    credentials = oauth_flow.exchange(use, attempt, code)
+
+    def connected(current: Connection | None, t: str, i: str) -> Connection:
+        if current is None or current.state == "disconnected":
+            return changes.create(current, t, i, now_ms=_now_ms(), settings=settings, credentials=credentials)
+        return changes.update(current, t, i, now_ms=_now_ms(), state="active", reason="", settings=settings,
+                              credentials=credentials)
+
+    _write(args, connected, "connected")
+    return 0
 
 
 def run_disconnect(args: argparse.Namespace) -> int:
