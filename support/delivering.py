@@ -53,6 +53,14 @@ class Partner:
         """The partner revokes one account: its credential gets 401 from now on."""
         self.call("POST", f"/_control/accounts/{account}/revoke")
 
+    def revoke_grant(self, account: str) -> None:
+        """The partner revokes the account's OAuth grants: refresh -> invalid_grant, access tokens -> 401."""
+        self.call("POST", "/_control/oauth/revoke_grant", {"account": account})
+
+    def fail_token(self, times: int, status: int = 503) -> None:
+        """The token endpoint answers ``status`` to the next ``times`` requests."""
+        self.call("POST", "/_control/oauth/fail_token", {"times": times, "status": status})
+
 
 @contextmanager
 def partner_sim(tmp_path: Path, *args: str) -> Iterator[Partner]:

@@ -5,6 +5,8 @@ Delivery workers POST records to ``/v1/{destination}``; the simulator authentica
 per destination (optional token bucket), fails them when a fault rule says so, and accepts
 each idempotency key once per destination.
 Everything it did is in the ledger (``GET /_ledger``); tests steer it through ``/_control``.
+It is the partner's OAuth 2.0 authorization server too: ``oauth_routes`` (endpoints),
+``oauth_requests`` (their checks) and ``oauth`` (codes, grants and their tokens).
 
 State lives in one ``PartnerSim`` held under ``SIM``. Its methods never await, so each runs
 to completion on the event loop without interleaving: a delivery's decisions (auth, bucket,
@@ -30,7 +32,9 @@ from aiohttp import web
 
 from router.errors import ConfigError
 from router.webapp import ErrorAnswers, error_middleware, healthz, json_response
-from services.partner_sim.accounts import Accounts, basic_credentials, parse_accounts, presented_credentials
+from services.partner_sim.accounts import Accounts, parse_accounts, presented_credentials
+from services.partner_sim.oauth import AuthorizationServer
+from services.partner_sim.oauth_requests import RegisteredClient
 from services.partner_sim.rules import NO_KEY, FaultRule, firing_rule, parse_rules, record_key
 
 log = logging.getLogger("router.partner_sim")
@@ -112,6 +116,7 @@ class PartnerSim:
             raise ConfigError(f"accounts: {problem}")
         self.config = config
         self.clock = clock
+        self.oauth_client = RegisteredClient(config.client_id, config.client_secret)
         self.reset()
 
     def reset(self) -> None:
@@ -125,6 +130,7 @@ class PartnerSim:
         self.tokens_issued = 0
         self.token_requests = 0
         self.token_faults: list[int] = []  # statuses the token endpoint answers next, one per request
+        self.oauth = AuthorizationServer(self, self.clock)  # authorization-code grants (oauth.py)
         self.ledgers: dict[str, DestinationLedger] = {}
         self.records: list[dict[str, Any]] = []
 
@@ -268,6 +274,7 @@ class PartnerSim:
             "bodies": bodies,
             "tokens_issued": self.tokens_issued,
             "token_requests": self.token_requests,
+            "revocations": self.oauth.revocations,
         }
 
 
@@ -306,16 +313,21 @@ def _same_secret(presented: str, expected: str) -> bool:
 def _authenticate(sim: PartnerSim, request: web.Request) -> tuple[str | None, web.Response | None]:
     """(the request's account, a 401 refusal or None).
 
-    With accounts, the request must carry one account's credential, and the api_key and token
+    With accounts, the request must carry one account's credential, or a live access token
+    granted (authorization-code grant) for an account that still exists; the api_key and token
     settings are not checked. Without, it must carry what the config requires (both, when both
-    are set), and it has no account.
+    are set), and its account is the one its access token was granted for, if any.
     """
+    granted = sim.oauth.account_of(_bearer(request))
     if sim.accounts.enforced:
         headers = request.headers
         presented = presented_credentials(headers.get("Authorization", ""), headers.get("X-Api-Key", ""))
         account = sim.accounts.identify(presented)
+        if account is None and granted in sim.accounts.credentials:
+            account = granted
         return account, (refuse(401, "invalid_api_key") if account is None else None)
-    return None, _auth_refusal(sim, request)
+    refusal = _auth_refusal(sim, request)
+    return (granted if refusal is None else None), refusal
 
 
 def _auth_refusal(sim: PartnerSim, request: web.Request) -> web.Response | None:
@@ -437,51 +449,6 @@ async def deliver(request: web.Request) -> web.Response:
     return response
 
 
-def _client_credentials(request: web.Request, form: Mapping[str, Any]) -> tuple[str, str]:
-    """(client_id, client_secret) from HTTP Basic auth if sent, else from the form."""
-    basic = basic_credentials(request.headers.get("Authorization", ""))
-    if basic is None:
-        return str(form.get("client_id", "")), str(form.get("client_secret", ""))
-    return basic
-
-
-@routes.post("/oauth/token")
-async def issue_token(request: web.Request) -> web.Response:
-    """OAuth2 client credentials (form fields or HTTP Basic) -> a bearer token."""
-    sim = request.app[SIM]
-    sim.token_requests += 1
-    if sim.token_faults:
-        status = sim.token_faults.pop(0)
-        return refuse(status, "temporarily_unavailable" if status >= 500 else "invalid_grant")
-    form = await request.post()
-    client_id, client_secret = _client_credentials(request, form)
-    if not (_same_secret(client_id, sim.config.client_id) and _same_secret(client_secret, sim.config.client_secret)):
-        return refuse(401, "invalid_client")
-    if form.get("grant_type") != "client_credentials":
-        return refuse(400, "unsupported_grant_type")
-    body = {
-        "access_token": sim.issue_token(),
-        "token_type": "Bearer",
-        "expires_in": math.ceil(sim.config.token_ttl),
-    }
-    return answer(body, headers={"Cache-Control": "no-store"})
-
-
-@routes.post("/_control/token_faults")
-async def token_faults(request: web.Request) -> web.Response:
-    """The token endpoint answers ``status`` to the next ``times`` requests: ``{"status": 503, "times": 5}``."""
-    sim = request.app[SIM]
-    try:
-        doc = orjson.loads(await request.read())
-        status, times = int(doc["status"]), int(doc.get("times", 1))
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return refuse(400, 'send {"status": <int>, "times": <int>}')
-    if not 400 <= status <= 599 or not 0 <= times <= 10_000:
-        return refuse(400, "status must be 400-599 and times 0-10000")
-    sim.token_faults = [status] * times
-    return answer({"status": status, "times": times})
-
-
 @routes.get("/_control/rules")
 async def list_rules(request: web.Request) -> web.Response:
     """The rules in order, each with how often it has fired."""
@@ -595,7 +562,10 @@ _errors = error_middleware(ErrorAnswers(
 def create_app(config: SimConfig | None = None) -> web.Application:
     """The simulator application; its state is ``app[SIM]``."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_errors])
+    from services.partner_sim.oauth_routes import routes as oauth_routes  # it imports SIM from here
+
     app[SIM] = PartnerSim(config or SimConfig())
     app.add_routes(routes)
+    app.add_routes(oauth_routes)
     app.router.add_get("/healthz", healthz)  # 200 while serving
     return app

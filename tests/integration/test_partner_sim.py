@@ -312,12 +312,16 @@ def test_bad_rules_are_400_and_rules_can_be_cleared() -> None:
 def test_oauth_token_is_required_and_expire_tokens_revokes_it() -> None:
     async def scenario(client: Client) -> None:
         assert (await deliver(client, "crm", {}, key="k0"))[:2] == (401, {"error": "invalid_token"})
-        assert await token(client, client_secret="wrong") == (401, {"error": "invalid_client"})
-        assert await token(client, grant_type="password") == (400, {"error": "unsupported_grant_type"})
+        # RFC 6749 §5.2 errors, each with an error_description for people
+        status, body = await token(client, client_secret="wrong")
+        assert (status, body["error"]) == (401, "invalid_client") and body["error_description"]
+        status, body = await token(client, grant_type="password")
+        assert (status, body["error"]) == (400, "unsupported_grant_type")
         async with client.post(
             "/oauth/token", data={"grant_type": "client_credentials"}, headers={"Authorization": "Basic !!not-base64"}
         ) as response:
-            assert (response.status, await response.json()) == (401, {"error": "invalid_client"})
+            assert (response.status, (await response.json())["error"]) == (401, "invalid_client")
+            assert response.headers["WWW-Authenticate"] == 'Basic realm="partner-sim"'  # Basic was tried
         status, issued = await token(client)
         assert status == 200 and issued["token_type"] == "Bearer" and issued["expires_in"] == 600
         bearer = f"Bearer {issued['access_token']}"
@@ -542,6 +546,7 @@ def test_reset_clears_ledger_rules_tokens_and_buckets() -> None:
             "bodies": [],
             "tokens_issued": 0,
             "token_requests": 0,
+            "revocations": 0,
         }
         assert (await deliver(client, "crm", {}, key="k", Authorization=bearer))[0] == 401
         fresh = f"Bearer {(await token(client))[1]['access_token']}"

@@ -21,7 +21,7 @@ class ScanningLanes:
     """The reference: every held record scanned on each call (the implementation before the index)."""
 
     def __init__(self) -> None:
-        self.lanes: OrderedDict[tuple[str, int, bytes | int], deque[Item]] = OrderedDict()
+        self.lanes: OrderedDict[tuple[str, int, str, bytes | int], deque[Item]] = OrderedDict()
         self.tracks: dict[TP, PartitionTrack] = {}
 
     def add(self, item: Item) -> None:
