@@ -61,6 +61,7 @@ def test_the_token_answer_becomes_credentials() -> None:
     found = credentials_from({"access_token": "a", "refresh_token": "r", "expires_in": 60, "scope": "x y"}, 10.0)
     assert (found.access_token.reveal(), found.refresh_token and found.refresh_token.reveal()) == ("a", "r")
     assert found.expires_at_ms == 70_000 and found.scopes == ("x", "y")
-    for junk in (None, [], {"access_token": ""}, {"access_token": 5}):
+    junks: list[object] = [None, [], {"access_token": ""}, {"access_token": 5}]
+    for junk in junks:
         with pytest.raises(ConnectionsError, match="no access_token"):
             credentials_from(junk, 0.0)
