@@ -18,6 +18,8 @@ from consumers.deliver.cli import targets_for
 from consumers.deliver.tenancy import Tenancy
 from consumers.deliver.worker import DeliverOptions, DeliverWorker
 from router import headers as h
+from router.connections.keyring import KeyRing, generate_key
+from router.connections.store import ConnectionStore, ConnectionWriter
 from router.pipeline.records import Inbound
 from router.pipeline.stages import RoutingTable, prepare
 from router.settings import Settings
@@ -142,6 +144,8 @@ def running_deliverer(settings: Settings, registry_url: str, topology: Topology,
             loop.run_until_complete(worker.run(stop))
         except BaseException as exc:
             errors.append(exc)
+        finally:  # asyncio.to_thread's threads, as asyncio.run does (on this thread: the caller may run a loop)
+            loop.run_until_complete(loop.shutdown_default_executor())
 
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
@@ -151,7 +155,6 @@ def running_deliverer(settings: Settings, registry_url: str, topology: Topology,
         loop.call_soon_threadsafe(stop.set)
         thread.join(60)
     assert not thread.is_alive(), "delivery worker did not stop within 60s"
-    loop.run_until_complete(loop.shutdown_default_executor())  # asyncio.to_thread's threads, as asyncio.run does
     loop.close()
     assert not errors, f"delivery worker crashed: {errors[0]!r}"
 
@@ -161,3 +164,21 @@ def publish(settings: Settings, registry_url: str, topology: Topology, events: l
     ids = prepare_services(settings, registry_url, topology)
     topic = f"delivery.{topology.catalog.integrations[0].destination.name}"
     return produce(settings.kafka_bootstrap_servers or "", topic, delivery_records(topology, ids, events, tenant))
+
+
+@contextmanager
+def tenancy_for(settings: Settings, topic: str, ring: KeyRing | None = None
+                ) -> Iterator[tuple[Tenancy, ConnectionWriter]]:
+    """A Tenancy on its own connections topic (under ``ring``, else a fresh key), and a writer for
+    the test to connect tenants with."""
+    ring = ring or KeyRing.parse(generate_key(), "test key")
+    store = ConnectionStore(settings, ring, topic)
+    store.start()
+    assert store.wait_caught_up(30), "the connections topic was read"
+    tenancy = Tenancy(store, ConnectionWriter(settings, ring, topic))
+    writer = ConnectionWriter(settings, ring, topic)
+    try:
+        yield tenancy, writer
+    finally:
+        writer.close()
+        tenancy.close()

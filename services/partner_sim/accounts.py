@@ -19,7 +19,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-ACCOUNT_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+# Also an HTML pattern attribute, which browsers compile with the "v" flag: "-" escaped in a class.
+ACCOUNT_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._\-]{0,127}"
 _ACCOUNT_NAME = re.compile(ACCOUNT_NAME_PATTERN)
 MAX_ACCOUNTS = 100_000  # the gateway benchmark connects 10,000 tenants; ten times that is plenty
 MAX_CREDENTIAL_CHARS = 4096

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from html import escape
 from typing import TypeGuard
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -45,10 +46,18 @@ MAX_FAULT_TIMES = 10_000
 routes = web.RouteTableDef()
 
 
-def _page(status: int, title: str, body: str) -> web.Response:
+def _page(status: int, title: str, body: str, redirects_to: str | None = None) -> web.Response:
+    """An HTML page; ``redirects_to``: the (checked, loopback) redirect URI the form's answer
+    redirects to — browsers hold a form's redirect to ``form-action`` too, so its origin is added."""
     text = (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title></head>\n'
             f"<body>\n<h1>{escape(title)}</h1>\n{body}</body></html>\n")
-    return web.Response(text=text, status=status, content_type="text/html", headers=PAGE_HEADERS)
+    headers = PAGE_HEADERS
+    if redirects_to is not None:
+        url = urlsplit(redirects_to)
+        csp = PAGE_HEADERS["Content-Security-Policy"].replace(
+            "form-action 'self'", f"form-action 'self' {url.scheme}://{url.netloc}")
+        headers = {**PAGE_HEADERS, "Content-Security-Policy": csp}
+    return web.Response(text=text, status=status, content_type="text/html", headers=headers)
 
 
 def _error_page(page: ErrorPage) -> web.Response:
@@ -76,7 +85,7 @@ def _consent_page(sim: PartnerSim, request: AuthorizationRequest, account: str, 
         + '<button type="submit" name="decision" value="allow">Allow</button>\n'
         + '<button type="submit" name="decision" value="deny" formnovalidate>Deny</button>\n</form>\n'
     )
-    return _page(400 if problem is not None else 200, "Connect your partner account", body)
+    return _page(400 if problem is not None else 200, "Connect your partner account", body, request.redirect_uri)
 
 
 def _redirect(location: str) -> web.Response:

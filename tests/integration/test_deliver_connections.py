@@ -4,39 +4,20 @@ credentials; one tenant held alone while the integration's other tenants keep fl
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from consumers.deliver.tenancy import Tenancy
 from router import codes
 from router.connections import changes
-from router.connections.keyring import KeyRing, generate_key
 from router.connections.model import Bearer, Connection
-from router.connections.store import ConnectionStore, ConnectionWriter
+from router.connections.store import ConnectionWriter
 from router.settings import Secret, Settings
-from support.delivering import http_spec, partner_sim, publish, running_deliverer
+from support.delivering import http_spec, partner_sim, publish, running_deliverer, tenancy_for
 from support.routing import headers_of, make_topology, read_all, zendesk_event
 from support.services import wait_for
 
 CONNECTION = ("{credentials: [bearer], "
               "settings: {type: object, required: [account], properties: {account: {type: string}}}}")
-
-
-@contextmanager
-def tenancy_for(settings: Settings, topic: str) -> Iterator[tuple[Tenancy, ConnectionWriter]]:
-    """A Tenancy on its own connections topic, and a writer for the test to connect tenants with."""
-    ring = KeyRing.parse(generate_key(), "test key")
-    store = ConnectionStore(settings, ring, topic)
-    store.start()
-    assert store.wait_caught_up(30), "the connections topic was read"
-    tenancy = Tenancy(store, ConnectionWriter(settings, ring, topic))
-    writer = ConnectionWriter(settings, ring, topic)
-    try:
-        yield tenancy, writer
-    finally:
-        writer.close()
-        tenancy.close()
 
 
 def _connect(writer: ConnectionWriter, tenant: str, integration: str, account: str, token: str) -> None:
