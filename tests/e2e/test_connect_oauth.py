@@ -85,7 +85,8 @@ def test_connect_through_consent_refresh_revoke_and_reconnect(settings: Settings
     with partner_sim(tmp_path, "--require-token", "--client-id", "router-e2e", "--client-secret",
                      CLIENT_SECRET) as partner:
         use = (f"{{credentials: [oauth2_authorization_code], authorize_url: '{partner.url}/oauth/authorize', "
-               f"token_url: '{partner.url}/oauth/token', client_id: router-e2e, client_secret: 'env:E2E_SECRET'}}")
+               f"token_url: '{partner.url}/oauth/token', revoke_url: '{partner.url}/oauth/revoke', "
+               "client_id: router-e2e, client_secret: 'env:E2E_SECRET'}")
         topo = make_topology(tmp_path, name, {"a": http_spec(name, name, f"{name}-d", f"{partner.url}/v1/{name}-d",
                                                              connection=use)})
         dirs = ["--integrations", str(topo.integrations), "--schemas", str(topo.schemas)]
@@ -102,6 +103,13 @@ def test_connect_through_consent_refresh_revoke_and_reconnect(settings: Settings
                                             lambda: _connect(browser, env, "acme", name, dirs))
                 finally:
                     del os.environ["E2E_SECRET"]
+                # Disconnect: the partner sees the grant revoked; the tokens are gone here.
+                done = subprocess.run([sys.executable, "-m", "router", "connections", "disconnect", "globex", name,
+                                       *dirs], cwd=ROOT, env=env, capture_output=True, text=True, timeout=90,
+                                      check=False)
+                assert done.returncode == 0, done.stderr
+                assert "tokens revoked at the partner" in done.stdout and CLIENT_SECRET not in done.stdout
+                assert partner.ledger()["revocations"] >= 1
             finally:
                 browser.close()
 

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -28,6 +28,7 @@ from router.connections.model import (
     STATES,
     Connection,
     ConnectionsError,
+    OAuth2AuthorizationCode,
     check_integration,
     check_state,
     check_tenant,
@@ -41,6 +42,9 @@ from router.connections.store import DEFAULT_TOPIC, TOPIC_ENV, ConnectionStore, 
 from router.errors import RouterError
 from router.settings import Secret, Settings
 from router.spec.args import add_spec_dirs
+
+if TYPE_CHECKING:
+    from router.spec.connection_use import ConnectionUse
 
 CATCH_UP_DEADLINE_S = 30.0
 MAX_REF_BYTES = 64 * 1024
@@ -384,19 +388,12 @@ def _resolved(value: str | None, what: str) -> str | None:
 def run_connect(args: argparse.Namespace) -> int:
     """``router connections connect TENANT INTEGRATION``: the OAuth 2.0 authorization-code flow with
     PKCE through a loopback redirect; the tokens become the connection's credentials."""
-    import dataclasses
     import webbrowser
 
-    from router.spec.connection_use import parse_use
-    from router.spec.load import load_catalog
     from tools.connections import oauth_flow
 
     tenant, integration = _target_of(args)
-    spec = next((i for i in load_catalog(args.integrations, args.schemas).integrations if i.name == integration), None)
-    section = (spec.destination.http or {}).get("connection") if spec is not None else None
-    use = oauth_flow.check_use(parse_use(section) if section else None, integration)
-    use = dataclasses.replace(use, client_id=_resolved(use.client_id, "connection.client_id"),
-                              client_secret=_resolved(use.client_secret, "connection.client_secret"))
+    use = oauth_flow.check_use(_connection_use(args, integration), integration)
     settings = _settings_arg(args)
     with oauth_flow.Listener(args.port) as listener:
         attempt = oauth_flow.new_attempt(listener.redirect_uri)
@@ -420,10 +417,46 @@ def run_connect(args: argparse.Namespace) -> int:
 def run_disconnect(args: argparse.Namespace) -> int:
     """``router connections disconnect TENANT INTEGRATION``: credentials and secrets deleted, then
     the tenant's Redis state for the integration purged (router.connections.purge)."""
-    _write(args, lambda current, t, i: changes.disconnect(current, t, i, now_ms=_now_ms(), reason=args.reason),
-           "disconnected")
+    held: list[Connection | None] = []
+
+    def disconnected(current: Connection | None, t: str, i: str) -> Connection:
+        held.append(current)
+        return changes.disconnect(current, t, i, now_ms=_now_ms(), reason=args.reason)
+
+    _write(args, disconnected, "disconnected")
+    credentials = held[0].credentials if held and held[0] is not None else None
+    if isinstance(credentials, OAuth2AuthorizationCode):
+        print(_revoke(args, args.integration, credentials))
     print(_purge(args, *_target_of(args)))
     return 0
+
+
+def _revoke(args: argparse.Namespace, integration: str, credentials: OAuth2AuthorizationCode) -> str:
+    """Revoke the tokens at the partner when the integration's spec names its revocation endpoint."""
+    from tools.connections import oauth_flow
+
+    if not args.integrations.is_dir():
+        return f"tokens not revoked: no integrations folder {args.integrations} to find the partner's endpoint"
+    use = _connection_use(args, integration)
+    if use is None:
+        return f"tokens not revoked: no loaded integration {integration} delivers with connections"
+    return oauth_flow.revoke(use, credentials)
+
+
+def _connection_use(args: argparse.Namespace, integration: str) -> ConnectionUse | None:
+    """The ``connection`` section of ``integration``'s spec, our OAuth client resolved (None: none)."""
+    import dataclasses
+
+    from router.spec.connection_use import parse_use
+    from router.spec.load import load_catalog
+
+    spec = next((i for i in load_catalog(args.integrations, args.schemas).integrations if i.name == integration), None)
+    section = (spec.destination.http or {}).get("connection") if spec is not None else None
+    if section is None:
+        return None
+    use = parse_use(section)
+    return dataclasses.replace(use, client_id=_resolved(use.client_id, "connection.client_id"),
+                               client_secret=_resolved(use.client_secret, "connection.client_secret"))
 
 
 def _purge(args: argparse.Namespace, tenant: str, integration: str) -> str:

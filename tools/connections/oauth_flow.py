@@ -116,24 +116,55 @@ def credentials_from(doc: Any, now_s: float) -> OAuth2AuthorizationCode:
                                    else None, expires, tuple(scope.split()) if isinstance(scope, str) else ())
 
 
-def exchange(use: ConnectionUse, attempt: Attempt, code: str) -> OAuth2AuthorizationCode:
-    """The code (with the PKCE verifier) for tokens at the partner's token endpoint; our client
-    authenticates with HTTP Basic (RFC 6749 §2.3.1)."""
-    form = urlencode({"grant_type": "authorization_code", "code": code, "redirect_uri": attempt.redirect_uri,
-                      "code_verifier": attempt.verifier, "client_id": use.client_id or ""}).encode()
-    basic = base64.b64encode(f"{quote(use.client_id or '', safe='')}:{quote(use.client_secret or '', safe='')}"
-                             .encode()).decode()
-    request = urllib.request.Request(use.token_url or "", data=form, method="POST", headers={  # noqa: S310 (the spec's https URL)
-        "Content-Type": "application/x-www-form-urlencoded", "Authorization": f"Basic {basic}",
+def _basic(use: ConnectionUse) -> str:
+    """Our client's HTTP Basic credentials (RFC 6749 §2.3.1: each part form-encoded first)."""
+    pair = f"{quote(use.client_id or '', safe='')}:{quote(use.client_secret or '', safe='')}"
+    return "Basic " + base64.b64encode(pair.encode()).decode()
+
+
+def _post_form(url: str, form: dict[str, str], use: ConnectionUse) -> tuple[int, bytes]:
+    """POST ``form`` to ``url`` with our client's credentials: (status, body), or ConnectionsError
+    ``connections.unavailable`` when the partner cannot be reached."""
+    request = urllib.request.Request(url, data=urlencode(form).encode(), method="POST", headers={  # noqa: S310 (the spec's URL)
+        "Content-Type": "application/x-www-form-urlencoded", "Authorization": _basic(use),
         "Accept": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=TOKEN_TIMEOUT_S) as resp:  # noqa: S310
-            status, raw = resp.status, resp.read(1 << 20)
+            return resp.status, resp.read(1 << 20)
     except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read(1 << 20)
+        return exc.code, exc.read(1 << 20)
     except (urllib.error.URLError, OSError) as exc:
-        raise ConnectionsError(f"the token endpoint could not be reached: {type(exc).__name__}",
+        raise ConnectionsError(f"{urlsplit(url).netloc} could not be reached: {type(exc).__name__}",
                                code=codes.CONNECTIONS_UNAVAILABLE) from None
+
+
+def revoke(use: ConnectionUse, credentials: OAuth2AuthorizationCode) -> str:
+    """Revoke ``credentials`` at the partner (RFC 7009: the refresh token, which ends the grant,
+    then the access token); one line saying what happened, never a token."""
+    if not use.revoke_url:
+        return "the partner has no revocation endpoint in the spec: its tokens expire by themselves"
+    tokens = [(credentials.refresh_token, "refresh_token"), (credentials.access_token, "access_token")]
+    statuses = []
+    for token, hint in tokens:
+        if token is None:
+            continue
+        try:
+            status, _ = _post_form(use.revoke_url, {"token": token.reveal(), "token_type_hint": hint}, use)
+        except ConnectionsError as exc:
+            return f"tokens not revoked at the partner ({exc}): revoke them there; they are deleted here"
+        statuses.append(status)
+    if all(s == 200 for s in statuses):
+        return "tokens revoked at the partner"
+    return (f"the partner answered {', '.join(map(str, statuses))} to the revocation: check there; the tokens are "
+            "deleted here")
+
+
+def exchange(use: ConnectionUse, attempt: Attempt, code: str) -> OAuth2AuthorizationCode:
+    """The code (with the PKCE verifier) for tokens at the partner's token endpoint; our client
+    authenticates with HTTP Basic (RFC 6749 §2.3.1)."""
+    status, raw = _post_form(use.token_url or "", {
+        "grant_type": "authorization_code", "code": code, "redirect_uri": attempt.redirect_uri,
+        "code_verifier": attempt.verifier, "client_id": use.client_id or ""}, use)
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
