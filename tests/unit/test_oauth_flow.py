@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from router.connections.model import ConnectionsError
+from router.connections.oauth_flow import Attempt, authorize_url, callback_verdict, check_use, credentials_from
 from router.spec.connection_use import parse_use
-from tools.connections.oauth_flow import Attempt, authorize_url, callback_verdict, check_use, credentials_from
 
 USE = parse_use({"credentials": ["oauth2_authorization_code"], "authorize_url": "https://p.example/authorize?x=1",
                  "token_url": "https://p.example/token", "client_id": "cid", "client_secret": "env:S",

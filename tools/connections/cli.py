@@ -390,7 +390,7 @@ def run_connect(args: argparse.Namespace) -> int:
     PKCE through a loopback redirect; the tokens become the connection's credentials."""
     import webbrowser
 
-    from tools.connections import oauth_flow
+    from router.connections import oauth_flow
 
     tenant, integration = _target_of(args)
     use = oauth_flow.check_use(_connection_use(args, integration), integration)
@@ -433,7 +433,7 @@ def run_disconnect(args: argparse.Namespace) -> int:
 
 def _revoke(args: argparse.Namespace, integration: str, credentials: OAuth2AuthorizationCode) -> str:
     """Revoke the tokens at the partner when the integration's spec names its revocation endpoint."""
-    from tools.connections import oauth_flow
+    from router.connections import oauth_flow
 
     if not args.integrations.is_dir():
         return f"tokens not revoked: no integrations folder {args.integrations} to find the partner's endpoint"

@@ -1,4 +1,7 @@
-"""The OAuth 2.0 authorization-code connect flow with PKCE (RFC 6749 §4.1, RFC 7636), as a CLI runs it.
+"""The OAuth 2.0 authorization-code connect flow with PKCE (RFC 6749 §4.1, RFC 7636).
+
+Shared by `router connections connect` (a loopback listener, below) and any page that runs the
+flow with its own redirect URI: the pure parts take the redirect URI as given.
 
 ``router connections connect TENANT INTEGRATION`` prints (and, unless told not to, opens) the
 partner's authorize URL; the person consents in a browser; the partner redirects to a one-shot
