@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 
+import orjson
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumers.deliver.config import HttpTarget, compile_target
@@ -43,6 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         a = sub.add_parser(action, help=text)
         if action != "status":
             a.add_argument("name", help="integration name")
+        else:
+            a.add_argument("--json", action="store_true", help="one JSON object per integration and line")
         add_spec_dirs(a)
         a.set_defaults(handler=_control, action=action)
 
@@ -137,7 +140,9 @@ def _control(args: argparse.Namespace) -> int:
         if args.action == "status":
             names = [i.name for i in catalog.integrations]
             for name, state in read_states(client, settings.redis_key_prefix, names).items():
-                print(f"{name}\t{state.state}\t{state.reason}")
+                print(orjson.dumps({"integration": name, "state": state.state, "reason": state.reason,
+                                    "since_ms": state.since_ms or None}).decode() if args.json
+                      else f"{name}\t{state.state}\t{state.reason}")
             return 0
         state = set_state(client, settings.redis_key_prefix, args.name,
                           "paused" if args.action == "pause" else "active",

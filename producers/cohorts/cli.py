@@ -51,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="repeat on this interval (e.g. 1h) until SIGTERM, re-reading the snapshot each time")
     p.add_argument("--rate", type=float, default=None, metavar="N",
                    help="publish at most N records per second (default: no limit)")
+    p.add_argument("--json", action="store_true",
+                   help="the result of each sync as one JSON object per line on stdout (for scripts)")
     p.add_argument("--schemas", type=Path, default=Path("schemas/avro"), metavar="DIR",
                    help="folder of Avro schemas (default: schemas/avro/)")
     p.set_defaults(handler=run)
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"sync {result.sync_id}: diff {result.diff_seconds:.2f}s ({steps}), publish "
                       f"{result.publish_seconds:.2f}s, stored state {result.state_bytes / 1e6:.1f} MB, "
                       f"DLQ records carried over {result.carried_records}", file=sys.stderr)
-                print(result.summary(), flush=True)
+                print(result.as_json() if args.json else result.summary(), flush=True)
             if interval is None or stop.wait(max(0.0, interval - (time.monotonic() - started))):
                 return 0
     finally:

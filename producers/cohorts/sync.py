@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from rich.console import Console
@@ -79,6 +80,13 @@ class SyncResult:
     carried_records: int = 0
     skipped: list[InvalidLine] = field(default_factory=list)
     phases: dict[str, float] = field(default_factory=dict)  # seconds of the diff's steps
+
+    def as_json(self) -> str:
+        """The result as one JSON object (``router cohort sync --json``)."""
+        return orjson.dumps({
+            "sync_id": self.sync_id, "added": self.added, "removed": self.removed, "unchanged": self.unchanged,
+            "records": self.records, "seconds": round(self.seconds, 3), "skipped": len(self.skipped),
+            "carried_over": self.carried_records}).decode()
 
     def summary(self) -> str:
         """The last line the command prints."""

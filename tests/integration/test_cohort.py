@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -309,6 +310,13 @@ def test_invalid_lines_rejected_or_skipped(settings_each_redis: Settings, regist
     assert skipped.stdout.strip().splitlines()[-1].startswith("added=3 removed=0 unchanged=0 records=1 seconds=")
     [record] = read_all(settings.kafka_bootstrap_servers or "", f"cohort.{audience}", expect=1)
     assert headers_of(record)["router-tenant"] == "default"
+    # A script reads the result as JSON (the same run again: nothing changed).
+    again = subprocess.run([*argv, "--on-invalid", "skip", "--json"], check=False, capture_output=True, text=True,
+                           env=env, timeout=120)
+    assert again.returncode == 0, again.stderr
+    result = json.loads(again.stdout.strip().splitlines()[-1])
+    assert {k: result[k] for k in ("added", "removed", "unchanged", "records", "skipped")} == {
+        "added": 0, "removed": 0, "unchanged": 3, "records": 0, "skipped": 3}
 
 
 def test_every_repeats_with_a_fresh_read_until_sigterm(settings: Settings, registry_url: str, tmp_path: Path,

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 
@@ -370,3 +371,24 @@ def test_only_in_the_shared_group_is_refused_when_it_would_strand_other_integrat
     assert done.returncode == 2, done.stderr
     assert f"--only leaves out {other}" in done.stderr and "--group" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_integrations_status_for_scripts(settings: Settings, tmp_path: Path, name: str) -> None:
+    topo = _topo(tmp_path, name, "http://127.0.0.1:9/v1/x")
+    client = redisconn.connect(settings.redis_url or "")
+    prefix = f"{name}:"
+    try:
+        set_state(client, prefix, name, "paused", "maintenance")
+        env = {**os.environ, "REDIS_URL": settings.redis_url or "", "ROUTER_REDIS_KEY_PREFIX": prefix}
+        argv = [sys.executable, "-m", "router", "integrations", "status", "--integrations", str(topo.integrations),
+                "--schemas", str(topo.schemas)]
+        plain = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert plain.returncode == 0, plain.stderr
+        assert plain.stdout.splitlines() == [f"{name}\tpaused\tmaintenance"]
+        shown = subprocess.run([*argv, "--json"], env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert shown.returncode == 0, shown.stderr
+        [doc] = [orjson.loads(line) for line in shown.stdout.splitlines()]
+        assert (doc["integration"], doc["state"], doc["reason"]) == (name, "paused", "maintenance")
+        assert isinstance(doc["since_ms"], int) and doc["since_ms"] > 0
+    finally:
+        client.close()
