@@ -16,6 +16,7 @@ from importlib import metadata
 
 from router import codes as error_codes
 from router.errors import RouterError
+from router.settings import LIBRDKAFKA_LOG_LEVEL
 
 # Each module's ``register(subparsers)`` adds the subcommand(s) named with it, in the order
 # `router --help` lists them. A module is imported only when its command runs (or for --help):
@@ -36,6 +37,11 @@ COMMANDS: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 
 
+# Commands a person or a script runs and reads (not long-running services): their Kafka client log
+# is quiet unless -v, so a failure is the one line `router: error [...]`.
+TOOLS = frozenset({"dlq", "connections", "integrations", "codes", "spec", "cohort"})
+
+
 def _version() -> str:
     try:
         return metadata.version("event-router")
@@ -48,6 +54,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     (any other name, or None, registers every command)."""
     parser = argparse.ArgumentParser(prog="router", description="Streaming event router for integration platforms.")
     parser.add_argument("--version", action="version", version=f"router {_version()}")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="tool commands: show the Kafka client's own log lines (quiet by default)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
     wanted = [module for names, module in COMMANDS if command in names]
@@ -62,6 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The first word that is not an option names the command (the top level takes no option values).
     parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
+    if args.command in TOOLS:
+        LIBRDKAFKA_LOG_LEVEL["level"] = 6 if args.verbose else 0
     try:
         return int(args.handler(args) or 0)
     except RouterError as exc:

@@ -16,6 +16,11 @@ from pathlib import Path
 
 from router.errors import ConfigError
 
+# librdkafka's syslog level for every client this process makes: 4 (warning) for services; the
+# `router` command sets 0 for tool commands (dlq, connections, integrations, ...) unless -v, so a
+# broker that is down is one `router: error` line, not a screenful of librdkafka FAIL lines.
+LIBRDKAFKA_LOG_LEVEL = {"level": 4}
+
 
 class Secret:
     """A string that never prints itself; call :meth:`reveal` at the one place that needs it."""
@@ -182,10 +187,11 @@ class Settings:
         """librdkafka settings shared by every client (bootstrap and security)."""
         if not self.kafka_bootstrap_servers:
             raise ConfigError("KAFKA_BOOTSTRAP_SERVERS is not set; set it, or use `router dev` for the embedded broker")
-        # librdkafka's own log at warning and worse: its informational lines (e.g. "Purging 1 unserved
-        # events from background queue" at close) are not for operators and broke one-line CLI errors.
+        # librdkafka's own log at warning and worse for services: its informational lines (e.g.
+        # "Purging 1 unserved events from background queue" at close) are not for operators; tool
+        # commands keep it quiet unless -v (LIBRDKAFKA_LOG_LEVEL, set by router.cli).
         conf: dict[str, str | int | float | bool] = {"bootstrap.servers": self.kafka_bootstrap_servers,
-                                                     "log_level": 4}
+                                                     "log_level": LIBRDKAFKA_LOG_LEVEL["level"]}
         if self.kafka_security_protocol:
             conf["security.protocol"] = self.kafka_security_protocol
         if self.kafka_sasl_mechanism:

@@ -22,3 +22,18 @@ def test_redis_down_is_one_line_with_a_code() -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("router: error [cli.unavailable]: Redis: "), lines[0]
+
+
+def test_broker_down_is_one_line_and_the_kafka_client_log_only_with_v() -> None:
+    closed = free_port()
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{closed}"}
+    quiet = subprocess.run([sys.executable, "-m", "router", "dlq", "ls"], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=90, check=False)
+    assert quiet.returncode == 2, quiet.stderr
+    lines = quiet.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("router: error ["), quiet.stderr
+    loud = subprocess.run([sys.executable, "-m", "router", "-v", "dlq", "ls"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=90, check=False)
+    assert loud.returncode == 2
+    assert "|FAIL|" in loud.stderr, "with -v the Kafka client says what it tried"
+    assert loud.stderr.strip().splitlines()[-1] == lines[0]
