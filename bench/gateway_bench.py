@@ -1,6 +1,7 @@
 """Webhook gateway throughput and latency against a bare aiohttp handler. From the repository root:
 
-    .venv/bin/python -m bench.gateway_bench [--duration S] [--connections C]
+    .venv/bin/python -m bench.gateway_bench [--duration S] [--connections C] [--rounds N] [--quick]
+    .venv/bin/python -m bench.gateway_bench --tenants 10000 [--quick]   # bench/gateway_tenants.py
 
 In one run, each server a separate process and the load generator another:
 (a) the bare handler (bench.bare_gateway: read body, answer 202) — the ceiling;
@@ -26,6 +27,7 @@ import base64
 import contextlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -51,38 +53,62 @@ PY = sys.executable
 
 
 @contextlib.contextmanager
-def server(argv: list[str], env: dict[str, str], log: Path) -> Iterator[str]:
-    """Start a server process, yield the URL from its READY line, SIGTERM it at the end."""
+def serving(argv: list[str], env: dict[str, str], log: Path) -> Iterator[tuple[str, ChildProcess]]:
+    """Start a server process, yield the URL from its READY line and the process, SIGTERM it at the end."""
     child = ChildProcess(" ".join(argv[2:5]), argv, log=log, env=env, cwd=ROOT)
     try:
         try:
             line = child.wait_for_line("READY ", deadline_s=120)
         except ConfigError as exc:
             raise SystemExit(f"{argv[2:5]} did not start: {exc}; see {log}") from None
-        yield line.split("=", 1)[1].strip()
+        yield line.split("=", 1)[1].strip(), child
     finally:
         child.stop(grace_s=60)
 
 
+@contextlib.contextmanager
+def server(argv: list[str], env: dict[str, str], log: Path) -> Iterator[str]:
+    """:func:`serving`, yielding only the URL."""
+    with serving(argv, env, log) as (url, _child):
+        yield url
+
+
+_LUA_ESCAPE = re.compile(rb'[^\x20-\x7e]|["\\]')
+
+
 def _lua_string(data: bytes) -> str:
-    return '"' + "".join(chr(b) if 32 <= b < 127 and b not in (34, 92) else f"\\{b:03d}" for b in data) + '"'
+    return '"' + _LUA_ESCAPE.sub(lambda m: b"\\%03d" % m[0][0], data).decode() + '"'
+
+
+def lua_script(requests: list[bytes], script: Path, *, count_2xx: bool = False) -> Path:
+    """A wrk Lua script cycling through pre-signed raw requests and printing a JSON summary line.
+
+    With ``count_2xx`` each answer's status is read (a ``response`` callback: a little more work for
+    wrk, the same in every run that uses it) and the summary counts the 2xx answers exactly (wrk
+    itself only counts statuses above 399); without, ``accepted`` is -1.
+    """
+    table = ",\n".join(_lua_string(r) for r in requests)
+    counting = ("local threads = {}\nsetup = function(thread) table.insert(threads, thread) end\n"
+                "init = function(args) accepted = 0 end\n"
+                "response = function(status, headers, body)\n"
+                "  if status >= 200 and status < 300 then accepted = accepted + 1 end\nend\n") if count_2xx else ""
+    total = ("local accepted = 0\n  for _, t in ipairs(threads) do accepted = accepted + t:get('accepted') end\n"
+             if count_2xx else "local accepted = -1\n")
+    script.write_text(
+        f"local reqs = {{\n{table}\n}}\nlocal i = 0\n"
+        "request = function()\n  i = i % #reqs + 1\n  return reqs[i]\nend\n" + counting +
+        "done = function(summary, latency, requests)\n  local e = summary.errors\n  " + total +
+        "  io.write(string.format('JSON {\"requests\":%d,\"duration_us\":%d,\"status_errors\":%d,"
+        "\"socket_errors\":%d,\"p50_us\":%d,\"p99_us\":%d,\"max_us\":%d,\"accepted\":%d}\\n', summary.requests,"
+        " summary.duration, e.status, e.connect + e.read + e.write + e.timeout, latency:percentile(50),"
+        " latency:percentile(99), latency.max, accepted))\nend\n")
+    return script
 
 
 def wrk_script(url: str, path: str, folder: Path) -> Path:
     """A wrk Lua script cycling through pre-signed requests and printing a JSON summary."""
     host = url.removeprefix("http://")
-    script = folder / "gateway.lua"
-    requests = ",\n".join(_lua_string(r) for r in build_requests(host, path, SECRET))
-    script.write_text(
-        f"local reqs = {{\n{requests}\n}}\nlocal i = 0\n"
-        "request = function()\n  i = i % #reqs + 1\n  return reqs[i]\nend\n"
-        "done = function(summary, latency, requests)\n"
-        "  local e = summary.errors\n"
-        "  io.write(string.format('JSON {\"requests\":%d,\"duration_us\":%d,\"status_errors\":%d,"
-        "\"socket_errors\":%d,\"p50_us\":%d,\"p99_us\":%d,\"max_us\":%d}\\n', summary.requests, summary.duration,"
-        " e.status, e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(99),"
-        " latency.max))\nend\n")
-    return script
+    return lua_script(build_requests(host, path, SECRET), folder / "gateway.lua")
 
 
 def closed_run(url: str, path: str, connections: int, duration: float, env: dict[str, str], folder: Path
@@ -137,10 +163,25 @@ def count_records(bootstrap: str, topic: str, at_least: int, deadline_s: float =
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=15.0, help="seconds per measured run (default 15)")
+    parser.add_argument("--duration", type=float, default=0.0,
+                        help="seconds per measured run (default 15; tenant mode 10, --quick 4)")
     parser.add_argument("--connections", type=int, default=128, help="closed-loop connections (default 128)")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved a, b, c rounds; best of each (default 2)")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="interleaved rounds: a, b, c, best of each (default 2); tenant mode A/B, medians "
+                             "(default 7, --quick 3)")
+    parser.add_argument("--tenants", type=int, default=0,
+                        help="tenant mode (bench/gateway_tenants.py): one connected tenant against this many")
+    parser.add_argument("--quick", action="store_true", help="fewer and shorter runs (~1 min in tenant mode)")
+    parser.add_argument("--seed", type=int, default=1, help="tenant mode: the order of tenants and the probes")
+    parser.add_argument("--profile", action="store_true",
+                        help="tenant mode: py-spy both gateways in the last round, print what grew from A to B")
     args = parser.parse_args()
+    if args.tenants:
+        from bench.gateway_tenants import run  # imports this module: a top-level import would be circular
+
+        sys.exit(run(args))
+    args.duration = args.duration or (8.0 if args.quick else 15.0)
+    args.rounds = args.rounds or (1 if args.quick else 2)
     source = unique("bench")
     path = f"/v1/hooks/acme/{source}"
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at start, "

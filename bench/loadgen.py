@@ -1,12 +1,14 @@
 """A small HTTP/1.1 load generator in its own process: closed loop (max rate) or open loop (paced).
 
-    python -m bench.loadgen --url http://127.0.0.1:P --path /v1/hooks/acme/bench \\
+    python -m bench.loadgen --url http://127.0.0.1:P (--path /v1/hooks/acme/bench | --requests FILE) \\
         (--connections C | --rate R) --duration S [--warmup S]
 
 Requests are Zendesk-like events signed with Standard Webhooks (secret from the environment
 variable BENCH_WEBHOOK_SECRET, ``whsec_<base64>``), signed at start so their timestamps are
-fresh. It speaks raw HTTP/1.1 keep-alive over asyncio streams (far cheaper per request than a
-full client, so more of the two cores is left to the server).
+fresh; or, with ``--requests FILE``, raw requests signed beforehand (``write_requests``: the
+tenant mode of bench.gateway_bench, one signing secret per tenant). It speaks raw HTTP/1.1
+keep-alive over asyncio streams (far cheaper per request than a full client, so more of the two
+cores is left to the server).
 
 - closed loop (``--connections C``): C connections, each sends its next request as soon as
   the previous answer arrived; the rate is the server's maximum at that concurrency.
@@ -23,10 +25,12 @@ import argparse
 import asyncio
 import os
 import socket
+import struct
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
@@ -37,24 +41,41 @@ from support.signing import sign_standard_webhooks
 OPEN_LOOP_CONNECTIONS = 256
 
 
+def signed_request(host: str, path: str, key: bytes, now: int, i: int) -> bytes:
+    """Request ``i`` as raw bytes: a Zendesk-like event POSTed to ``path``, signed (Standard Webhooks) with ``key``."""
+    body = orjson.dumps({
+        "event_id": f"evt-{now}-{i}", "type": "ticket.escalated", "sequence": i,
+        "occurred_at": "2026-11-20T10:15:00Z",
+        "data": {"ticket": {"id": 10_000 + i % 500, "title": f"Checkout is down for EU customers #{i}",
+                            "priority": "high", "requester": {"email": "ana@example.com"},
+                            "tags": ["checkout", "p1"]}},
+    })
+    msg_id = f"msg_{now}_{i}"
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nwebhook-id: {msg_id}\r\nwebhook-timestamp: {now}\r\n"
+            f"webhook-signature: {sign_standard_webhooks(key, msg_id, now, body)}\r\n\r\n")
+    return head.encode() + body
+
+
 def build_requests(host: str, path: str, secret: str, n: int = 2000) -> list[bytes]:
     """``n`` distinct, signed POSTs as raw bytes (distinct ids, tickets and titles)."""
     key = decode_standard_webhooks_secret(secret)
     now = int(time.time())
-    out = []
-    for i in range(n):
-        body = orjson.dumps({
-            "event_id": f"evt-{now}-{i}", "type": "ticket.escalated", "sequence": i,
-            "occurred_at": "2026-11-20T10:15:00Z",
-            "data": {"ticket": {"id": 10_000 + i % 500, "title": f"Checkout is down for EU customers #{i}",
-                                "priority": "high", "requester": {"email": "ana@example.com"},
-                                "tags": ["checkout", "p1"]}},
-        })
-        msg_id = f"msg_{now}_{i}"
-        head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\nwebhook-id: {msg_id}\r\nwebhook-timestamp: {now}\r\n"
-                f"webhook-signature: {sign_standard_webhooks(key, msg_id, now, body)}\r\n\r\n")
-        out.append(head.encode() + body)
+    return [signed_request(host, path, key, now, i) for i in range(n)]
+
+
+def write_requests(requests: list[bytes], path: Path) -> None:
+    """Save raw requests for ``--requests`` (each prefixed with its length, 4 bytes big-endian)."""
+    path.write_bytes(b"".join(struct.pack(">I", len(r)) + r for r in requests))
+
+
+def read_requests(path: Path) -> list[bytes]:
+    """The raw requests :func:`write_requests` saved."""
+    data, out, at = path.read_bytes(), [], 0
+    while at < len(data):
+        (size,) = struct.unpack_from(">I", data, at)
+        out.append(data[at + 4 : at + 4 + size])
+        at += 4 + size
     return out
 
 
@@ -167,7 +188,8 @@ def percentile(sorted_values: list[float], q: float) -> float:
 async def run(args: argparse.Namespace) -> dict[str, object]:
     url = urlsplit(args.url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
-    requests = build_requests(f"{host}:{port}", args.path, os.environ["BENCH_WEBHOOK_SECRET"])
+    requests = read_requests(Path(args.requests)) if args.requests else \
+        build_requests(f"{host}:{port}", args.path, os.environ["BENCH_WEBHOOK_SECRET"])
     start = time.perf_counter()
     results = Results(warm_until=start + args.warmup)
     end = start + args.warmup + args.duration
@@ -187,7 +209,8 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True)
-    parser.add_argument("--path", required=True)
+    parser.add_argument("--path", default="", help="where to POST (with BENCH_WEBHOOK_SECRET), unless --requests")
+    parser.add_argument("--requests", default="", help="a file of pre-signed raw requests (write_requests) to cycle")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rate", type=float, default=0.0, help="open loop at this many requests/s")
     parser.add_argument("--duration", type=float, default=10.0)
