@@ -84,15 +84,16 @@ def run(args: argparse.Namespace) -> int:
 
 async def _main(settings: Settings, targets: dict[str, HttpTarget], args: argparse.Namespace,
                 others: frozenset[str]) -> int:
-    worker = DeliverWorker(settings, targets, SchemaRegistryClient(settings.registry_conf()),
-                           DeliverOptions(group=args.group, concurrency=args.concurrency, others=others))
-    telemetry.maybe_serve_metrics(worker.verdict)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    ready_line.announce(deliver=args.group)
-    await worker.run(stop)
+    with SchemaRegistryClient(settings.registry_conf()) as registry:  # its HTTP pool is closed after the worker
+        worker = DeliverWorker(settings, targets, registry,
+                               DeliverOptions(group=args.group, concurrency=args.concurrency, others=others))
+        telemetry.maybe_serve_metrics(worker.verdict)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        ready_line.announce(deliver=args.group)
+        await worker.run(stop)
     print(f"stopped deliver outcomes={dict(worker.outcomes.totals)}", flush=True)
     return 0
 
