@@ -393,26 +393,26 @@ def read_line(proc: subprocess.Popen[str], deadline_s: float) -> str:
 
 def test_serve_prints_ready_and_stops_on_sigterm(kafka_bootstrap: str, schemas_topic: str) -> None:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
-    proc = subprocess.Popen(
+    with subprocess.Popen(  # leaving the block closes the stdout pipe
         [*registry_command(), "--port", "0", "--topic", schemas_topic],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-    )
-    try:
-        line = read_line(proc, deadline_s=60)
-        assert line.startswith("READY registry=http://127.0.0.1:"), line
-        url = line.strip().split("=", 1)[1]
-        with SchemaRegistryClient({"url": url}) as client:
-            assert client.register_schema("cli-value", avro(ORDER_V1)) == 1
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-        assert proc.stdout is not None and proc.stdout.read() == ""  # READY is the only stdout line
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    ) as proc:
+        try:
+            line = read_line(proc, deadline_s=60)
+            assert line.startswith("READY registry=http://127.0.0.1:"), line
+            url = line.strip().split("=", 1)[1]
+            with SchemaRegistryClient({"url": url}) as client:
+                assert client.register_schema("cli-value", avro(ORDER_V1)) == 1
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+            assert proc.stdout is not None and proc.stdout.read() == ""  # READY is the only stdout line
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_serve_on_a_busy_port_fails_with_one_line() -> None:
