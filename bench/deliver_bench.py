@@ -136,13 +136,13 @@ def prepare_job(name: str, batch: int, records: int, seed: int, services: Servic
                             priority=rng.choice(["low", "med", "high"])) for i in range(records)]
     out = delivery_records(topo, schema_ids, events)
     produce(services.bootstrap, f"delivery.{name}", out)
-    registry = SchemaRegistryClient({"url": services.registry_url})
-    schemas = codec.Codec(codec.registry_fetch(registry))
     decoded: list[tuple[str, Any]] = []
-    for _key, value, headers in out:
-        hdrs = {k: v.decode() for k, v in headers}
-        ikey = idempotency_key(hdrs[h.TENANT], hdrs[h.INTEGRATION], hdrs[h.EVENT_ID])
-        decoded.append((ikey, schemas.decode_fetching(value)))
+    with SchemaRegistryClient({"url": services.registry_url}) as registry:
+        schemas = codec.Codec(codec.registry_fetch(registry))
+        for _key, value, headers in out:
+            hdrs = {k: v.decode() for k, v in headers}
+            ikey = idempotency_key(hdrs[h.TENANT], hdrs[h.INTEGRATION], hdrs[h.EVENT_ID])
+            decoded.append((ikey, schemas.decode_fetching(value)))
     lines = []
     for start in range(0, len(decoded), batch):
         chunk = decoded[start:start + batch]

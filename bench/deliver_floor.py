@@ -32,44 +32,46 @@ async def run(args: argparse.Namespace) -> None:
     consumer = Consumer({"bootstrap.servers": os.environ["KAFKA_BOOTSTRAP_SERVERS"], "group.id": args.group,
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     consumer.subscribe([args.topic])
-    schemas = codec.Codec(codec.registry_fetch(SchemaRegistryClient({"url": os.environ["SCHEMA_REGISTRY_URL"]})))
-    slots = asyncio.Semaphore(args.concurrency)
-    connector = aiohttp.TCPConnector(limit=args.concurrency, keepalive_timeout=30)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    # Ctrl-C unwinds through here: the registry client's HTTP pool is closed, not left to the collector.
+    with SchemaRegistryClient({"url": os.environ["SCHEMA_REGISTRY_URL"]}) as registry:
+        schemas = codec.Codec(codec.registry_fetch(registry))
+        slots = asyncio.Semaphore(args.concurrency)
+        connector = aiohttp.TCPConnector(limit=args.concurrency, keepalive_timeout=30)
+        async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def post(keys: list[str], parts: list[bytes]) -> None:
-            """One request; anything but a 200 stops the floor."""
-            single = args.batch == 1
-            body = parts[0] if single else join_body(parts, "records")
-            request_key = keys[0] if single else batch_idempotency_key(keys)
-            headers = {"Content-Type": "application/json", "Idempotency-Key": request_key}
-            async with slots, session.post(args.url, data=body, headers=headers) as resp:
-                await resp.read()
-                if resp.status != 200:
-                    raise SystemExit(f"the partner answered {resp.status}")
+            async def post(keys: list[str], parts: list[bytes]) -> None:
+                """One request; anything but a 200 stops the floor."""
+                single = args.batch == 1
+                body = parts[0] if single else join_body(parts, "records")
+                request_key = keys[0] if single else batch_idempotency_key(keys)
+                headers = {"Content-Type": "application/json", "Idempotency-Key": request_key}
+                async with slots, session.post(args.url, data=body, headers=headers) as resp:
+                    await resp.read()
+                    if resp.status != 200:
+                        raise SystemExit(f"the partner answered {resp.status}")
 
-        while True:
-            messages = consumer.consume(500, 0.05)
-            if not messages:
-                await asyncio.sleep(0)
-                continue
-            keys: list[str] = []
-            parts: list[bytes] = []
-            offsets: dict[tuple[str, int], int] = {}
-            for msg in messages:
-                raw: list[tuple[str, bytes]] = msg.headers() or []  # type: ignore[assignment]
-                found = {k: v for k, v in raw if k in _WANTED}
-                key = idempotency_key(found[h.TENANT].decode(), found[h.INTEGRATION].decode(),
-                                      found[h.EVENT_ID].decode())
-                value = msg.value()
-                record = schemas.decode_fetching(value)
-                keys.append(key)
-                parts.append(to_json(record) if args.batch == 1 else record_json(record, key, "idempotency_key"))
-                offsets[(msg.topic() or "", msg.partition() or 0)] = msg.offset() or 0
-            await asyncio.gather(*(post(keys[i:i + args.batch], parts[i:i + args.batch])
-                                   for i in range(0, len(keys), args.batch)))
-            consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in offsets.items()],  # type: ignore[call-overload]
-                            asynchronous=False)
+            while True:
+                messages = consumer.consume(500, 0.05)
+                if not messages:
+                    await asyncio.sleep(0)
+                    continue
+                keys: list[str] = []
+                parts: list[bytes] = []
+                offsets: dict[tuple[str, int], int] = {}
+                for msg in messages:
+                    raw: list[tuple[str, bytes]] = msg.headers() or []  # type: ignore[assignment]
+                    found = {k: v for k, v in raw if k in _WANTED}
+                    key = idempotency_key(found[h.TENANT].decode(), found[h.INTEGRATION].decode(),
+                                          found[h.EVENT_ID].decode())
+                    value = msg.value()
+                    record = schemas.decode_fetching(value)
+                    keys.append(key)
+                    parts.append(to_json(record) if args.batch == 1 else record_json(record, key, "idempotency_key"))
+                    offsets[(msg.topic() or "", msg.partition() or 0)] = msg.offset() or 0
+                await asyncio.gather(*(post(keys[i:i + args.batch], parts[i:i + args.batch])
+                                       for i in range(0, len(keys), args.batch)))
+                consumer.commit(offsets=[TopicPartition(t, p, o + 1) for (t, p), o in offsets.items()],  # type: ignore[call-overload]
+                                asynchronous=False)
 
 
 _WANTED = frozenset({h.TENANT, h.INTEGRATION, h.EVENT_ID})

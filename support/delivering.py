@@ -132,8 +132,15 @@ def running_deliverer(settings: Settings, registry_url: str, topology: Topology,
     """A DeliverWorker (of ``only`` those integrations, else all) on its own thread and event loop
     for the block; stopped cleanly on exit. ``tenancy``: connections, for per-tenant integrations."""
     targets = targets_for(topology.catalog, only)
-    worker = DeliverWorker(settings, targets, SchemaRegistryClient({"url": registry_url}),
-                           DeliverOptions(group=group, **options), tenancy)
+    with SchemaRegistryClient({"url": registry_url}) as registry:  # closed after the worker stopped
+        worker = DeliverWorker(settings, targets, registry, DeliverOptions(group=group, **options), tenancy)
+        with _deliverer_thread(worker):
+            yield worker
+
+
+@contextmanager
+def _deliverer_thread(worker: DeliverWorker) -> Iterator[None]:
+    """``worker.run`` on its own thread and event loop for the block; stopped cleanly on exit."""
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     errors: list[BaseException] = []
@@ -150,7 +157,7 @@ def running_deliverer(settings: Settings, registry_url: str, topology: Topology,
     thread = threading.Thread(target=target, daemon=True)
     thread.start()
     try:
-        yield worker
+        yield
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(60)

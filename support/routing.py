@@ -68,7 +68,8 @@ def prepare_services(settings: Settings, registry_url: str, topology: Topology, 
                      ) -> dict[str, int]:
     """Create the topology's topics and register its schemas; return schema ids by integration."""
     ensure_topics(admin_client(settings), topology.catalog.all_topics(), partitions=partitions)
-    return register_all(SchemaRegistryClient({"url": registry_url}), topology.catalog)
+    with SchemaRegistryClient({"url": registry_url}) as registry:
+        return register_all(registry, topology.catalog)
 
 
 @contextmanager
@@ -77,14 +78,17 @@ def running_worker(settings: Settings, registry_url: str, topology: Topology, gr
     """A RouteWorker on a thread for the duration of the block; stopped (batch finished) on exit."""
     schema_ids = prepare_services(settings, registry_url, topology)
     client = redisconn.connect(settings.redis_url or "", socket_timeout=5)
-    table = RoutingTable.build(topology.catalog.integrations, schema_ids, prefix, hash_tags=redisconn.clustered(client))
-    worker = RouteWorker(settings, table, RedisState(client), SchemaRegistryClient({"url": registry_url}),
-                         WorkerOptions(group=group, batch_size=batch_size, backoff_initial_s=0.2, backoff_max_s=2),
-                         health_client=client)
+    registry = SchemaRegistryClient({"url": registry_url})
     try:
+        table = RoutingTable.build(topology.catalog.integrations, schema_ids, prefix,
+                                   hash_tags=redisconn.clustered(client))
+        worker = RouteWorker(settings, table, RedisState(client), registry,
+                             WorkerOptions(group=group, batch_size=batch_size, backoff_initial_s=0.2, backoff_max_s=2),
+                             health_client=client)
         with worker_thread(worker, f"route-{group}"):
             yield worker
     finally:
+        registry.close()
         client.close()
 
 

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from router.settings import Settings
 from support.services import kafka_service, redis_cluster_service, redis_service, unique
@@ -130,3 +131,11 @@ def registry_url(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory)
 
     with start_registry(kafka_bootstrap, tmp_path_factory.mktemp("registry")) as url:
         yield url
+
+
+@pytest.fixture
+def registry_client(registry_url: str) -> Iterator[SchemaRegistryClient]:
+    """A client of the session's registry for this test alone (no schema cache shared), closed after
+    it: it holds an HTTP connection pool whose sockets would otherwise be left to the collector."""
+    with SchemaRegistryClient({"url": registry_url}) as client:
+        yield client

@@ -111,16 +111,18 @@ def _tenancy(settings: Settings, targets: dict[str, HttpTarget]) -> Tenancy | No
 async def _main(settings: Settings, targets: dict[str, HttpTarget], args: argparse.Namespace,
                 others: frozenset[str]) -> int:
     tenancy = await asyncio.to_thread(_tenancy, settings, targets)
-    worker = DeliverWorker(settings, targets, SchemaRegistryClient(settings.registry_conf()),
-                           DeliverOptions(group=args.group, concurrency=args.concurrency, others=others), tenancy)
-    telemetry.maybe_serve_metrics(worker.verdict)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    ready_line.announce(deliver=args.group)
     try:
-        await worker.run(stop)
+        with SchemaRegistryClient(settings.registry_conf()) as registry:  # its HTTP pool is closed after the worker
+            worker = DeliverWorker(settings, targets, registry,
+                                   DeliverOptions(group=args.group, concurrency=args.concurrency, others=others),
+                                   tenancy)
+            telemetry.maybe_serve_metrics(worker.verdict)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            ready_line.announce(deliver=args.group)
+            await worker.run(stop)
     finally:
         if tenancy is not None:
             tenancy.close()

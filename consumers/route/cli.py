@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+from contextlib import ExitStack, closing
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
@@ -30,8 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(handler=run)
 
 
-def build_worker(settings: Settings, args: argparse.Namespace) -> RouteWorker:
-    """Load specs, check services, register schemas, create topics; return a ready worker."""
+def build_worker(settings: Settings, args: argparse.Namespace, clients: ExitStack) -> RouteWorker:
+    """Load specs, check services, register schemas, create topics; return a ready worker. The
+    Redis and registry clients it opens are entered into ``clients``, for the caller to close
+    once the worker has stopped (or at once, if building it fails)."""
     catalog = load_catalog(args.integrations, args.schemas)
     if not catalog.integrations:
         raise ConfigError(f"no integrations in {args.integrations}: nothing to route")
@@ -40,8 +43,9 @@ def build_worker(settings: Settings, args: argparse.Namespace) -> RouteWorker:
     if not settings.schema_registry_url:
         raise ConfigError("SCHEMA_REGISTRY_URL is not set; outputs are encoded with registered schema ids")
     wait_for_broker(settings)
-    client = redisconn.connect(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-    registry = SchemaRegistryClient(settings.registry_conf())
+    client = clients.enter_context(closing(redisconn.connect(settings.redis_url, socket_timeout=5,
+                                                             socket_connect_timeout=5)))
+    registry = clients.enter_context(SchemaRegistryClient(settings.registry_conf()))
     schema_ids = register_all(registry, catalog)
     ensure_topics(admin_client(settings), catalog.all_topics(), partitions=settings.topic_partitions,
                   replication_factor=settings.replication_factor, min_insync_replicas=settings.topic_min_insync())
@@ -55,14 +59,15 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of `router route`: SIGTERM/SIGINT finish the batch, commit and leave the group."""
     telemetry.setup("route")
     settings = Settings.from_env()
-    worker = build_worker(settings, args)
-    telemetry.maybe_serve_metrics(worker.verdict)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    ready_line.announce(route=worker.options.group)
-    runtime.settle_heap()
-    worker.run(stop)
+    with ExitStack() as clients:
+        worker = build_worker(settings, args, clients)
+        telemetry.maybe_serve_metrics(worker.verdict)
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        ready_line.announce(route=worker.options.group)
+        runtime.settle_heap()
+        worker.run(stop)
     totals = dict(worker.outcomes.totals)
     print(f"stopped route outcomes={totals}", flush=True)
     return 0

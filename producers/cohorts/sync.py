@@ -115,7 +115,9 @@ class CohortSync:
         self.registry = SchemaRegistryClient(settings.registry_conf())
 
     def close(self) -> None:
+        """Close the Redis client and the registry client's HTTP connection pool."""
         self.redis.close()
+        self.registry.close()
 
     def run(self, request: SyncRequest, stop: threading.Event | None = None) -> SyncResult:
         """One sync, in this order:

@@ -89,7 +89,8 @@ def rig(kafka_bootstrap: str, redis_url: str, registry_url: str, tmp_path_factor
     schema_ids = prepare_services(settings_, registry_url, topo, partitions=1)
     client = redis.Redis.from_url(redis_url, socket_timeout=5)
     table = RoutingTable.build(topo.catalog.integrations, schema_ids, f"{name}:")
-    worker = RouteWorker(settings_, table, RedisState(client), SchemaRegistryClient({"url": registry_url}),
+    registry = SchemaRegistryClient({"url": registry_url})
+    worker = RouteWorker(settings_, table, RedisState(client), registry,
                          WorkerOptions(group=name, backoff_initial_s=0.2, backoff_max_s=1), health_client=client)
     outputs = _reader(kafka_bootstrap, f"delivery.{name}-pd")
     dead = _reader(kafka_bootstrap, f"{topo.source_topic}.dlq")
@@ -100,6 +101,7 @@ def rig(kafka_bootstrap: str, redis_url: str, registry_url: str, tmp_path_factor
     finally:
         outputs.close()
         dead.close()
+        registry.close()
         client.close()
 
 

@@ -171,8 +171,8 @@ def test_first_sync_churn_and_no_change(settings: Settings, registry_url: str, t
     assert hdrs["router-source"] == "cohort-sync" and hdrs["router-tenant"] == "acme"
     assert hdrs["router-event-id"].startswith(f"{c.audience}-") and hdrs["router-event-id"].endswith(":0")
     assert hdrs["traceparent"].startswith("00-")
-    stored = redis.Redis.from_url(c.settings.redis_url or "").hgetall(f"{name}:cohort:{c.audience}:{c.destination}"
-                                                                      ":state")
+    with redis.Redis.from_url(c.settings.redis_url or "") as client:
+        stored = client.hgetall(f"{name}:cohort:{c.audience}:{c.destination}:state")
     assert b"meta" in stored and b"part:0" in stored
 
 
@@ -212,17 +212,17 @@ def test_killed_mid_publish_then_rerun_reaches_the_snapshot(settings: Settings, 
         finally:
             proc.wait(10)
         assert proc.returncode == -signal.SIGKILL, log.read_text()
-        client = redis.Redis.from_url(c.settings.redis_url or "")
-        assert client.exists(f"{name}:cohort:{c.audience}:{c.destination}:pending"), "killed before its commit"
-        # The next run's snapshot changed again: some of the killed run's joins left already, some of
-        # its leaves came back. Only the journal knows that user-100000.. may be at the destination.
-        rerun = users(0, 200) + users(1000, 5000) + users(100_500, 130_000)
-        done = subprocess.run(c.cli(registry_url, "--snapshot", str(c.snapshot(rerun, "rerun"))), check=False,
-                              capture_output=True, text=True, env=c.env(registry_url), timeout=120)
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.strip().splitlines()[-1].startswith("added=")
-        c.wait_membership(set(rerun))
-        assert not client.exists(f"{name}:cohort:{c.audience}:{c.destination}:pending")
+        with redis.Redis.from_url(c.settings.redis_url or "") as client:
+            assert client.exists(f"{name}:cohort:{c.audience}:{c.destination}:pending"), "killed before its commit"
+            # The next run's snapshot changed again: some of the killed run's joins left already, some of
+            # its leaves came back. Only the journal knows that user-100000.. may be at the destination.
+            rerun = users(0, 200) + users(1000, 5000) + users(100_500, 130_000)
+            done = subprocess.run(c.cli(registry_url, "--snapshot", str(c.snapshot(rerun, "rerun"))), check=False,
+                                  capture_output=True, text=True, env=c.env(registry_url), timeout=120)
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.strip().splitlines()[-1].startswith("added=")
+            c.wait_membership(set(rerun))
+            assert not client.exists(f"{name}:cohort:{c.audience}:{c.destination}:pending")
 
 
 def test_dlq_carry_over_resends_failed_ids(settings: Settings, registry_url: str, tmp_path: Path, name: str) -> None:

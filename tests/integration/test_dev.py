@@ -87,7 +87,8 @@ def test_dev_starts_everything_and_stops_without_orphans(tmp_path: Path) -> None
         topics = set(AdminClient({"bootstrap.servers": ready["kafka"]}).list_topics(timeout=10).topics)
         assert {"ingest.zendesk", "ingest.zendesk.dlq", "delivery.pagerduty", "delivery.pagerduty.dlq",
                 "ingest.stripe", "delivery.crm", "cohort.vip-users", "delivery.braze"} <= topics
-        subjects = set(SchemaRegistryClient({"url": ready["registry"]}).get_subjects())
+        with SchemaRegistryClient({"url": ready["registry"]}) as registry:
+            subjects = set(registry.get_subjects())
         assert {"delivery.pagerduty-value", "delivery.crm-value", "delivery.braze-value",
                 "cohort.vip-users-value"} <= subjects
         proc.send_signal(signal.SIGTERM)

@@ -50,7 +50,8 @@ class _DiesBeforeCommit(RouteWorker):
 
 
 def test_a_worker_dying_between_dlq_write_and_commit_does_not_dead_letter_twice(
-        settings: Settings, registry_url: str, tmp_path: Path, name: str) -> None:
+        settings: Settings, registry_url: str, registry_client: SchemaRegistryClient, tmp_path: Path,
+        name: str) -> None:
     bootstrap = settings.kafka_bootstrap_servers or ""
     topo = make_topology(tmp_path, name, {"a": zendesk_spec(name, source=name, destination=f"{name}-pd",
                                                             on_stale="dlq")})
@@ -63,13 +64,12 @@ def test_a_worker_dying_between_dlq_write_and_commit_does_not_dead_letter_twice(
     table = RoutingTable.build(topo.catalog.integrations, schema_ids, f"{name}:")
     client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
     options = WorkerOptions(group=name, batch_size=500, backoff_initial_s=0.2, backoff_max_s=1)
-    registry = SchemaRegistryClient({"url": registry_url})
     try:
-        first = _DiesBeforeCommit(settings, table, RedisState(client), registry, options)
+        first = _DiesBeforeCommit(settings, table, RedisState(client), registry_client, options)
         with worker_thread(first, "route-dies"):
             wait_for(lambda: sum(first.finished) >= total, deadline_s=120,
                      what="the first worker to finish every record")
-        second = RouteWorker(settings, table, RedisState(client), registry, options)
+        second = RouteWorker(settings, table, RedisState(client), registry_client, options)
         with worker_thread(second, "route-next-owner"):
             wait_committed(bootstrap, name, topo.source_topic, 3, total, deadline_s=120)
     finally:

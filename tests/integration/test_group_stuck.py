@@ -33,7 +33,8 @@ from support.services import wait_for
 
 
 def test_a_worker_without_partitions_in_a_group_that_does_not_move_turns_unhealthy(
-        settings: Settings, registry_url: str, tmp_path: Path, name: str) -> None:
+        settings: Settings, registry_url: str, registry_client: SchemaRegistryClient, tmp_path: Path,
+        name: str) -> None:
     bootstrap = settings.kafka_bootstrap_servers or ""
     topo = make_topology(tmp_path, name, {"a": zendesk_spec(name, source=name, destination=f"{name}-pd")})
     schema_ids = prepare_services(settings, registry_url, topo, partitions=1)
@@ -53,7 +54,7 @@ def test_a_worker_without_partitions_in_a_group_that_does_not_move_turns_unhealt
     holding.start()
     client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
     table = RoutingTable.build(topo.catalog.integrations, schema_ids, f"{name}:")
-    worker = RouteWorker(settings, table, RedisState(client), SchemaRegistryClient({"url": registry_url}),
+    worker = RouteWorker(settings, table, RedisState(client), registry_client,
                          WorkerOptions(group=name), health_client=client)
     worker.watch.stuck_after_s = 4.0  # the documented wait is 5 session timeouts; shortened for the test
     try:

@@ -580,26 +580,26 @@ def read_line(proc: subprocess.Popen[str], deadline_s: float) -> str:
 
 
 def test_cli_prints_ready_and_stops_on_sigterm() -> None:
-    proc = subprocess.Popen(
+    with subprocess.Popen(  # leaving the block closes the stdout pipe
         [sys.executable, "-m", "router", "sim", "partner", "--port", "0", "--rate", "100"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        line = read_line(proc, deadline_s=30)
-        found = re.fullmatch(r"READY partner=(http://127\.0\.0\.1:(\d+))\n", line)
-        assert found and int(found[2]) > 0, line
-        with urllib.request.urlopen(found[1] + "/healthz", timeout=10) as response:
-            assert response.status == 200
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=15) == 0
-        assert proc.stdout is not None and proc.stdout.read() == ""  # exactly one line
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+    ) as proc:
+        try:
+            line = read_line(proc, deadline_s=30)
+            found = re.fullmatch(r"READY partner=(http://127\.0\.0\.1:(\d+))\n", line)
+            assert found and int(found[2]) > 0, line
+            with urllib.request.urlopen(found[1] + "/healthz", timeout=10) as response:
+                assert response.status == 200
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=15) == 0
+            assert proc.stdout is not None and proc.stdout.read() == ""  # exactly one line
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
 
 
 def test_cli_serves_metrics_on_router_metrics_port(tmp_path: pathlib.Path) -> None:

@@ -80,6 +80,7 @@ class RunningRegistry:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self.url = ""
+        self._clients: list[SchemaRegistryClient] = []
         self._thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
 
     async def _serve(self) -> None:
@@ -107,14 +108,19 @@ class RunningRegistry:
         return self
 
     def stop(self, deadline_s: float = 20.0) -> None:
+        """Close the clients handed out (each holds an HTTP connection pool), then stop serving."""
+        for client in self._clients:
+            client.close()
         if self._loop is not None and self._stop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(deadline_s)
         assert not self._thread.is_alive(), "registry thread did not stop"
 
     def client(self) -> SchemaRegistryClient:
-        """A fresh client: no cache shared with other tests or registries."""
-        return SchemaRegistryClient({"url": self.url})
+        """A fresh client: no cache shared with other tests or registries; closed by :meth:`stop`."""
+        client = SchemaRegistryClient({"url": self.url})
+        self._clients.append(client)
+        return client
 
     def call(
         self, method: str, path: str, body: object = None, content_type: str = "application/vnd.schemaregistry.v1+json"
@@ -387,25 +393,26 @@ def read_line(proc: subprocess.Popen[str], deadline_s: float) -> str:
 
 def test_serve_prints_ready_and_stops_on_sigterm(kafka_bootstrap: str, schemas_topic: str) -> None:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
-    proc = subprocess.Popen(
+    with subprocess.Popen(  # leaving the block closes the stdout pipe
         [*registry_command(), "--port", "0", "--topic", schemas_topic],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-    )
-    try:
-        line = read_line(proc, deadline_s=60)
-        assert line.startswith("READY registry=http://127.0.0.1:"), line
-        url = line.strip().split("=", 1)[1]
-        assert SchemaRegistryClient({"url": url}).register_schema("cli-value", avro(ORDER_V1)) == 1
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-        assert proc.stdout is not None and proc.stdout.read() == ""  # READY is the only stdout line
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    ) as proc:
+        try:
+            line = read_line(proc, deadline_s=60)
+            assert line.startswith("READY registry=http://127.0.0.1:"), line
+            url = line.strip().split("=", 1)[1]
+            with SchemaRegistryClient({"url": url}) as client:
+                assert client.register_schema("cli-value", avro(ORDER_V1)) == 1
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+            assert proc.stdout is not None and proc.stdout.read() == ""  # READY is the only stdout line
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_serve_on_a_busy_port_fails_with_one_line() -> None:

@@ -29,8 +29,9 @@ def processed(worker, n: int) -> bool:  # type: ignore[no-untyped-def]
     return sum(totals[k] for k in ("routed", "duplicate", "stale", "ignored", "dlq")) >= n
 
 
-def test_maps_and_sets_headers_readable_by_confluent_deserializer(settings: Settings, registry_url: str,
-                                                                    tmp_path: Path, name: str) -> None:
+def test_maps_and_sets_headers_readable_by_confluent_deserializer(
+        settings: Settings, registry_url: str, registry_client: SchemaRegistryClient, tmp_path: Path,
+        name: str) -> None:
     topo = make_topology(tmp_path, name, {"a": zendesk_spec(name, source=name, destination=f"{name}-pd")})
     event = zendesk_event("evt-1", 4521, 7, priority="med", tags=["p1"])
     record = (b"4521", orjson.dumps(event), [("router-tenant", b"acme"), ("traceparent",
@@ -39,7 +40,7 @@ def test_maps_and_sets_headers_readable_by_confluent_deserializer(settings: Sett
         produce(settings.kafka_bootstrap_servers or "", topo.source_topic, [record])
         wait_for(lambda: processed(worker, 1), deadline_s=60, what="the record to be routed")
     [msg] = read_all(settings.kafka_bootstrap_servers or "", f"delivery.{name}-pd", expect=1)
-    value = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))(
+    value = AvroDeserializer(registry_client)(
         msg.value(), SerializationContext(msg.topic(), MessageField.VALUE))
     assert value["incident_key"] == "acme:4521"
     assert value["severity"] == 2

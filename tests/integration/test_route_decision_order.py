@@ -84,8 +84,9 @@ class _FirstDecideTimesOut:
         self.inner.record_dead_letters(slots, codes)
 
 
-def test_a_decide_that_times_out_is_not_overtaken_by_the_next_batch(settings: Settings, registry_url: str,
-                                                                    tmp_path: Path, name: str) -> None:
+def test_a_decide_that_times_out_is_not_overtaken_by_the_next_batch(
+        settings: Settings, registry_url: str, registry_client: SchemaRegistryClient, tmp_path: Path,
+        name: str) -> None:
     bootstrap = settings.kafka_bootstrap_servers or ""
     topo = make_topology(tmp_path, name, {"a": zendesk_spec(name, source=name, destination=f"{name}-pd")})
     schema_ids = prepare_services(settings, registry_url, topo, partitions=1)
@@ -97,7 +98,7 @@ def test_a_decide_that_times_out_is_not_overtaken_by_the_next_batch(settings: Se
 
     client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
     table = RoutingTable.build(topo.catalog.integrations, schema_ids, f"{name}:")
-    worker = _StagesSeen(settings, table, RedisState(client), SchemaRegistryClient({"url": registry_url}),
+    worker = _StagesSeen(settings, table, RedisState(client), registry_client,
                          WorkerOptions(group=name, batch_size=ENTITIES, backoff_initial_s=0.2, backoff_max_s=1))
     state = _FirstDecideTimesOut(RedisState(client), worker.second_staged)
     worker.state = worker.finisher.state = state

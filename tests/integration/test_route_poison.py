@@ -37,7 +37,8 @@ def _body(event_id: str, ticket: int, *, title: str = '"down"', sequence: str = 
 
 
 def test_poison_records_are_dead_lettered_with_codes_and_the_worker_goes_on(
-        settings: Settings, registry_url: str, tmp_path: Path, name: str) -> None:
+        settings: Settings, registry_url: str, registry_client: SchemaRegistryClient, tmp_path: Path,
+        name: str) -> None:
     bootstrap = settings.kafka_bootstrap_servers or ""
     topo = make_topology(tmp_path, name, {"a": zendesk_spec(name, source=name, destination=f"{name}-pd")})
     schema_ids = prepare_services(settings, registry_url, topo, partitions=1)
@@ -60,7 +61,7 @@ def test_poison_records_are_dead_lettered_with_codes_and_the_worker_goes_on(
 
     client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
     table = RoutingTable.build(topo.catalog.integrations, schema_ids, f"{name}:")
-    worker = RouteWorker(settings, table, RedisState(client), SchemaRegistryClient({"url": registry_url}),
+    worker = RouteWorker(settings, table, RedisState(client), registry_client,
                          WorkerOptions(group=name, backoff_initial_s=0.2, backoff_max_s=1), health_client=client)
     try:
         with worker_thread(worker, "route-poison"):  # fails if the worker crashed

@@ -215,7 +215,8 @@ class _RevokeSeen(RouteWorker):
         self.after_revoke.append((self._inflight is not None, self.batches_committed))
 
 
-def test_revocation_finishes_and_commits_the_batch_in_flight(settings: Settings, registry_url: str, tmp_path: Path,
+def test_revocation_finishes_and_commits_the_batch_in_flight(settings: Settings, registry_url: str,
+                                                             registry_client: SchemaRegistryClient, tmp_path: Path,
                                                              name: str) -> None:
     budget = Budget()
     """A worker losing partitions while a batch is in flight finishes and commits that batch before
@@ -234,7 +235,7 @@ def test_revocation_finishes_and_commits_the_batch_in_flight(settings: Settings,
     table = RoutingTable.build(topo.catalog.integrations, schema_ids, f"{name}:")
     # One batch holds every record; the next poll waits long enough for the second worker's join
     # to revoke partitions inside it, while that batch is held in flight by the gate.
-    first = _RevokeSeen(settings, table, state, SchemaRegistryClient({"url": registry_url}),
+    first = _RevokeSeen(settings, table, state, registry_client,
                         WorkerOptions(group=name, batch_size=len(events), poll_timeout_s=15))
     try:
         with worker_thread(first, "route-first", join_s=40):

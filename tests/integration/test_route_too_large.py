@@ -76,7 +76,8 @@ class _FirstDlqFlushFails(BatchSink):
 
 
 def test_a_retried_batch_does_not_produce_again_what_the_broker_acknowledged(
-        settings: Settings, registry_url: str, tmp_path: Path, name: str) -> None:
+        settings: Settings, registry_url: str, registry_client: SchemaRegistryClient, tmp_path: Path,
+        name: str) -> None:
     bootstrap = settings.kafka_bootstrap_servers or ""
     topo = make_topology(tmp_path, name, {"a": zendesk_spec(name, source=name, destination=f"{name}-pd")})
     schema_ids = prepare_services(settings, registry_url, topo, partitions=1)
@@ -85,7 +86,7 @@ def test_a_retried_batch_does_not_produce_again_what_the_broker_acknowledged(
     produce(bootstrap, topo.source_topic, records)
     client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=5)
     table = RoutingTable.build(topo.catalog.integrations, schema_ids, f"{name}:")
-    worker = RouteWorker(settings, table, RedisState(client), SchemaRegistryClient({"url": registry_url}),
+    worker = RouteWorker(settings, table, RedisState(client), registry_client,
                          WorkerOptions(group=name, backoff_initial_s=0.2, backoff_max_s=1))
     sink = worker.finisher.sink = _FirstDlqFlushFails(worker.producer)
     try:

@@ -148,7 +148,8 @@ def start_stack(settings: Settings, catalog: Catalog, port_base: int | None, log
                       partitions=stack.settings.topic_partitions,
                       replication_factor=stack.settings.replication_factor,
                       min_insync_replicas=stack.settings.topic_min_insync())
-        register_all(SchemaRegistryClient(stack.settings.registry_conf()), catalog)
+        with SchemaRegistryClient(stack.settings.registry_conf()) as registry:
+            register_all(registry, catalog)
         _demo_connections(stack)
         partner_port = _port(port_base, PARTNER_OFFSET) or 0
         partner = start_child_service(stack, "partner", ["sim", "partner", "--port", str(partner_port)], "partner",

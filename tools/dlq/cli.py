@@ -209,17 +209,20 @@ def ls_table(stats: list[TopicStats]) -> Table:
 # ---- show -----------------------------------------------------------------------------------
 
 
-def avro_decoder(settings: Settings) -> AvroDecoder | None:
-    """Decode registry-framed Avro values (delivery DLQs) when SCHEMA_REGISTRY_URL is set."""
+@contextmanager
+def avro_decoder(settings: Settings) -> Iterator[AvroDecoder | None]:
+    """Decode registry-framed Avro values (delivery DLQs) when SCHEMA_REGISTRY_URL is set, for the
+    block; the registry client (an HTTP connection pool) is closed after it."""
     if not settings.schema_registry_url:
-        return None
+        yield None
+        return
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     from router import codec
 
     # Unknown id, registry down, corrupt bytes: ValueError, and the value is shown as text.
-    registry = SchemaRegistryClient(settings.registry_conf())
-    return codec.Codec(codec.registry_fetch(registry)).decode_fetching
+    with SchemaRegistryClient(settings.registry_conf()) as registry:
+        yield codec.Codec(codec.registry_fetch(registry)).decode_fetching
 
 
 ERROR_FIELDS = ((h.ERROR_CODE, "code"), (h.ERROR_STAGE, "stage"), (h.ERROR_MESSAGE, "message"),
@@ -266,11 +269,10 @@ def show_command(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     dlq_filter = filter_from_args(args)
     fields = fields_from_env(os.environ)
-    avro = avro_decoder(settings)
     limit = args.limit if args.limit and args.limit > 0 else None
     shown = matched = 0
     table = _show_table()
-    with _kafka_errors():
+    with _kafka_errors(), avro_decoder(settings) as avro:
         for record in _matching(settings, args.topic, dlq_filter):
             matched += 1
             if limit is not None and shown >= limit:
