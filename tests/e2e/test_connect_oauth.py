@@ -29,32 +29,34 @@ CLIENT_SECRET = "e2e-client-secret-DO-NOT-PRINT"
 
 def _connect(browser: Browser, env: dict[str, str], tenant: str, integration: str, dirs: list[str]) -> str:
     """Run `router connections connect` and consent as ``tenant``'s person would; return its output."""
-    proc = subprocess.Popen([sys.executable, "-m", "router", "connections", "connect", tenant, integration,
-                             "--no-browser", "--login-hint", tenant, *dirs], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue[str] = queue.Queue()
+    with subprocess.Popen([sys.executable, "-m", "router", "connections", "connect", tenant, integration,
+                           "--no-browser", "--login-hint", tenant, *dirs], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:  # pipes closed at exit
 
-    def read() -> None:
-        for line in proc.stdout or []:
-            lines.put(line)
+        def read() -> None:
+            for line in proc.stdout or []:
+                lines.put(line)
 
-    threading.Thread(target=read, daemon=True).start()
-    try:
-        url = wait_for(lambda: next((line.strip() for line in iter_lines(lines) if line.startswith("http")), None),
-                       deadline_s=60, what="the authorize URL")
-        page = browser.new_page()
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
         try:
-            page.goto(url)
-            expect(page.get_by_label("Account")).to_have_value(tenant, timeout=EXPECT_S)
-            page.get_by_role("button", name="Allow").click()
-            expect(page.get_by_text("Connected. You can close this window.")).to_be_visible(timeout=EXPECT_S)
+            url = wait_for(lambda: next((line.strip() for line in iter_lines(lines) if line.startswith("http")),
+                                        None), deadline_s=60, what="the authorize URL")
+            page = browser.new_page()
+            try:
+                page.goto(url)
+                expect(page.get_by_label("Account")).to_have_value(tenant, timeout=EXPECT_S)
+                page.get_by_role("button", name="Allow").click()
+                expect(page.get_by_text("Connected. You can close this window.")).to_be_visible(timeout=EXPECT_S)
+            finally:
+                page.close()
+            assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
         finally:
-            page.close()
-        assert proc.wait(60) == 0, proc.stderr.read() if proc.stderr else ""
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        reader.join(10)
     out = "".join(iter_lines(lines))
     assert CLIENT_SECRET not in out
     return out
