@@ -90,7 +90,8 @@ def disconnect(current: Connection | None, tenant: str, integration: str, *, now
                reason: str = "") -> Connection:
     """State ``disconnected``, credentials and signing secrets deleted; settings kept for a reconnect.
 
-    Not yet: revoking tokens at the partner, purging Redis state (docs/connections.md, "Not yet").
+    The callers (`router connections disconnect`, the admin page) then revoke the tokens at the
+    partner and purge the tenant's Redis state (router/connections/partner.py).
     """
     found = _found(current, tenant, integration)
     return dataclasses.replace(found, state="disconnected", state_reason=reason, credentials=None,

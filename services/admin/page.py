@@ -64,6 +64,7 @@ class PageContext:
     stuck_groups: tuple[str, ...] = ()  # consumer groups a worker reported stuck (router.groupwatch)
     worker_alerts: str = ""  # the workers section (services/admin/workers.py), rendered: its alerts
     workers_html: str = ""  # and its table
+    connections_html: str = ""  # the Connections section (services/admin/connections.py), rendered
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def _state_cell(row: HealthRow, now_ms: int) -> str:
     detail = ""
     if state.state != "active":
         since = f"since {when(state.since_ms, now_ms)}" if state.since_ms else ""
-        detail = f'<div class="small">{since}</div>{_reason(state.reason)}'
+        detail = f'<div class="small">{since}</div>{reason_html(state.reason)}'
     label = state.state.replace("_", " ")
     return f'<td><span class="badge badge-{esc(state.state)}" data-testid="state">{esc(label)}</span>{detail}</td>'
 
@@ -90,7 +91,7 @@ def _state_cell(row: HealthRow, now_ms: int) -> str:
 REASON_SHOWN = 160  # characters of a state's reason shown in the table; the rest folds into <details>
 
 
-def _reason(reason: str) -> str:
+def reason_html(reason: str) -> str:
     """A state's reason, wrapped anywhere (a partner's JSON body has no spaces) and folded when long,
     so one reason cannot widen the table past the screen."""
     if not reason:
@@ -250,6 +251,7 @@ that failed, over the last hour.</caption>
 </tbody>
 </table>
 {ctx.workers_html}
+{ctx.connections_html}
 <p id="lag-note" class="small">* {esc(LAG_NOTE)} Groups: route <code>{esc(ctx.route_group)}</code>,
 delivery <code>{esc(ctx.deliver_group)}</code>.</p>
 <p class="small">Replay sends an integration's DLQ records with the given code (globs such as <code>map.*</code>
@@ -329,6 +331,8 @@ pre { white-space: pre-wrap; overflow-wrap: anywhere; max-width: 32rem; max-heig
 .badge-active { color: #116329; background: #dafbe1; border-color: #4ac26b; }
 .badge-paused { color: #7d4e00; background: #fff8c5; border-color: #d4a72c; }
 .badge-needs_reconnect { color: #82071e; background: #ffebe9; border-color: #ff8182; }
+.badge-disconnected { color: #57606a; background: #f6f8fa; border-color: #d0d7de; }
+h2 { font-size: 1.15rem; margin: 1.5rem 0 .25rem; }
 .badge-worker-ok { color: #116329; background: #dafbe1; border-color: #4ac26b; }
 .badge-worker-retrying { color: #7d4e00; background: #fff8c5; border-color: #d4a72c; }
 .badge-worker-failing, .badge-worker-stale { color: #82071e; background: #ffebe9; border-color: #ff8182; }

@@ -378,13 +378,6 @@ def run_rotate_secret(args: argparse.Namespace) -> int:
                                                                      keep=args.keep), "rotated the signing secret of")
 
 
-def _resolved(value: str | None, what: str) -> str | None:
-    """A spec value that may be an ``env:``/``file:`` reference, resolved (never printed)."""
-    if value and value.startswith(("env:", "file:")):
-        return read_ref(value, what)
-    return value
-
-
 def run_connect(args: argparse.Namespace) -> int:
     """``router connections connect TENANT INTEGRATION``: the OAuth 2.0 authorization-code flow with
     PKCE through a loopback redirect; the tokens become the connection's credentials."""
@@ -445,18 +438,11 @@ def _revoke(args: argparse.Namespace, integration: str, credentials: OAuth2Autho
 
 def _connection_use(args: argparse.Namespace, integration: str) -> ConnectionUse | None:
     """The ``connection`` section of ``integration``'s spec, our OAuth client resolved (None: none)."""
-    import dataclasses
-
-    from router.spec.connection_use import parse_use
+    from router.connections.partner import connection_use
     from router.spec.load import load_catalog
 
     spec = next((i for i in load_catalog(args.integrations, args.schemas).integrations if i.name == integration), None)
-    section = (spec.destination.http or {}).get("connection") if spec is not None else None
-    if section is None:
-        return None
-    use = parse_use(section)
-    return dataclasses.replace(use, client_id=_resolved(use.client_id, "connection.client_id"),
-                               client_secret=_resolved(use.client_secret, "connection.client_secret"))
+    return connection_use(spec) if spec is not None else None
 
 
 def _purge(args: argparse.Namespace, tenant: str, integration: str) -> str:
@@ -467,18 +453,15 @@ def _purge(args: argparse.Namespace, tenant: str, integration: str) -> str:
     if not args.integrations.is_dir():
         return f"Redis state not purged: no integrations folder {args.integrations} to say what is kept"
     from router import redisconn
-    from router.connections.purge import affected, purge
+    from router.connections.partner import purge_line
     from router.spec.load import load_catalog
 
-    about = affected(load_catalog(args.integrations, args.schemas).integrations, integration)
-    if not about:
-        return f"Redis state: no loaded integration is about {integration}; nothing to purge"
+    catalog = load_catalog(args.integrations, args.schemas)
     client = redisconn.connect(settings.redis_url, socket_timeout=10)
     try:
-        removed = purge(client, settings.redis_key_prefix, tenant, about)
+        return purge_line(client, settings.redis_key_prefix, tenant, catalog.integrations, integration)
     finally:
         client.close()
-    return f"purged {removed} Redis key(s) of {tenant} for {', '.join(i.name for i in about)}"
 
 
 def run_rotate_key(args: argparse.Namespace) -> int:
