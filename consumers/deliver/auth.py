@@ -107,23 +107,31 @@ class OAuth2ClientCredentials(Auth):
         form = {"grant_type": "client_credentials", "client_id": self._id, "client_secret": self._secret}
         if self._scope:
             form["scope"] = self._scope
-        try:
-            async with session.post(self._url, data=form, timeout=aiohttp.ClientTimeout(total=10)) as resp:
-                raw = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TokenUnavailable(f"token endpoint unreachable: {exc}", code=codes.DELIVER_TOKEN_UNAVAILABLE) from None
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            doc = None
-        error = doc.get("error") if isinstance(doc, dict) else None
-        if status == 200 and isinstance(doc, dict) and isinstance(doc.get("access_token"), str):
-            return doc
-        if status in (400, 401, 403) and error in REFUSED:
-            raise AuthFailed(f"token endpoint refused the credentials: {error}", code=codes.DELIVER_AUTH_FAILED)
-        raise TokenUnavailable(f"token endpoint answered {status}" + (f" ({error})" if isinstance(error, str) else ""),
-                               code=codes.DELIVER_TOKEN_UNAVAILABLE)
+        return await token_request(session, self._url, form, "token endpoint refused the credentials")
+
+
+async def token_request(session: aiohttp.ClientSession, url: str, form: dict[str, str], refused: str
+                        ) -> dict[str, Any]:
+    """POST ``form`` to a token endpoint: its answer with an access token; AuthFailed (``refused``:
+    the message) when it refuses the credentials or grant (RFC 6749 §5.2); TokenUnavailable for
+    anything that passes (unreachable, 5xx, 429, unreadable)."""
+    try:
+        async with session.post(url, data=form, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            raw = await resp.read()
+            status = resp.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise TokenUnavailable(f"token endpoint unreachable: {exc}", code=codes.DELIVER_TOKEN_UNAVAILABLE) from None
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        doc = None
+    error = doc.get("error") if isinstance(doc, dict) else None
+    if status == 200 and isinstance(doc, dict) and isinstance(doc.get("access_token"), str) and doc["access_token"]:
+        return doc
+    if status in (400, 401, 403) and error in REFUSED:
+        raise AuthFailed(f"{refused}: {error}", code=codes.DELIVER_AUTH_FAILED)
+    raise TokenUnavailable(f"token endpoint answered {status}" + (f" ({error})" if isinstance(error, str) else ""),
+                           code=codes.DELIVER_TOKEN_UNAVAILABLE)
 
 
 class StandardWebhooksSigner(Auth):

@@ -25,10 +25,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-import orjson
 
-from consumers.deliver.auth import REFUSED, TOKEN_BACKOFF_S, Auth, AuthFailed, TokenUnavailable
-from router import codes, redisconn
+from consumers.deliver.auth import TOKEN_BACKOFF_S, Auth, TokenUnavailable, token_request
+from router import redisconn
 from router.connections.model import OAuth2AuthorizationCode
 from router.settings import Secret
 
@@ -111,23 +110,7 @@ class OAuth2Refreshing(Auth):
     async def _fetch(self, session: aiohttp.ClientSession, refresh_token: str) -> dict[str, Any]:
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": self._id,
                 "client_secret": self._secret}
-        try:
-            async with session.post(self._url, data=form, timeout=aiohttp.ClientTimeout(total=10)) as resp:
-                raw = await resp.read()
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TokenUnavailable(f"token endpoint unreachable: {exc}", code=codes.DELIVER_TOKEN_UNAVAILABLE) from None
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            doc = None
-        error = doc.get("error") if isinstance(doc, dict) else None
-        if status == 200 and isinstance(doc, dict) and isinstance(doc.get("access_token"), str) and doc["access_token"]:
-            return doc
-        if status in (400, 401, 403) and error in REFUSED:
-            raise AuthFailed(f"the token endpoint refused the refresh: {error}", code=codes.DELIVER_AUTH_FAILED)
-        raise TokenUnavailable(f"token endpoint answered {status}" + (f" ({error})" if isinstance(error, str) else ""),
-                               code=codes.DELIVER_TOKEN_UNAVAILABLE)
+        return await token_request(session, self._url, form, "the token endpoint refused the refresh")
 
 
 def refreshed(old: OAuth2AuthorizationCode, doc: dict[str, Any], now_s: float) -> OAuth2AuthorizationCode:

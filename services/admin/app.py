@@ -577,6 +577,17 @@ async def _conn_checked(request: web.Request) -> dict[str, str] | web.Response:
     return form
 
 
+async def _row_action(request: web.Request) -> tuple[dict[str, str], str, Integration] | web.Response:
+    """The form, tenant and integration of a connection row's action, or the answer refusing it."""
+    form = await _conn_checked(request)
+    if isinstance(form, web.Response):
+        return form
+    target = _target(request, request.match_info["tenant"], request.match_info["integration"])
+    if isinstance(target, web.Response):
+        return target
+    return form, *target
+
+
 def _target(request: web.Request, tenant: str, integration: str) -> tuple[str, Integration] | web.Response:
     """(tenant, integration spec), or a 400/404 answer naming what is wrong."""
     services = request.app[SERVICES]
@@ -722,13 +733,10 @@ async def connect_callback(request: web.Request) -> web.Response:
 
 async def disconnect(request: web.Request) -> web.Response:
     """Disconnect: credentials deleted, tokens revoked at the partner, the tenant's Redis state purged."""
-    form = await _conn_checked(request)
-    if isinstance(form, web.Response):
-        return form
-    target = _target(request, request.match_info["tenant"], request.match_info["integration"])
-    if isinstance(target, web.Response):
-        return target
-    tenant, spec = target
+    checked = await _row_action(request)
+    if isinstance(checked, web.Response):
+        return checked
+    form, tenant, spec = checked
     services = request.app[SERVICES]
     reason = (form.get("reason") or "disconnected from the admin page")[:500]
     try:
@@ -756,13 +764,10 @@ async def disconnect(request: web.Request) -> web.Response:
 
 async def resume_connection(request: web.Request) -> web.Response:
     """A paused or needs_reconnect connection made active again (credentials unchanged)."""
-    form = await _conn_checked(request)
-    if isinstance(form, web.Response):
-        return form
-    target = _target(request, request.match_info["tenant"], request.match_info["integration"])
-    if isinstance(target, web.Response):
-        return target
-    tenant, spec = target
+    checked = await _row_action(request)
+    if isinstance(checked, web.Response):
+        return checked
+    _form, tenant, spec = checked
     services = request.app[SERVICES]
 
     def resumed(current: Connection | None) -> Connection:

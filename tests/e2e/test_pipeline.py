@@ -44,8 +44,13 @@ def _signed(event: dict, msg_id: str) -> tuple[bytes, dict[str, str]]:  # type: 
                            "webhook-timestamp": str(int(now.timestamp())), "webhook-signature": signature}
 
 
-def test_a_signed_webhook_reaches_the_partner_once_and_bad_ones_are_refused(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL")}
+def dev_env() -> dict[str, str]:
+    """This environment without the services `router dev` starts itself."""
+    return {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL")}
+
+
+def start_dev(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """`router dev` started, and its READY line's fields once it printed it (fails naming its output)."""
     out = tmp_path / "dev.out"
     with open(out, "wb") as f:
         dev = subprocess.Popen([sys.executable, "-m", "router", "dev", "--log-dir", str(tmp_path / "logs")], cwd=ROOT,
@@ -55,7 +60,26 @@ def test_a_signed_webhook_reaches_the_partner_once_and_bad_ones_are_refused(tmp_
                         or (dev.poll() is not None and f"exited: {out.read_text()}"), deadline_s=120,
                         what="router dev to print READY")
         assert str(line).startswith("READY"), line
-        ready = dict(pair.split("=", 1) for pair in str(line).split()[1:])
+    except BaseException:
+        stop_dev(dev)
+        raise
+    return dev, dict(pair.split("=", 1) for pair in str(line).split()[1:])
+
+
+def stop_dev(dev: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL if it has not stopped within a minute."""
+    dev.send_signal(signal.SIGTERM)
+    try:
+        dev.wait(60)
+    except subprocess.TimeoutExpired:
+        dev.kill()
+        dev.wait(10)
+
+
+def test_a_signed_webhook_reaches_the_partner_once_and_bad_ones_are_refused(tmp_path: Path) -> None:
+    env = dev_env()
+    dev, ready = start_dev(tmp_path, env)
+    try:
         hook = f"{ready['gateway']}/v1/hooks/acme/zendesk"
         event = {"event_id": "zd-e2e-1", "type": "ticket.escalated", "sequence": 1,
                  "occurred_at": "2026-11-22T09:00:00Z",
@@ -103,10 +127,5 @@ def test_a_signed_webhook_reaches_the_partner_once_and_bad_ones_are_refused(tmp_
         depths = {doc["topic"]: doc["depth"] for doc in map(json.loads, listing.stdout.splitlines())}
         assert depths.get("ingest.zendesk.dlq") == 0 and depths.get("delivery.pagerduty.dlq") == 0
     finally:
-        dev.send_signal(signal.SIGTERM)
-        try:
-            dev.wait(60)
-        except subprocess.TimeoutExpired:
-            dev.kill()
-            dev.wait(10)
+        stop_dev(dev)
     assert dev.returncode == 0

@@ -4,9 +4,6 @@ worker's and the delivery worker's spans of that webhook, in one trace."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +13,7 @@ from pathlib import Path
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from support.services import wait_for
-from tests.e2e.test_pipeline import _post, _signed
+from tests.e2e.test_pipeline import _post, _signed, dev_env, start_dev, stop_dev
 
 ROOT = Path(__file__).resolve().parents[2]
 Span = tuple[str, str, bytes, int]  # (service.name, span name, trace id, status code)
@@ -72,19 +69,11 @@ def otlp_receiver() -> Iterator[_Collector]:
 
 def test_one_webhooks_trace_reaches_an_otlp_receiver(tmp_path: Path) -> None:
     with otlp_receiver() as collector:
-        env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL")}
+        env = dev_env()
         env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{collector.server_address[1]}",
                     "OTEL_TRACES_SAMPLER": "parentbased_always_on", "OTEL_BSP_SCHEDULE_DELAY": "200"})
-        out = tmp_path / "dev.out"
-        with open(out, "wb") as f:
-            dev = subprocess.Popen([sys.executable, "-m", "router", "dev", "--log-dir", str(tmp_path / "logs")],
-                                   cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env)
+        dev, ready = start_dev(tmp_path, env)
         try:
-            line = wait_for(lambda: next((ln for ln in out.read_text().splitlines() if ln.startswith("READY")), None)
-                            or (dev.poll() is not None and f"exited: {out.read_text()}"), deadline_s=120,
-                            what="router dev to print READY")
-            assert str(line).startswith("READY"), line
-            ready = dict(pair.split("=", 1) for pair in str(line).split()[1:])
             event = {"event_id": "zd-trace-1", "type": "ticket.escalated", "sequence": 1,
                      "occurred_at": "2026-11-22T09:00:00Z",
                      "data": {"ticket": {"id": 9901, "title": "Traced", "priority": "high"}}}
@@ -104,10 +93,4 @@ def test_one_webhooks_trace_reaches_an_otlp_receiver(tmp_path: Path) -> None:
             names = {(service, name) for service, name, t, _s in collector.seen() if t == trace_id}
             assert any(service == "router-deliver" and name.startswith("deliver ") for service, name in names), names
         finally:
-            dev.send_signal(2)
-            try:
-                dev.wait(60)
-            finally:
-                if dev.poll() is None:
-                    dev.kill()
-                    dev.wait(10)
+            stop_dev(dev)
